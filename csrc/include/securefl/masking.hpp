@@ -1,0 +1,37 @@
+// Pairwise-mask arithmetic in the ring Z_{2^b}: masked accumulation and n-way sums.
+//
+// Ring elements are stored in uint32 (b <= 32) or uint64 (b <= 64) words. The mask
+// expanded from a key is its AES-128-CTR keystream (counter from 0) read as
+// little-endian words of the storage width, each reduced modulo 2^b.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "securefl/aes.hpp"
+
+namespace securefl::masking {
+
+// acc[i] = (acc[i] + sum_j signs[j] * mask(keys[j])[i]) mod 2^bits, for i < len.
+// `keys` holds nkeys 16-byte keys back to back. Work is cache-blocked: every key is
+// applied to one small chunk of acc before the next chunk, so acc is read and
+// written once whatever the number of keys. Threads split the chunks.
+// @throws std::invalid_argument if bits is not in [1, 8 * sizeof(T)], a sign is not
+//         +1 or -1, or the backend is unavailable.
+template <class T>
+void masked_accumulate(T* acc, std::size_t len, const std::uint8_t* keys,
+                       const std::int8_t* signs, std::size_t nkeys, unsigned bits,
+                       unsigned threads, aes::Backend backend);
+
+// out[i] = (inputs[0][i] + ... + inputs[n-1][i]) mod 2^bits, each input read once.
+// `out` may be one of the inputs.
+// @throws std::invalid_argument if n == 0 or bits is out of range.
+template <class T>
+void sum_mod(const T* const* inputs, std::size_t n, std::size_t len, T* out, unsigned bits,
+             unsigned threads);
+
+// @throws std::invalid_argument unless 1 <= bits <= 8 * sizeof(T).
+template <class T>
+void check_bits(unsigned bits);
+
+}  // namespace securefl::masking

@@ -1,0 +1,3 @@
+from securefl.cli import main
+
+raise SystemExit(main())
