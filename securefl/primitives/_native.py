@@ -5,8 +5,15 @@ from __future__ import annotations
 import operator
 from typing import Literal
 
-from securefl import _core
 from securefl.errors import BackendUnavailable
+
+try:
+    from securefl import _core
+except ImportError as exc:  # pragma: no cover - depends on how securefl was installed
+    raise BackendUnavailable(
+        "securefl's compiled core (securefl._core) is missing: install the package "
+        "(`pip install .` or `make test`) instead of importing it from the source tree"
+    ) from exc
 
 Backend = Literal["auto", "portable", "aesni", "vaes256", "vaes512"]
 """AES-128-CTR implementations; all give identical output."""

@@ -47,6 +47,8 @@ def _keys_array(keys: Sequence[bytes] | npt.NDArray[np.uint8]) -> npt.NDArray[np
 
 def _signs_array(signs: Sequence[int] | npt.NDArray[np.int8]) -> npt.NDArray[np.int8]:
     values = np.asarray(signs)
+    if values.size == 0:
+        return np.zeros(0, dtype=np.int8)
     if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
         raise TypeError("signs must be a 1-D sequence of integers")
     if not np.all((values == 1) | (values == -1)):
