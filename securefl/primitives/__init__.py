@@ -3,11 +3,11 @@
 Only this package imports :mod:`securefl._core`; protocol code uses these wrappers.
 """
 
+from securefl.primitives import shamir
 from securefl.primitives.masking import masked_accumulate, ring_dtype, sum_mod
 from securefl.primitives.prg import available_backends, default_backend, keystream
 from securefl.primitives.quantize import FixedPoint, dequantize, quantize
 from securefl.primitives.rns import rns_sum
-from securefl.primitives import shamir
 from securefl.primitives.shamir import Share
 
 __all__ = [

@@ -89,7 +89,9 @@ class FixedPoint:
     @property
     def max_level(self) -> int:
         """The largest encoding of one value, ``ceil(2 c 2^p)``."""
-        return int(core.fixed_point_max_level(self.clip, self.frac_bits, self.bits, self.max_summands))
+        return int(
+            core.fixed_point_max_level(self.clip, self.frac_bits, self.bits, self.max_summands)
+        )
 
     @property
     def precision(self) -> float:

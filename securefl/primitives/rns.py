@@ -25,9 +25,9 @@ def _moduli_array(moduli: Sequence[int] | npt.NDArray[np.uint64]) -> npt.NDArray
     if isinstance(moduli, np.ndarray):
         return moduli
     values = [operator.index(q) for q in moduli]
-    for l, q in enumerate(values):
+    for limb, q in enumerate(values):
         if not 2 <= q < MAX_MODULUS:
-            raise ValueError(f"modulus q_{l} = {q} is not in [2, 2^62)")
+            raise ValueError(f"modulus q_{limb} = {q} is not in [2, 2^62)")
     return np.array(values, dtype=np.uint64)
 
 

@@ -100,9 +100,7 @@ def split(
     xs = _indices(indices)
     seed_bytes = secrets.token_bytes(16) if seed is None else key_bytes(seed, "seed")
     blob = core.shamir_split(bytes(secret), operator.index(threshold), xs, seed_bytes)
-    return [
-        Share(x, blob[i * SHARE_BYTES : (i + 1) * SHARE_BYTES]) for i, x in enumerate(xs)
-    ]
+    return [Share(x, blob[i * SHARE_BYTES : (i + 1) * SHARE_BYTES]) for i, x in enumerate(xs)]
 
 
 def combine(shares: Sequence[Share], threshold: int) -> bytes:

@@ -40,17 +40,19 @@ def masked_accumulate(
 ) -> np.ndarray:
     """Returns ``(acc + sum_j signs[j] * mask(keys[j])) mod 2^bits`` (a new array)."""
     out = acc.astype(acc.dtype, copy=True).reshape(-1)
-    for key, sign in zip(keys, signs):
+    for key, sign in zip(keys, signs, strict=True):
         m = mask(key, out.size, acc.dtype)
         out = out + m if sign > 0 else out - m
-    return (out & _ring_mask(bits, acc.dtype)).reshape(acc.shape)
+    result: np.ndarray = (out & _ring_mask(bits, acc.dtype)).reshape(acc.shape)
+    return result
 
 
 def sum_mod(inputs: Sequence[np.ndarray], bits: int) -> np.ndarray:
     total = np.zeros_like(inputs[0])
     for x in inputs:
         total = total + x  # wraps modulo the word size, a multiple of 2^bits
-    return total & _ring_mask(bits, total.dtype)
+    result: np.ndarray = total & _ring_mask(bits, total.dtype)
+    return result
 
 
 def quantize(x: np.ndarray, fp: FixedPoint, key: bytes) -> np.ndarray:
@@ -63,11 +65,13 @@ def quantize(x: np.ndarray, fp: FixedPoint, key: bytes) -> np.ndarray:
     frac = scaled - floor
     u = (noise >> np.uint64(11)).astype(np.float64) * 2.0**-53
     q = floor.astype(np.uint64) + (u < frac).astype(np.uint64)
-    return q.astype(fp.dtype).reshape(np.shape(x))
+    result: np.ndarray = q.astype(fp.dtype).reshape(np.shape(x))
+    return result
 
 
 def dequantize(total: np.ndarray, fp: FixedPoint, summands: int) -> np.ndarray:
-    return total.astype(np.float64) * np.ldexp(1.0, -fp.frac_bits) - float(summands) * fp.clip
+    result: np.ndarray = total.astype(np.float64) * np.ldexp(1.0, -fp.frac_bits)
+    return result - float(summands) * fp.clip
 
 
 def _field_elements(seed: bytes, count: int) -> list[int]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from support import BACKENDS
 
+from kat.vectors import FIPS197_C1, SP800_38A_F51
 from securefl.primitives import keystream
 from securefl.testing import reference
-from support import BACKENDS
-from kat.vectors import FIPS197_C1, SP800_38A_F51
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -17,7 +17,7 @@ def test_sp800_38a_f51_ctr_encrypt(backend: str) -> None:
     stream = keystream(key, 64, counter_block=counter, backend=backend).tobytes()
     assert stream == bytes.fromhex("".join(v["output_blocks"]))
     plaintext = bytes.fromhex("".join(v["plaintext"]))
-    ciphertext = bytes(p ^ s for p, s in zip(plaintext, stream))
+    ciphertext = bytes(p ^ s for p, s in zip(plaintext, stream, strict=True))
     assert ciphertext == bytes.fromhex("".join(v["ciphertext"]))
 
 

@@ -41,8 +41,11 @@ def test_keystream_equals_cryptography(key, nbytes, counter) -> None:
     )
 
 
-@given(ring_vectors(count=1), st.lists(st.tuples(keys16, st.sampled_from([1, -1])), max_size=6),
-       st.integers(1, 4))
+@given(
+    ring_vectors(count=1),
+    st.lists(st.tuples(keys16, st.sampled_from([1, -1])), max_size=6),
+    st.integers(1, 4),
+)
 def test_masked_accumulate_equals_reference(data, key_signs, threads) -> None:
     bits, (acc,) = data
     keys = [k for k, _ in key_signs]
@@ -84,8 +87,13 @@ fixed_points = st.builds(
 @given(fixed_points, st.data(), keys16)
 def test_quantize_equals_reference(fp, data, key) -> None:
     dtype = data.draw(st.sampled_from([np.float32, np.float64]))
-    x = data.draw(hnp.arrays(dtype, st.integers(0, 3000),
-                             elements=st.floats(-1e6, 1e6, width=32 if dtype == np.float32 else 64)))
+    x = data.draw(
+        hnp.arrays(
+            dtype,
+            st.integers(0, 3000),
+            elements=st.floats(-1e6, 1e6, width=32 if dtype == np.float32 else 64),
+        )
+    )
     np.testing.assert_array_equal(quantize(x, fp, key), reference.quantize(x, fp, key))
 
 
@@ -116,7 +124,8 @@ def test_rns_sum_equals_reference(data) -> None:
     n = data.draw(st.integers(1, 20))
     q = np.array(moduli, dtype=np.uint64).reshape(1, -1, 1)
     inputs = [
-        data.draw(hnp.arrays(np.uint64, (size, limbs, degree), elements=st.integers(0, 2**64 - 1))) % q
+        data.draw(hnp.arrays(np.uint64, (size, limbs, degree), elements=st.integers(0, 2**64 - 1)))
+        % q
         for _ in range(n)
     ]
     np.testing.assert_array_equal(rns_sum(inputs, moduli), reference.rns_sum(inputs, moduli))

@@ -26,7 +26,10 @@ def test_demo_refuses_a_ring_too_small() -> None:
 def test_module_entry_point(tmp_path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "securefl", "demo", "--clients", "3", "--dim", "1000"],
-        capture_output=True, text=True, check=False, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "OK:" in result.stdout

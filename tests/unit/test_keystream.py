@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from securefl import BackendUnavailable
-from securefl import _core
-from securefl.primitives import available_backends, default_backend, keystream
 from support import BACKENDS
+
+from securefl import BackendUnavailable, _core
+from securefl.primitives import available_backends, default_backend, keystream
 
 
 def test_backends_are_reported() -> None:
@@ -76,7 +75,7 @@ class TestCoreValidation:
     """The native module validates on its own, whatever the wrapper did."""
 
     def test_rejects_non_array_out(self) -> None:
-        with pytest.raises(TypeError, match="numpy.ndarray"):
+        with pytest.raises(TypeError, match=r"numpy\.ndarray"):
             _core.keystream_into(bytearray(16), bytes(16), bytes(16), "auto")
 
     def test_rejects_wrong_dtype(self) -> None:

@@ -2,13 +2,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import BACKENDS, FAST_BACKENDS, keys_from
 
 from securefl.primitives import masked_accumulate, ring_dtype, sum_mod
 from securefl.testing import reference
-from support import BACKENDS, FAST_BACKENDS, keys_from
 
-RINGS = [(np.uint32, 1), (np.uint32, 7), (np.uint32, 31), (np.uint32, 32),
-         (np.uint64, 1), (np.uint64, 33), (np.uint64, 63), (np.uint64, 64)]
+RINGS = [
+    (np.uint32, 1),
+    (np.uint32, 7),
+    (np.uint32, 31),
+    (np.uint32, 32),
+    (np.uint64, 1),
+    (np.uint64, 33),
+    (np.uint64, 63),
+    (np.uint64, 64),
+]
 LENGTHS = [0, 1, 3, 4, 5, 2047, 2048, 2049, 4096, 70_001]
 
 
@@ -89,7 +97,7 @@ class TestMaskedAccumulate:
 
 class TestMaskedAccumulateErrors:
     def test_list_accumulator(self) -> None:
-        with pytest.raises(TypeError, match="numpy.ndarray"):
+        with pytest.raises(TypeError, match=r"numpy\.ndarray"):
             masked_accumulate([0, 0], [bytes(16)], [1], bits=32)  # type: ignore[arg-type]
 
     @pytest.mark.parametrize("dtype", [np.int32, np.float32, np.uint16, np.int64])
@@ -185,7 +193,9 @@ class TestSumMod:
             sum_mod([np.zeros(4, np.uint32)], bits=40)
 
 
-@pytest.mark.parametrize("bits,dtype", [(1, np.uint32), (32, np.uint32), (33, np.uint64), (64, np.uint64)])
+@pytest.mark.parametrize(
+    "bits,dtype", [(1, np.uint32), (32, np.uint32), (33, np.uint64), (64, np.uint64)]
+)
 def test_ring_dtype(bits, dtype) -> None:
     assert ring_dtype(bits) == dtype
 

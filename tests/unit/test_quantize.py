@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 import pytest
+from support import BACKENDS
 
 from securefl import ConfigError
 from securefl.primitives import FixedPoint, dequantize, quantize
 from securefl.testing import reference
-from support import BACKENDS
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 
@@ -72,7 +72,9 @@ class TestQuantize:
         q = quantize(x, fp, KEY)
         # (clip(x) + 1) * 16 is an integer for each: no rounding happens.
         np.testing.assert_array_equal(q, [0, 0, 8, 16, 17, 32, 32])
-        np.testing.assert_array_equal(dequantize(q, fp, 1), [-1.0, -1.0, -0.5, 0.0, 0.0625, 1.0, 1.0])
+        np.testing.assert_array_equal(
+            dequantize(q, fp, 1), [-1.0, -1.0, -0.5, 0.0, 0.0625, 1.0, 1.0]
+        )
 
     def test_rounding_is_unbiased(self) -> None:
         # 1/3 sits between grid points 0.25 and 0.5 (p = 2): rounds up w.p. 1/3.
@@ -116,7 +118,7 @@ class TestQuantize:
             quantize(np.zeros(4, dtype), CONFIGS[0], KEY)
 
     def test_not_an_array(self) -> None:
-        with pytest.raises(TypeError, match="numpy.ndarray"):
+        with pytest.raises(TypeError, match=r"numpy\.ndarray"):
             quantize([0.5, 0.25], CONFIGS[0], KEY)  # type: ignore[arg-type]
 
     def test_key_size(self) -> None:
@@ -129,16 +131,14 @@ class TestDequantize:
     def test_matches_reference(self, rng, fp) -> None:
         k = min(fp.max_summands, 3)
         total = rng.integers(0, k * fp.max_level + 1, 9_999, dtype=np.uint64).astype(fp.dtype)
-        np.testing.assert_array_equal(
-            dequantize(total, fp, k), reference.dequantize(total, fp, k)
-        )
+        np.testing.assert_array_equal(dequantize(total, fp, k), reference.dequantize(total, fp, k))
 
     def test_sum_of_encodings_decodes_to_sum(self, rng) -> None:
         fp = FixedPoint(clip=1.0, frac_bits=24, bits=32, max_summands=20)
         xs = [rng.uniform(-1.0, 1.0, 5_000) for _ in range(20)]
         keys = [bytes([i]) * 16 for i in range(20)]
         total = np.zeros(5_000, dtype=np.uint32)
-        for x, key in zip(xs, keys):
+        for x, key in zip(xs, keys, strict=True):
             total += quantize(x, fp, key)
         err = np.abs(dequantize(total, fp, 20) - np.sum(xs, axis=0))
         assert err.max() < 20 * fp.precision

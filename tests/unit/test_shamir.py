@@ -77,7 +77,9 @@ def test_threshold_minus_one_shares_are_consistent_with_any_secret() -> None:
         words = []
         chunks = reference._chunks(candidate)
         for c in range(5):
-            points = [(0, chunks[c])] + [(s.index, reference.shamir_words(s.value)[c]) for s in known]
+            points = [(0, chunks[c])] + [
+                (s.index, reference.shamir_words(s.value)[c]) for s in known
+            ]
             words.append(reference.shamir_interpolate_at(points, 6))
         forged = Share(6, b"".join(w.to_bytes(8, "little") for w in words))
         assert combine([*known, forged], t) == candidate
