@@ -57,10 +57,24 @@ void reduce(std::uint64_t* acc, std::size_t n, std::uint64_t q, std::uint64_t mu
   }
 }
 
+SECUREFL_CLONES unsigned any_above(const std::uint64_t* __restrict x, std::size_t n,
+                                   std::uint64_t q) noexcept {
+  unsigned bad = 0;
+  for (std::size_t i = 0; i < n; ++i) bad |= x[i] >= q;
+  return bad;
+}
+
 struct BadCoefficient {
   std::size_t input;
   std::size_t position;  // flat index into [size][L][N]
 };
+
+bool overlaps(const std::uint64_t* a, const std::uint64_t* b, std::size_t count) noexcept {
+  const auto x = reinterpret_cast<std::uintptr_t>(a);
+  const auto y = reinterpret_cast<std::uintptr_t>(b);
+  const std::size_t bytes = count * sizeof(std::uint64_t);
+  return x < y + bytes && y < x + bytes;
+}
 
 }  // namespace
 
@@ -81,7 +95,41 @@ void sum(const std::uint64_t* const* inputs, std::size_t n, const Shape& shape,
   std::mutex error_lock;
   bool failed = false;
   BadCoefficient first{0, 0};
-  parallel_for(units, threads, [&](std::size_t begin, std::size_t end) {
+  auto report = [&](std::size_t input, std::size_t base, std::uint64_t q) {
+    const std::uint64_t* x = inputs[input] + base;
+    std::size_t i = 0;
+    while (x[i] < q) ++i;
+    const std::lock_guard<std::mutex> guard(error_lock);
+    const BadCoefficient here{input, base + i};
+    if (!failed || here.input < first.input ||
+        (here.input == first.input && here.position < first.position))
+      first = here;
+    failed = true;
+  };
+
+  // When `out` is one of the inputs (an accumulator), every input is checked before
+  // anything is written, so a bad input leaves the accumulator as it was.
+  const std::size_t total = shape.size * shape.limbs * shape.degree;
+  bool in_place = false;
+  for (std::size_t j = 0; j < n; ++j) in_place |= overlaps(out, inputs[j], total);
+  if (in_place) {
+    parallel_for(units, threads, [&](std::size_t begin, std::size_t end) {
+      for (std::size_t u = begin; u < end; ++u) {
+        const std::size_t poly_limb = u / chunks_per_limb;
+        const std::size_t k0 = (u % chunks_per_limb) * kChunk;
+        const std::size_t m = std::min(kChunk, shape.degree - k0);
+        const std::size_t base = poly_limb * shape.degree + k0;
+        const std::uint64_t q = moduli[poly_limb % shape.limbs];
+        for (std::size_t j = 0; j < n; ++j)
+          if (any_above(inputs[j] + base, m, q)) {
+            report(j, base, q);
+            return;
+          }
+      }
+    });
+  }
+
+  if (!failed) parallel_for(units, threads, [&](std::size_t begin, std::size_t end) {
     alignas(64) std::uint64_t acc[kChunk];
     for (std::size_t u = begin; u < end; ++u) {
       const std::size_t poly_limb = u / chunks_per_limb;  // s * L + l
@@ -107,15 +155,7 @@ void sum(const std::uint64_t* const* inputs, std::size_t n, const Shape& shape,
         ++pending;
       }
       if (bad_input != n) {
-        const std::uint64_t* x = inputs[bad_input] + base;
-        std::size_t i = 0;
-        while (x[i] < q) ++i;
-        const std::lock_guard<std::mutex> guard(error_lock);
-        const BadCoefficient here{bad_input, base + i};
-        if (!failed || here.input < first.input ||
-            (here.input == first.input && here.position < first.position))
-          first = here;
-        failed = true;
+        report(bad_input, base, q);
         return;  // this thread's remaining work is moot
       }
       reduce(acc, m, q, mu);

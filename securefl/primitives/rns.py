@@ -57,8 +57,9 @@ def rns_sum(
     TypeError, ValueError
         On wrong dtypes or shapes, bad moduli, or an input coefficient >= its modulus;
         the message names the first offending input (its position in ``inputs``) and
-        coefficient. ``out`` is then unspecified: a caller that accumulates into a
-        long-lived buffer should pass a scratch ``out`` (or validate first).
+        coefficient. When ``out`` is one of the inputs (an accumulator), every input is
+        checked before anything is written, so the accumulator is left unchanged;
+        otherwise ``out`` is unspecified after an error.
     """
     arrays = list(inputs)
     if not arrays:

@@ -46,6 +46,17 @@ class TestRnsSum:
         with pytest.raises(ValueError, match=r"input 2: coefficient \d+ at \[1\]\[2\]\[999\]"):
             rns_sum(inputs, Q_SEAL)
 
+    @pytest.mark.parametrize("threads", [1, 2])
+    def test_bad_input_leaves_the_accumulator_unchanged(self, rng, threads) -> None:
+        acc, good, bad = ciphertexts(rng, 3, Q_SEAL, degree=8192)
+        bad[1, 1, 8000] = Q_SEAL[1]  # late in the array: earlier chunks would be summed
+        before = acc.copy()
+        with pytest.raises(ValueError, match=r"input 1: .* at \[1\]\[1\]\[8000\]"):
+            rns_sum([acc, bad], Q_SEAL, out=acc, threads=threads)
+        np.testing.assert_array_equal(acc, before)
+        rns_sum([acc, good], Q_SEAL, out=acc, threads=threads)
+        np.testing.assert_array_equal(acc, reference.rns_sum([before, good], Q_SEAL))
+
     def test_first_input_checked_too(self, rng) -> None:
         inputs = ciphertexts(rng, 2, Q_SEAL)
         inputs[0][0, 1, 7] = np.uint64(2**64 - 1)

@@ -24,7 +24,9 @@ struct Shape {
 // inputs. Every input coefficient is checked to be below its modulus.
 // @throws std::invalid_argument if n == 0, a modulus is < 2 or >= 2^62, or a
 //         coefficient is out of range; the message names the first offending input
-//         and position. `out` is then unspecified.
+//         and position. If `out` overlaps an input (an accumulator), all inputs are
+//         checked before anything is written, so `out` is then unchanged; otherwise
+//         it is unspecified.
 void sum(const std::uint64_t* const* inputs, std::size_t n, const Shape& shape,
          const std::uint64_t* moduli, std::uint64_t* out, unsigned threads);
 
