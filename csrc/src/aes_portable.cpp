@@ -29,11 +29,43 @@ void gf_mul(const Planes a, const Planes b, Planes c) noexcept {
   for (int i = 0; i < 8; ++i) c[i] = p[i];
 }
 
+// Transposes an 8x8 bit matrix held in a word: bit 8r + c <-> bit 8c + r
+// (three delta swaps; Warren, Hacker's Delight, section 7-3).
+inline std::uint64_t transpose8x8(std::uint64_t x) noexcept {
+  std::uint64_t t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AAull;
+  x ^= t ^ (t << 7);
+  t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCCull;
+  x ^= t ^ (t << 14);
+  t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0ull;
+  x ^= t ^ (t << 28);
+  return x;
+}
+
+// planes[k] bit j = bit k of bytes[j]: each group of 8 bytes is an 8x8 bit matrix
+// whose transpose holds, in its byte k, bit k of those 8 bytes.
+void to_planes(const std::uint8_t bytes[64], Planes planes) noexcept {
+  for (unsigned k = 0; k < 8; ++k) planes[k] = 0;
+  for (unsigned g = 0; g < 8; ++g) {
+    std::uint64_t w;
+    std::memcpy(&w, bytes + 8 * g, 8);
+    w = transpose8x8(w);
+    for (unsigned k = 0; k < 8; ++k) planes[k] |= ((w >> (8 * k)) & 0xFFu) << (8 * g);
+  }
+}
+
+void from_planes(const Planes planes, std::uint8_t bytes[64]) noexcept {
+  for (unsigned g = 0; g < 8; ++g) {
+    std::uint64_t w = 0;
+    for (unsigned k = 0; k < 8; ++k) w |= ((planes[k] >> (8 * g)) & 0xFFu) << (8 * k);
+    w = transpose8x8(w);
+    std::memcpy(bytes + 8 * g, &w, 8);
+  }
+}
+
 // Applies the AES S-box to bytes[0..64).
 void sub_bytes64(std::uint8_t bytes[64]) noexcept {
   Planes x = {};
-  for (unsigned j = 0; j < 64; ++j)
-    for (unsigned k = 0; k < 8; ++k) x[k] |= static_cast<std::uint64_t>((bytes[j] >> k) & 1u) << j;
+  to_planes(bytes, x);
 
   // x^254 = x^-1 (and 0 -> 0): 2, 3, 6, 12, 15, 30, 60, 120, 240, 252, 254.
   Planes x2, x3, x6, x12, x15, t, u;
@@ -54,11 +86,7 @@ void sub_bytes64(std::uint8_t bytes[64]) noexcept {
     const std::uint64_t constant = ((0x63u >> i) & 1u) ? ~std::uint64_t{0} : 0;
     s[i] = u[i] ^ u[(i + 4) % 8] ^ u[(i + 5) % 8] ^ u[(i + 6) % 8] ^ u[(i + 7) % 8] ^ constant;
   }
-  for (unsigned j = 0; j < 64; ++j) {
-    unsigned v = 0;
-    for (unsigned k = 0; k < 8; ++k) v |= static_cast<unsigned>((s[k] >> j) & 1u) << k;
-    bytes[j] = static_cast<std::uint8_t>(v);
-  }
+  from_planes(s, bytes);
   secure_zero(x, sizeof x);
   secure_zero(u, sizeof u);
 }
