@@ -27,7 +27,10 @@ test: $(PY)
 
 bench: $(PY)
 	$(PIP) install --quiet '.[bench]'
-	$(VENV)/bin/pytest benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds
+	mkdir -p build
+	$(VENV)/bin/pytest benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds \
+	  --benchmark-json=build/bench.json
+	$(PY) benchmarks/summarize.py build/bench.json
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .benchmarks
