@@ -1,0 +1,1 @@
+"""Transports move protocol messages between clients and the server."""
