@@ -117,6 +117,7 @@ def quantize(
     fp: FixedPoint,
     key: bytes,
     *,
+    out: RingArray | None = None,
     threads: int | None = None,
     backend: Backend = "auto",
 ) -> RingArray:
@@ -130,6 +131,8 @@ def quantize(
         The fixed-point code.
     key:
         16-byte key of the rounding noise.
+    out:
+        Optional C-contiguous destination of ``x``'s size and dtype ``fp.dtype``.
     threads, backend:
         As for :func:`securefl.primitives.masking.masked_accumulate`.
 
@@ -155,7 +158,10 @@ def quantize(
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"x must have dtype float32 or float64, got {x.dtype}")
     src = np.ascontiguousarray(x)
-    out = np.empty(src.shape, dtype=fp.dtype)
+    if out is None:
+        out = np.empty(src.shape, dtype=fp.dtype)
+    elif not isinstance(out, np.ndarray) or out.dtype != fp.dtype:
+        raise TypeError(f"out must be a numpy array of dtype {fp.dtype}")
     core.quantize_into(
         src,
         out,

@@ -1,0 +1,133 @@
+"""Configuration of a SecAgg / SecAgg+ session.
+
+Every client checks the server's view of the configuration (by digest) before it
+does any work, so a server cannot trick clients into a weaker threshold or ring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field
+from enum import Enum
+
+from securefl.errors import ConfigError
+from securefl.primitives.quantize import FixedPoint
+
+__all__ = ["MAX_CLIENT_ID", "GraphKind", "SecAggConfig"]
+
+MAX_CLIENT_ID = 2**32 - 2
+"""Client ids are u32 on the wire; id + 1 is a Shamir index, so 2^32 - 1 is excluded."""
+
+
+class GraphKind(Enum):
+    """Who shares keys with whom."""
+
+    COMPLETE = "complete"  # SecAgg (Bonawitz et al. 2017): every pair of clients
+    HARARY = "harary"  # SecAgg+ (Bell et al. 2020): a random k-regular Harary graph
+
+
+@dataclass(frozen=True)
+class SecAggConfig:
+    """Parameters every party of a session must agree on.
+
+    Parameters
+    ----------
+    num_clients:
+        n, the most clients that may take part (at least 2).
+    threshold:
+        t: shares needed to reconstruct a client's secrets. A coalition of the server
+        and fewer than t of a client's neighbours learns nothing about its update; a
+        session survives as long as every survivor and every dropped client keeps at
+        least t responsive neighbours. For the complete graph, t > n / 2 prevents a
+        server that lies about dropouts from unmasking anyone.
+    dimension:
+        d, the length of the flattened update vector.
+    bits:
+        b: the ring Z_2^b (1..64). Wire size per client is d * 4 bytes for b <= 32 and
+        d * 8 bytes above.
+    clip:
+        c: every coordinate of an update is clipped to [-c, c] before encoding.
+    max_weight:
+        W: the largest integer weight (e.g. number of examples) a client may use.
+        Weights are multiplied into the masked vector and summed as an extra masked
+        element, so the server learns only the total weight.
+    frac_bits:
+        p: the precision is 2^-p. ``None`` picks the finest that cannot overflow:
+        n * W * ceil(2 c 2^p) < 2^b.
+    graph, degree:
+        The neighbourhood graph; ``degree`` (k) is required for ``GraphKind.HARARY``.
+    authenticated:
+        Clients sign their keys and the survivor set with enrolled Ed25519 identity
+        keys, and a ConsistencyCheck round runs (Bonawitz et al. 2017, section 4.2).
+
+    Raises
+    ------
+    ConfigError
+        If parameters are inconsistent or the ring could overflow.
+    """
+
+    num_clients: int
+    threshold: int
+    dimension: int
+    bits: int = 32
+    clip: float = 1.0
+    max_weight: int = 1
+    frac_bits: int | None = None
+    graph: GraphKind = GraphKind.COMPLETE
+    degree: int | None = None
+    authenticated: bool = False
+    fixed_point: FixedPoint = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.num_clients < 2:
+            raise ConfigError(f"num_clients must be >= 2, got {self.num_clients}")
+        if self.dimension < 1:
+            raise ConfigError(f"dimension must be >= 1, got {self.dimension}")
+        if not 1 <= self.max_weight < 2**32:
+            raise ConfigError(f"max_weight must be in [1, 2^32), got {self.max_weight}")
+        if not isinstance(self.graph, GraphKind):
+            raise ConfigError(f"graph must be a GraphKind, got {self.graph!r}")
+        k = self.neighbourhood_size
+        if not 1 <= self.threshold <= k:
+            raise ConfigError(
+                f"threshold t={self.threshold} must be in [1, k] with k={k} neighbours per client"
+            )
+        summands = self.num_clients * self.max_weight
+        if self.frac_bits is None:
+            fp = FixedPoint.for_ring(bits=self.bits, clip=self.clip, max_summands=summands)
+        else:
+            fp = FixedPoint(self.clip, self.frac_bits, self.bits, summands)
+        object.__setattr__(self, "fixed_point", fp)
+
+    @property
+    def neighbourhood_size(self) -> int:
+        """k: neighbours per client (n - 1 for the complete graph)."""
+        if self.graph is GraphKind.COMPLETE:
+            if self.degree is not None:
+                raise ConfigError("degree applies to the Harary graph only")
+            return self.num_clients - 1
+        if self.degree is None or not 2 <= self.degree <= self.num_clients - 1:
+            raise ConfigError(
+                f"the Harary graph needs 2 <= degree <= n - 1 = {self.num_clients - 1}, "
+                f"got {self.degree}"
+            )
+        return self.degree
+
+    def digest(self) -> bytes:
+        """SHA-256 of the canonical encoding of every parameter (what clients compare)."""
+        fp = self.fixed_point
+        encoded = struct.pack(
+            "<IIQBdQIBIB",
+            self.num_clients,
+            self.threshold,
+            self.dimension,
+            self.bits,
+            self.clip,
+            self.max_weight,
+            fp.frac_bits,
+            0 if self.graph is GraphKind.COMPLETE else 1,
+            self.degree or 0,
+            int(self.authenticated),
+        )
+        return hashlib.sha256(b"securefl/secagg/config/v1" + encoded).digest()

@@ -1,0 +1,127 @@
+"""Key agreement, key derivation, share encryption and signatures for SecAgg.
+
+Everything here uses the ``cryptography`` package: X25519 (RFC 7748), HKDF-SHA256
+(RFC 5869), AES-256-GCM and Ed25519 (RFC 8032). Each derived key is bound to the
+session id, its purpose and the ordered pair of client ids, so no key serves two
+purposes or two sessions (Bonawitz et al., CCS 2017, section 4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from securefl.errors import DecryptionError
+
+__all__ = [
+    "KEY_BYTES",
+    "SIGNATURE_BYTES",
+    "aead_decrypt",
+    "aead_encrypt",
+    "derive",
+    "public_bytes",
+    "session_id",
+    "shared_secret",
+    "sign",
+    "verify",
+    "x25519_from_private",
+]
+
+KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+NONCE_BYTES = 12
+
+# Purposes (HKDF info labels). Distinct labels make keys of different roles unrelated.
+PAIRWISE_MASK = b"securefl/secagg/pairwise-mask/v1"
+SELF_MASK = b"securefl/secagg/self-mask/v1"
+SHARE_ENCRYPTION = b"securefl/secagg/share-encryption/v1"
+ROUNDING = b"securefl/secagg/rounding/v1"
+
+
+def x25519_from_private(raw: bytes) -> X25519PrivateKey:
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+def public_bytes(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def shared_secret(private: X25519PrivateKey, peer_public: bytes) -> bytes:
+    """X25519 agreement. Raises ValueError for a low-order (all-zero result) peer key."""
+    return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+
+
+def derive(secret: bytes, *, session: bytes, purpose: bytes, ids: Iterable[int], length: int) -> bytes:
+    """HKDF-SHA256 of ``secret`` with salt = session id, info = purpose || ids (u32 each)."""
+    info = purpose + b"".join(struct.pack("<I", i) for i in ids)
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=session, info=info).derive(secret)
+
+
+def session_id(nonce: bytes, config_digest: bytes, entries: Iterable[tuple[int, bytes, bytes]]) -> bytes:
+    """Hash of the session nonce, the configuration and every advertised key pair.
+
+    Each field is length-prefixed so that no two different directories hash alike.
+    """
+    h = hashlib.sha256(b"securefl/secagg/session/v1")
+    for part in (nonce, config_digest):
+        h.update(struct.pack("<I", len(part)) + part)
+    for client_id, mask_pk, enc_pk in entries:
+        h.update(struct.pack("<I", client_id))
+        for key in (mask_pk, enc_pk):
+            h.update(struct.pack("<I", len(key)) + key)
+    return h.digest()
+
+
+def _share_ad(session: bytes, sender: int, recipient: int) -> bytes:
+    # Binds sender, recipient, session and round: a ciphertext cannot be replayed to
+    # another client, another session or another round.
+    return b"securefl/secagg/shares/v1" + session + struct.pack("<BII", 1, sender, recipient)
+
+
+def aead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, *, session: bytes, sender: int, recipient: int) -> bytes:
+    """AES-256-GCM; returns nonce || ciphertext || tag."""
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, _share_ad(session, sender, recipient))
+
+
+def aead_decrypt(key: bytes, blob: bytes, *, session: bytes, sender: int, recipient: int) -> bytes:
+    """Inverse of :func:`aead_encrypt`.
+
+    Raises
+    ------
+    DecryptionError
+        If the ciphertext was forged, altered, replayed from elsewhere or is malformed
+        (deliberately without detail).
+    """
+    if len(blob) < NONCE_BYTES + 16:
+        raise DecryptionError("share decryption failed")
+    try:
+        return AESGCM(key).decrypt(
+            blob[:NONCE_BYTES], blob[NONCE_BYTES:], _share_ad(session, sender, recipient)
+        )
+    except InvalidTag:
+        raise DecryptionError("share decryption failed") from None
+
+
+def sign(key: Ed25519PrivateKey, label: bytes, payload: bytes) -> bytes:
+    return key.sign(label + payload)
+
+
+def verify(public: bytes, signature: bytes, label: bytes, payload: bytes) -> bool:
+    """True if ``signature`` is a valid Ed25519 signature by ``public``."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, label + payload)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -1,0 +1,858 @@
+"""Neighbourhood graphs for SecAgg / SecAgg+ and the choice of their degree and threshold.
+
+A client masks its update with, and Shamir-shares its secrets among, its neighbours only.
+SecAgg (Bonawitz et al., "Practical Secure Aggregation for Privacy-Preserving Machine
+Learning", CCS 2017) uses the complete graph: every client neighbours every other, so a
+client's cost grows linearly with n. SecAgg+ (Bell, Bonawitz, Gascón, Lepoint, Raykova,
+"Secure Single-Server Aggregation with (Poly)Logarithmic Overhead", CCS 2020, section 3)
+uses a *random Harary graph* H(n, k): the circulant graph on ring positions 0..n-1 in
+which position i neighbours i +- 1, ..., i +- k/2 (mod n), with the client ids placed on
+the positions by a uniformly random permutation. With k = O(log n) it keeps, except with
+probability 2^-sigma, the guarantees of the complete graph.
+
+:func:`choose_parameters` picks the smallest even k and a threshold t for n clients, a
+tolerated fraction gamma of corrupt clients and delta of dropouts. It follows the
+analysis of Bell et al. (the union bounds also implemented in Google's
+``fcp/secagg/server/graph_parameter_finder.cc``) but evaluates every probability
+exactly, with integers, instead of with floating point. The conditions are stated in
+its docstring; ``docs/PROTOCOL.md`` refers to them.
+
+The permutation is drawn from the AES-128-CTR keystream of a 16-byte seed (never from
+``random`` or ``numpy.random``), so every party that knows the seed derives the same
+graph and nobody who does not can predict it.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from fractions import Fraction
+from typing import Any, NoReturn
+
+from securefl.errors import ConfigError
+from securefl.primitives import keystream
+
+__all__ = [
+    "Graph",
+    "Parameters",
+    "ThreatModel",
+    "choose_parameters",
+    "complete_graph",
+    "complete_parameters",
+    "harary_graph",
+    "shuffled_ids",
+]
+
+SEED_BYTES = 16
+_WORD_BYTES = 8
+_WORD_RANGE = 1 << (8 * _WORD_BYTES)
+_MAX_BITS = 256
+# The floating-point screens in the parameter search only discard a degree when the
+# estimate misses the bound by this many bits; lgamma is accurate to ~1e-8 bits here.
+_SCREEN_MARGIN_BITS = 8.0
+
+
+class ThreatModel(Enum):
+    """What the server may do (Bell et al. 2020, sections 3 and 4).
+
+    In both models the adversary controls the server and at most a ``corruption_rate``
+    fraction of the clients, chosen before the graph is drawn.
+    """
+
+    SEMI_HONEST = "semi-honest"
+    """The server follows the protocol and reports dropouts truthfully; it only tries
+    to learn from what it sees (honest but curious)."""
+
+    SEMI_MALICIOUS = "semi-malicious"
+    """The server may lie about who dropped out, telling some neighbours of a client
+    that it survived (to collect self-mask shares) and others that it dropped (to
+    collect mask-key shares). Needs the larger threshold 2t > k + corrupt neighbours."""
+
+
+# --------------------------------------------------------------------------- graphs
+
+
+def _client_id(value: object) -> int:
+    # bool is an int subclass: True would silently alias client 1.
+    if isinstance(value, bool):
+        raise TypeError(f"client ids must be integers, got {value!r}")
+    try:
+        cid = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"client ids must be integers, got {value!r}") from None
+    if cid < 0:
+        raise ValueError(f"client ids must be >= 0, got {cid}")
+    return cid
+
+
+def _sorted_ids(ids: Iterable[int]) -> tuple[int, ...]:
+    """Validate ``ids`` (unique non-negative integers, at least two) and sort them."""
+    if isinstance(ids, (str, bytes)):
+        raise TypeError("ids must be an iterable of integers, not a string")
+    seen: set[int] = set()
+    for value in ids:
+        cid = _client_id(value)
+        # A repeated id would give one client two ring positions and break regularity.
+        if cid in seen:
+            raise ValueError(f"client ids must be unique; {cid} appears more than once")
+        seen.add(cid)
+    unique = sorted(seen)
+    # One client's "aggregate" is its own update: nothing to hide it among.
+    if len(unique) < 2:
+        raise ValueError(f"a neighbourhood graph needs at least 2 clients, got {len(unique)}")
+    return tuple(unique)
+
+
+class Graph:
+    """An undirected neighbourhood graph over client ids; immutable.
+
+    A client masks its update with, and shares its secrets among, exactly its
+    neighbours. The graph is simple: no client neighbours itself and ``v`` neighbours
+    ``u`` exactly when ``u`` neighbours ``v``.
+
+    Parameters
+    ----------
+    neighbours:
+        For each client id (the keys: unique non-negative integers, at least two),
+        the ids of its neighbours. Usually built with :func:`complete_graph` or
+        :func:`harary_graph` rather than by hand.
+
+    Raises
+    ------
+    TypeError
+        If an id is not an integer.
+    ValueError
+        If an id is negative, a neighbour is not a key, a client neighbours itself, or
+        the relation is not symmetric.
+    """
+
+    __slots__ = ("_adjacency", "_ids", "_index")
+
+    _ids: tuple[int, ...]
+    _index: dict[int, int]
+    _adjacency: tuple[frozenset[int], ...] | None  # None: the complete graph
+
+    def __init__(self, neighbours: Mapping[int, Iterable[int]]) -> None:
+        ids = _sorted_ids(neighbours.keys())
+        index = {u: i for i, u in enumerate(ids)}
+        adjacency: list[frozenset[int]] = []
+        for u in ids:
+            nbrs = frozenset(_client_id(v) for v in neighbours[u])
+            for v in nbrs:
+                # A share sent to an unknown id would be routed to nobody.
+                if v not in index:
+                    raise ValueError(f"client {u} lists unknown neighbour {v}")
+                # A client holding its own share would count twice toward t.
+                if v == u:
+                    raise ValueError(f"client {u} lists itself as a neighbour")
+            adjacency.append(nbrs)
+        for u, nbrs in zip(ids, adjacency, strict=True):
+            for v in nbrs:
+                # Pairwise masks cancel only if both ends add them.
+                if u not in adjacency[index[v]]:
+                    raise ValueError(f"not symmetric: {u} lists {v} but {v} does not list {u}")
+        self._init(ids, index, tuple(adjacency))
+
+    @classmethod
+    def _trusted(cls, ids: tuple[int, ...], adjacency: tuple[frozenset[int], ...] | None) -> Graph:
+        """Build from parts already known to be valid (sorted ids, symmetric sets)."""
+        graph = cls.__new__(cls)
+        graph._init(ids, {u: i for i, u in enumerate(ids)}, adjacency)
+        return graph
+
+    def _init(
+        self,
+        ids: tuple[int, ...],
+        index: dict[int, int],
+        adjacency: tuple[frozenset[int], ...] | None,
+    ) -> None:
+        n = len(ids)
+        # One canonical form for the complete graph, so equal graphs compare equal.
+        if adjacency is not None and all(len(a) == n - 1 for a in adjacency):
+            adjacency = None
+        object.__setattr__(self, "_ids", ids)
+        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_adjacency", adjacency)
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError(f"Graph is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"Graph is immutable; cannot delete {name!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Graph._trusted, (self._ids, self._adjacency))
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        """The client ids, sorted ascending."""
+        return self._ids
+
+    @property
+    def num_clients(self) -> int:
+        """n, the number of clients."""
+        return len(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, client_id: object) -> bool:
+        return client_id in self._index and not isinstance(client_id, bool)
+
+    def neighbours(self, client_id: int) -> frozenset[int]:
+        """The neighbours of ``client_id`` (never ``client_id`` itself).
+
+        Raises
+        ------
+        ValueError
+            If ``client_id`` is not a client of this graph.
+        """
+        i = None if isinstance(client_id, bool) else self._index.get(client_id)
+        if i is None:
+            raise ValueError(f"client {client_id!r} is not in this graph")
+        if self._adjacency is None:
+            return frozenset(self._ids[:i] + self._ids[i + 1 :])
+        return self._adjacency[i]
+
+    @property
+    def degree(self) -> int:
+        """The largest number of neighbours of any client (k for a k-regular graph)."""
+        if self._adjacency is None:
+            return len(self._ids) - 1
+        return max(len(a) for a in self._adjacency)
+
+    @property
+    def is_complete(self) -> bool:
+        """Whether every client neighbours every other (SecAgg)."""
+        return self._adjacency is None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Graph):
+            return NotImplemented
+        return self._ids == other._ids and self._adjacency == other._adjacency
+
+    def __hash__(self) -> int:
+        return hash((self._ids, self._adjacency))
+
+    def __repr__(self) -> str:
+        return (
+            f"Graph(num_clients={self.num_clients}, degree={self.degree}, "
+            f"complete={self.is_complete})"
+        )
+
+
+def complete_graph(ids: Iterable[int]) -> Graph:
+    """The complete graph of SecAgg (Bonawitz et al. 2017): everyone neighbours everyone.
+
+    Parameters
+    ----------
+    ids:
+        Unique non-negative integer client ids, at least two, in any order.
+
+    Returns
+    -------
+    Graph
+        The (n-1)-regular graph on ``ids``.
+
+    Raises
+    ------
+    TypeError
+        If an id is not an integer.
+    ValueError
+        If ids repeat, are negative, or there are fewer than two.
+    """
+    return Graph._trusted(_sorted_ids(ids), None)
+
+
+class _KeystreamWords:
+    """64-bit big-endian words read in order from the AES-128-CTR keystream of a seed."""
+
+    def __init__(self, seed: bytes, expected_words: int) -> None:
+        self._seed = seed
+        # Chunks are whole AES blocks, so words never straddle two chunks; the slack
+        # covers the (rare) rejections so one chunk is almost always enough.
+        self._chunk_blocks = (expected_words * _WORD_BYTES + 64 + 15) // 16
+        self._next_block = 0
+        self._buffer = b""
+        self._pos = 0
+
+    def next_word(self) -> int:
+        if self._pos == len(self._buffer):
+            counter = self._next_block.to_bytes(16, "big")
+            chunk = keystream(self._seed, 16 * self._chunk_blocks, counter_block=counter)
+            self._buffer = chunk.tobytes()
+            self._next_block += self._chunk_blocks
+            self._pos = 0
+        word = int.from_bytes(self._buffer[self._pos : self._pos + _WORD_BYTES], "big")
+        self._pos += _WORD_BYTES
+        return word
+
+    def below(self, bound: int) -> int:
+        """A uniform integer in [0, bound), by rejection: no modulo bias."""
+        limit = _WORD_RANGE - _WORD_RANGE % bound
+        while True:
+            word = self.next_word()
+            if word < limit:
+                return word % bound
+
+
+def _check_seed(seed: object) -> bytes:
+    if not isinstance(seed, (bytes, bytearray, memoryview)):
+        raise TypeError(f"seed must be bytes, got {type(seed).__name__}")
+    raw = bytes(seed)
+    if len(raw) != SEED_BYTES:
+        raise ValueError(f"seed must be exactly {SEED_BYTES} bytes, got {len(raw)}")
+    return raw
+
+
+def shuffled_ids(ids: Iterable[int], seed: bytes) -> tuple[int, ...]:
+    """The ids in a uniformly random order drawn from ``seed``: the Harary ring order.
+
+    The algorithm is fixed so that every implementation derives the same order: start
+    from the ids sorted ascending, ``a[0..n-1]``; for ``i = n-1`` down to ``1`` read
+    64-bit big-endian words from the AES-128-CTR keystream of ``seed`` (counter 0
+    upwards) until one, ``w``, is below ``2^64 - (2^64 mod (i+1))``; swap ``a[i]``
+    and ``a[w mod (i+1)]`` (Fisher-Yates with rejection sampling, so every order has
+    probability exactly 1/n! given a uniform keystream).
+
+    Parameters
+    ----------
+    ids:
+        Unique non-negative integer client ids, at least two.
+    seed:
+        Exactly 16 bytes.
+
+    Returns
+    -------
+    tuple of int
+        The ids; position ``p`` of the Harary ring holds element ``p``.
+
+    Raises
+    ------
+    TypeError
+        If an id is not an integer or ``seed`` is not bytes.
+    ValueError
+        If ids repeat, are negative or fewer than two, or ``seed`` is not 16 bytes.
+
+    Security
+    --------
+    Whoever knows the seed knows the graph. In SecAgg+ the graph is not secret from
+    the server, but the seed must be drawn after the clients (and so the corrupt ones)
+    are fixed: a party that could pick the seed could pick a graph it can cut.
+    """
+    order = list(_sorted_ids(ids))
+    words = _KeystreamWords(_check_seed(seed), len(order) - 1)
+    for i in range(len(order) - 1, 0, -1):
+        j = words.below(i + 1)
+        order[i], order[j] = order[j], order[i]
+    return tuple(order)
+
+
+def harary_graph(ids: Iterable[int], degree: int, seed: bytes) -> Graph:
+    """A random Harary graph H(n, k) (Bell et al. 2020, section 3.2).
+
+    Place the ids on a ring in the order :func:`shuffled_ids` gives; each client then
+    neighbours the ``k/2`` clients on either side. The result is k-regular and
+    k-connected; because the placement is uniformly random, a set of corrupt or
+    dropped clients fixed before the seed is drawn lands on uniformly random ring
+    positions, which is what :func:`choose_parameters` assumes.
+
+    Parameters
+    ----------
+    ids:
+        Unique non-negative integer client ids, at least two.
+    degree:
+        k, the number of neighbours per client: an even integer >= 2, as in Bell et
+        al. (an odd k cannot be split evenly between the two sides of the ring). If
+        ``degree >= n - 1`` the complete graph is returned, whatever its parity.
+    seed:
+        Exactly 16 bytes of fresh randomness; the same (ids, degree, seed) always
+        give the same graph.
+
+    Returns
+    -------
+    Graph
+
+    Raises
+    ------
+    TypeError
+        If an id or ``degree`` is not an integer, or ``seed`` is not bytes.
+    ValueError
+        If ids repeat, are negative or fewer than two, ``seed`` is not 16 bytes, or
+        ``degree`` is below 2 or odd (and below n - 1).
+    """
+    if isinstance(degree, bool) or not isinstance(degree, int):
+        raise TypeError(f"degree must be an integer, got {degree!r}")
+    sorted_ids = _sorted_ids(ids)
+    raw_seed = _check_seed(seed)
+    n = len(sorted_ids)
+    # Degree 0 gives every client the whole sum's secret alone; 1 is not a ring.
+    if degree < 2:
+        raise ValueError(f"degree must be >= 2, got {degree}")
+    if degree >= n - 1:
+        return Graph._trusted(sorted_ids, None)
+    if degree % 2:
+        raise ValueError(f"a Harary graph needs an even degree below n - 1 = {n - 1}, got {degree}")
+    order = shuffled_ids(sorted_ids, raw_seed)
+    half = degree // 2
+    position = {u: p for p, u in enumerate(order)}
+    adjacency = tuple(
+        frozenset(order[(position[u] + j) % n] for j in range(-half, half + 1) if j)
+        for u in sorted_ids
+    )
+    return Graph._trusted(sorted_ids, adjacency)
+
+
+# ------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """Degree and threshold of a SecAgg / SecAgg+ session, with what they guarantee.
+
+    Produced by :func:`choose_parameters` and :func:`complete_parameters`.
+
+    Attributes
+    ----------
+    num_clients:
+        n. The guarantees hold for the session size they were computed for.
+    degree:
+        k, neighbours per client (n - 1 when ``complete``). Each client expands
+        (k + 1) x d elements of PRG and sends k pairs of shares, so cost grows
+        linearly with k. A larger k makes it harder for corrupt and dropped clients
+        to cut the honest survivors apart (privacy) and leaves more survivors around
+        each client (robustness); the smallest k meeting both bounds is returned.
+    threshold:
+        t, the shares needed to rebuild a client's self-mask seed or mask key. Larger
+        t: more corrupt neighbours (or, against a lying server, more honest ones told
+        conflicting stories) are needed to unmask a client -- privacy margin. Smaller
+        t: more dropouts tolerated before a session aborts -- robustness. The smallest
+        t that meets the security bound is returned, which maximises dropout
+        tolerance at the requested privacy level.
+    max_threshold:
+        The largest t that still meets the correctness bound. Any t in
+        [threshold, max_threshold] meets both; raising t buys privacy margin against
+        more corruption than assumed at the cost of aborting sooner on dropouts.
+    complete:
+        True for the complete graph of SecAgg, whose conditions hold with certainty
+        rather than with probability 1 - 2^-bits.
+    dropout_rate, corruption_rate:
+        delta and gamma as given: upper bounds on the fractions of clients that drop
+        out (in any round) and that the adversary controls. More dropouts than
+        assumed can make a session abort (fewer than t survivors around a client)
+        and, for a sparse graph, can also split the honest survivors into groups
+        whose partial sums the server learns. More corruption than assumed can let
+        colluders rebuild an honest client's secrets. Both hurt privacy when
+        underestimated; overestimating only costs a larger k.
+    max_dropouts, max_corrupt:
+        d = floor(delta n) and c = floor(gamma n), the counts the bounds were
+        computed for (rates are read as the decimals written, so 0.3 x 10 is 3).
+    security_bits:
+        sigma: the probability, over the random graph, that the adversary learns more
+        than the sum of the honest survivors' inputs is at most 2^-sigma.
+    correctness_bits:
+        rho: the probability that some client keeps fewer than t surviving
+        neighbours, so the session aborts, is at most 2^-rho.
+    threat_model:
+        Whether the server may lie about dropouts (:class:`ThreatModel`).
+    """
+
+    num_clients: int
+    degree: int
+    threshold: int
+    max_threshold: int
+    complete: bool
+    dropout_rate: float | Fraction
+    corruption_rate: float | Fraction
+    max_dropouts: int
+    max_corrupt: int
+    security_bits: int
+    correctness_bits: int
+    threat_model: ThreatModel
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    n: int
+    dropout_rate: float | Fraction
+    corruption_rate: float | Fraction
+    d: int
+    c: int
+    sigma: int
+    rho: int
+    model: ThreatModel
+
+    def describe(self) -> str:
+        return (
+            f"num_clients={self.n}, dropout_rate={self.dropout_rate!r}, "
+            f"corruption_rate={self.corruption_rate!r} ({self.model.value} server)"
+        )
+
+    def parameters(self, degree: int, threshold: int, max_threshold: int) -> Parameters:
+        return Parameters(
+            num_clients=self.n,
+            degree=degree,
+            threshold=threshold,
+            max_threshold=max_threshold,
+            complete=degree == self.n - 1,
+            dropout_rate=self.dropout_rate,
+            corruption_rate=self.corruption_rate,
+            max_dropouts=self.d,
+            max_corrupt=self.c,
+            security_bits=self.sigma,
+            correctness_bits=self.rho,
+            threat_model=self.model,
+        )
+
+
+def _rate(name: str, value: object) -> Fraction:
+    if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)):
+        raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}")
+        # The decimal the caller wrote: Fraction(0.3) is just below 3/10, and
+        # floor(0.3 * 10) would then undercount the corrupt clients.
+        rate = Fraction(repr(value))
+    else:
+        rate = Fraction(value)
+    if not 0 <= rate < 1:
+        raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+    return rate
+
+
+def _bits(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if not 1 <= value <= _MAX_BITS:
+        raise ConfigError(f"{name} must be in [1, {_MAX_BITS}], got {value}")
+    return value
+
+
+def _inputs(
+    num_clients: object,
+    dropout_rate: float | Fraction,
+    corruption_rate: float | Fraction,
+    security_bits: object,
+    correctness_bits: object,
+    threat_model: object,
+) -> _Inputs:
+    if isinstance(num_clients, bool) or not isinstance(num_clients, int):
+        raise ConfigError(f"num_clients must be an integer, got {num_clients!r}")
+    if num_clients < 2:
+        raise ConfigError(f"num_clients must be >= 2, got {num_clients}")
+    if not isinstance(threat_model, ThreatModel):
+        raise ConfigError(f"threat_model must be a ThreatModel, got {threat_model!r}")
+    delta = _rate("dropout_rate", dropout_rate)
+    gamma = _rate("corruption_rate", corruption_rate)
+    return _Inputs(
+        n=num_clients,
+        dropout_rate=dropout_rate,
+        corruption_rate=corruption_rate,
+        d=delta.numerator * num_clients // delta.denominator,
+        c=gamma.numerator * num_clients // gamma.denominator,
+        sigma=_bits("security_bits", security_bits),
+        rho=_bits("correctness_bits", correctness_bits),
+        model=threat_model,
+    )
+
+
+def _min_threshold(model: ThreatModel, k: int, unsafe_below: int) -> int:
+    """Smallest t whose security condition holds when ``unsafe_below`` is the smallest
+    count m with Pr[corrupt neighbours >= m] small enough (>= 2: see below)."""
+    # Semi-honest: t >= m, so t corrupt neighbours are too unlikely. Semi-malicious:
+    # 2t - k >= m, so the honest holders cannot be played against each other.
+    semi_honest = model is ThreatModel.SEMI_HONEST
+    t = unsafe_below if semi_honest else (k + unsafe_below + 1) // 2
+    # t = 1 would hand each neighbour a client's secrets outright.
+    return max(t, 2)
+
+
+def _complete_bounds(inp: _Inputs) -> tuple[int, int]:
+    k = inp.n - 1
+    # Every other client is a neighbour: the worst case is certain, not a tail event.
+    return _min_threshold(inp.model, k, inp.c + 1), k - inp.d
+
+
+def _log2_comb(a: int, b: int) -> float:
+    if b < 0 or b > a:
+        return -math.inf
+    return (math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)) / math.log(2)
+
+
+def _log2_disconnect(inp: _Inputs, k: int) -> float:
+    n = inp.n
+    bad = min(inp.c + inp.d, n)
+    pairs = math.log2(n) + math.log2(n - k - 1) - 1
+    return pairs + _log2_comb(bad, k) - _log2_comb(n, k)
+
+
+def _connected_exact(inp: _Inputs, k: int) -> bool:
+    """(C1): n (n-k-1)/2 * C(c+d, k)/C(n, k) <= 2^-(sigma+1), in integers."""
+    n = inp.n
+    bad = min(inp.c + inp.d, n)
+    lhs = (n * (n - k - 1) * math.comb(bad, k)) << (inp.sigma + 1)
+    return lhs <= 2 * math.comb(n, k)
+
+
+def _tail_start(pool: int, marked: int, k: int, scale: int) -> int:
+    """Smallest m with ``scale * Pr[X >= m] <= 1``, X ~ Hypergeometric(pool, marked, k).
+
+    Exact: sums w(x) = C(marked, x) C(pool - marked, k - x) from the top down (the
+    probabilities are w(x) / C(pool, k)) and stops at the first x where the tail
+    exceeds the bound.
+    """
+    total = math.comb(pool, k)
+    x = min(marked, k)
+    weight = math.comb(marked, x) * math.comb(pool - marked, k - x)
+    tail = 0
+    while True:
+        tail += weight
+        if tail * scale > total:
+            return x + 1
+        if x == 0:  # pragma: no cover - unreachable: the full sum is `total`, scale > 1
+            return 0
+        # w(x-1) from w(x); the division is exact because w(x-1) is an integer.
+        weight = weight * x * (pool - marked - k + x) // ((marked - x + 1) * (k - x + 1))
+        x -= 1
+
+
+def _exact_bounds(inp: _Inputs, k: int) -> tuple[int, int]:
+    """(t_min, t_max) for degree k from conditions (C2) and (C3); empty if t_min > t_max."""
+    pool = inp.n - 1
+    corrupt_start = _tail_start(pool, inp.c, k, inp.n << (inp.sigma + 1))
+    dropout_start = _tail_start(pool, inp.d, k, inp.n << inp.rho)
+    return _min_threshold(inp.model, k, corrupt_start), k + 1 - dropout_start
+
+
+def _log2_pmf(pool: int, marked: int, k: int, x: int) -> float:
+    return _log2_comb(marked, x) + _log2_comb(pool - marked, k - x) - _log2_comb(pool, k)
+
+
+def _tail_start_lower_bound(pool: int, marked: int, k: int, log2_bound: float) -> int:
+    """A number m' <= the true `_tail_start` (with bound 2^log2_bound), from floats.
+
+    If Pr[X = x] alone exceeds the bound (by the safety margin) then so does
+    Pr[X >= x], hence the true start is > x. The largest such x is found by bisection
+    on the decreasing side of the unimodal pmf; each claim rests on a direct
+    evaluation, so a wrong mode would only make the bound looser, never unsound.
+    """
+    threshold = log2_bound + _SCREEN_MARGIN_BITS
+    lo_x = max(0, k - (pool - marked))
+    hi_x = min(marked, k)
+    mode = min(max((k + 1) * (marked + 1) // (pool + 2), lo_x), hi_x)
+    if _log2_pmf(pool, marked, k, mode) <= threshold:
+        return 0
+    if _log2_pmf(pool, marked, k, hi_x) > threshold:
+        return hi_x + 1
+    good, bad = mode, hi_x
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if _log2_pmf(pool, marked, k, mid) > threshold:
+            good = mid
+        else:
+            bad = mid
+    return good + 1
+
+
+def _may_be_feasible(inp: _Inputs, k: int) -> bool:
+    """False only if degree k certainly fails (C2) + (C3): a cheap float screen."""
+    pool = inp.n - 1
+    log2_n = math.log2(inp.n)
+    corrupt = _tail_start_lower_bound(pool, inp.c, k, -(inp.sigma + 1) - log2_n)
+    dropout = _tail_start_lower_bound(pool, inp.d, k, -inp.rho - log2_n)
+    return _min_threshold(inp.model, k, corrupt) <= k + 1 - dropout
+
+
+def _first_candidate_degree(inp: _Inputs) -> int | None:
+    """Smallest even k such that every smaller even k certainly fails (C1).
+
+    The exact bound of (C1) decreases as k grows, so bisection on its float estimate
+    (with the safety margin) skips only degrees that certainly fail.
+    """
+    limit = -(inp.sigma + 1) + _SCREEN_MARGIN_BITS
+    lo, hi = 2, inp.n - 2 - (inp.n % 2)  # even degrees in [2, n - 2]
+    if hi < lo or _log2_disconnect(inp, hi) > limit:
+        return None
+    if _log2_disconnect(inp, lo) <= limit:
+        return lo
+    while hi - lo > 2:  # invariant: lo certainly fails, hi may pass
+        mid = (lo + hi) // 4 * 2
+        if _log2_disconnect(inp, mid) > limit:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _harary_search(inp: _Inputs) -> tuple[int, int, int] | None:
+    start = _first_candidate_degree(inp)
+    if start is None:
+        return None
+    for k in range(start, inp.n - 1, 2):
+        if not _may_be_feasible(inp, k) or not _connected_exact(inp, k):
+            continue
+        t_min, t_max = _exact_bounds(inp, k)
+        if t_min <= t_max:
+            return k, t_min, t_max
+    return None
+
+
+def complete_parameters(
+    num_clients: int,
+    *,
+    dropout_rate: float | Fraction,
+    corruption_rate: float | Fraction,
+    security_bits: int = 40,
+    correctness_bits: int = 20,
+    threat_model: ThreatModel = ThreatModel.SEMI_MALICIOUS,
+) -> Parameters:
+    """The SecAgg threshold for the complete graph (k = n - 1).
+
+    Every other client is a neighbour, so the worst case is certain and the
+    conditions are deterministic (``security_bits`` and ``correctness_bits`` are only
+    recorded): with c = floor(gamma n) corrupt and d = floor(delta n) dropped clients,
+
+    - semi-honest: t >= c + 1, so the corrupt clients' c shares never rebuild an
+      honest client's secrets (Bonawitz et al. 2017, Theorem 6.3: t > |C|);
+    - semi-malicious: 2t >= (n - 1) + c + 1. A server that lies about dropouts can
+      collect one kind of share from each honest holder and both kinds from the
+      corrupt ones; two sets of t shares then need 2t <= (n - 1 - c) + 2c. This is
+      Bonawitz et al.'s t > (n + n_C) / 2 (Theorem 6.5, t > 2n/3 for n_C < n/3)
+      with the shares held by the n - 1 others rather than by all n clients;
+    - both: t >= 2 and t <= n - 1 - d, so every client keeps t surviving holders.
+
+    Parameters
+    ----------
+    num_clients:
+        n >= 2.
+    dropout_rate, corruption_rate:
+        delta and gamma in [0, 1); see :class:`Parameters`.
+    security_bits, correctness_bits:
+        Recorded in the result (the guarantees hold with certainty).
+    threat_model:
+        :class:`ThreatModel`; by default the server may lie about dropouts.
+
+    Returns
+    -------
+    Parameters
+        With ``complete=True`` and the smallest secure threshold.
+
+    Raises
+    ------
+    ConfigError
+        If an input is out of range or no threshold meets both conditions.
+    """
+    inp = _inputs(
+        num_clients, dropout_rate, corruption_rate, security_bits, correctness_bits, threat_model
+    )
+    return _complete_or_raise(inp)
+
+
+def _complete_or_raise(inp: _Inputs) -> Parameters:
+    t_min, t_max = _complete_bounds(inp)
+    if t_min > t_max:
+        raise ConfigError(
+            f"no secure threshold for {inp.describe()}: even the complete graph needs "
+            f"t >= {t_min} (c={inp.c} corrupt clients) but only n - 1 - d = {t_max} "
+            f"neighbours are sure to survive (d={inp.d} dropouts); lower dropout_rate "
+            f"or corruption_rate, or add clients"
+        )
+    return inp.parameters(inp.n - 1, t_min, t_max)
+
+
+def choose_parameters(
+    num_clients: int,
+    *,
+    dropout_rate: float | Fraction,
+    corruption_rate: float | Fraction,
+    security_bits: int = 40,
+    correctness_bits: int = 20,
+    threat_model: ThreatModel = ThreatModel.SEMI_MALICIOUS,
+) -> Parameters:
+    """The smallest even degree k and a threshold t for SecAgg+ (Bell et al. 2020).
+
+    Model. n clients; the adversary controls the server and c = floor(gamma n)
+    clients; d = floor(delta n) clients drop out. Both sets are fixed independently
+    of the seed of :func:`harary_graph`, so over the random permutation their ring
+    positions are uniformly random. For a client u, the number of corrupt neighbours
+    A and of dropped neighbours D are then hypergeometric: k draws from the n - 1
+    other clients, of which c (resp. at most d) are marked.
+
+    Conditions, every probability computed exactly with integers:
+
+    (C1) honest survivors stay connected:
+         n (n - k - 1) / 2 * C(c + d, k) / C(n, k) <= 2^-(sigma + 1).
+         Removing nodes disconnects H(n, k) only if they cover two disjoint runs of
+         k/2 consecutive ring positions (otherwise the survivors still form a chain
+         of neighbours around the ring). There are n (n - k - 1) / 2 such pairs of
+         runs, each k positions, all removed with probability at most
+         C(c + d, k) / C(n, k); the union bound gives the left side. When the
+         survivors are connected the server learns only their total (Bell et al.,
+         section 3), not sums of smaller groups.
+    (C2) no honest client's secrets can be rebuilt:
+         semi-honest:    n * Pr[A >= t]          <= 2^-(sigma + 1)  (t > A),
+         semi-malicious: n * Pr[A >= 2t - k]     <= 2^-(sigma + 1)  (2t > k + A).
+         With t > A the corrupt neighbours cannot rebuild either secret; with
+         2t > k + A a server that lies about dropouts cannot collect t self-mask
+         shares and t key shares of the same client (the honest ones give one kind,
+         the k - A honest holders cannot supply both). Union bound over n clients.
+    (C3) every client keeps t surviving neighbours:
+         n * Pr[D >= k - t + 1] <= 2^-rho,
+         so the server can rebuild the self-mask seed of every survivor and the key
+         of every dropped client.
+
+    (C1) + (C2) fail with probability at most 2^-sigma; (C3) fails with probability at
+    most 2^-rho. The search tries k = 2, 4, ... and returns the first k with an
+    integer t meeting (C1)-(C3), with the smallest such t (and t >= 2); k's that
+    floating-point estimates show to miss by more than 2^8 are skipped unexamined.
+    If no k <= n - 2 works, the complete graph's deterministic conditions
+    (:func:`complete_parameters`) are used. These are the conditions of Bell et al.
+    as implemented in Google's graph_parameter_finder.cc, with the exact population
+    n - 1 instead of n for a client's neighbours.
+
+    Against a semi-malicious server that knows the graph and reports honest clients
+    as dropped, (C2) still keeps every honest client's update masked, but such false
+    reports can split the survivors; the ConsistencyCheck round and each client's
+    check that t of its neighbours survive bound what a server gains that way (Bell et
+    al., section 4).
+
+    Parameters
+    ----------
+    num_clients:
+        n >= 2.
+    dropout_rate:
+        delta in [0, 1), the largest fraction of clients expected to drop out.
+    corruption_rate:
+        gamma in [0, 1), the largest fraction of clients the adversary controls.
+    security_bits:
+        sigma in [1, 256]: privacy fails with probability at most 2^-sigma.
+    correctness_bits:
+        rho in [1, 256]: a session aborts for lack of shares with probability at
+        most 2^-rho.
+    threat_model:
+        :class:`ThreatModel`; by default the server may lie about dropouts.
+
+    Returns
+    -------
+    Parameters
+        ``complete=False`` with an even ``degree`` < n - 1, or the complete graph.
+
+    Raises
+    ------
+    ConfigError
+        If an input is out of range, or no degree and threshold meet the conditions
+        (for example when dropout_rate + corruption_rate leave too few honest
+        survivors); the message names the inputs.
+    """
+    inp = _inputs(
+        num_clients, dropout_rate, corruption_rate, security_bits, correctness_bits, threat_model
+    )
+    found = _harary_search(inp)
+    if found is not None:
+        k, t_min, t_max = found
+        return inp.parameters(k, t_min, t_max)
+    return _complete_or_raise(inp)

@@ -1,0 +1,21 @@
+"""What authenticated-mode signatures cover (labels keep the two kinds apart)."""
+
+from __future__ import annotations
+
+import struct
+
+ADVERTISE = b"securefl/secagg/advertise/v1"
+CONSISTENCY = b"securefl/secagg/consistency/v1"
+
+
+def advertise_payload(
+    nonce: bytes, config_digest: bytes, client_id: int, mask_pk: bytes, enc_pk: bytes
+) -> tuple[bytes, bytes]:
+    """(label, payload) a client signs with its identity key in AdvertiseKeys."""
+    return ADVERTISE, nonce + config_digest + struct.pack("<I", client_id) + mask_pk + enc_pk
+
+
+def consistency_payload(session: bytes, survivors: tuple[int, ...]) -> tuple[bytes, bytes]:
+    """(label, payload) a client signs in ConsistencyCheck: the session and U3."""
+    ids = struct.pack(f"<I{len(survivors)}I", len(survivors), *survivors)
+    return CONSISTENCY, session + ids
