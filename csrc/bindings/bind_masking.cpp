@@ -73,7 +73,7 @@ void bind_masking(py::module_& m) {
         for (std::size_t j = 0; j < input_objs.size(); ++j) {
           const std::string name = "inputs[" + std::to_string(j) + "]";
           py::array a = require_array(input_objs[j], name.c_str());
-          if (!a.dtype().is(out.dtype()))
+          if (!a.dtype().equal(out.dtype()))
             throw py::type_error(name + " has dtype " + dtype_str(a) + " but out has " +
                                  dtype_str(out));
           if (a.size() != out.size())

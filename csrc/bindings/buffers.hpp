@@ -27,7 +27,8 @@ inline py::array require_array(const py::handle& obj, const char* name) {
 
 template <class T>
 bool has_dtype(const py::array& a) {
-  return a.dtype().is(py::dtype::of<T>());
+  // equal() (PyArray_EquivTypes), not is(): an unpickled array has its own dtype object.
+  return a.dtype().equal(py::dtype::of<T>());
 }
 
 inline std::string dtype_str(const py::array& a) { return std::string(py::str(a.dtype())); }

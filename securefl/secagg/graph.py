@@ -50,9 +50,12 @@ SEED_BYTES = 16
 _WORD_BYTES = 8
 _WORD_RANGE = 1 << (8 * _WORD_BYTES)
 _MAX_BITS = 256
-# The floating-point screens in the parameter search only discard a degree when the
-# estimate misses the bound by this many bits; lgamma is accurate to ~1e-8 bits here.
-_SCREEN_MARGIN_BITS = 8.0
+# The floating-point screens in the parameter search discard a degree only when their
+# estimate misses the bound by this many bits. For n < 2^32 each lgamma is within
+# ~2e-5 of the truth (a few ulps of values below 1e11), so a log-probability built
+# from nine of them, plus at most 64 positive terms summed, is off by < 0.001 bit.
+_SCREEN_MARGIN_BITS = 0.05
+_SCREEN_WINDOW = 64
 
 
 class ThreatModel(Enum):
@@ -632,26 +635,38 @@ def _log2_pmf(pool: int, marked: int, k: int, x: int) -> float:
     return _log2_comb(marked, x) + _log2_comb(pool - marked, k - x) - _log2_comb(pool, k)
 
 
+def _log2_tail_window(pool: int, marked: int, k: int, x: int) -> float:
+    """log2 of sum(Pr[X = y] for y in x .. x + 64): a lower bound on log2 Pr[X >= x]."""
+    log2_first = _log2_pmf(pool, marked, k, x)
+    if log2_first == -math.inf:
+        return log2_first
+    term = total = 1.0
+    for y in range(x, min(x + _SCREEN_WINDOW, marked, k)):
+        term *= (marked - y) * (k - y) / ((y + 1) * (pool - marked - k + y + 1))
+        total += term
+    return log2_first + math.log2(total)
+
+
 def _tail_start_lower_bound(pool: int, marked: int, k: int, log2_bound: float) -> int:
     """A number m' <= the true `_tail_start` (with bound 2^log2_bound), from floats.
 
-    If Pr[X = x] alone exceeds the bound (by the safety margin) then so does
-    Pr[X >= x], hence the true start is > x. The largest such x is found by bisection
-    on the decreasing side of the unimodal pmf; each claim rests on a direct
-    evaluation, so a wrong mode would only make the bound looser, never unsound.
+    If a partial sum of Pr[X = y] for y >= x exceeds the bound (by the safety margin)
+    then so does Pr[X >= x], hence the true start is > x. The largest such x is found
+    by bisection above the mode, where the partial sums decrease; each claim rests on
+    a direct evaluation, so a misplaced mode would only loosen the bound.
     """
     threshold = log2_bound + _SCREEN_MARGIN_BITS
     lo_x = max(0, k - (pool - marked))
     hi_x = min(marked, k)
     mode = min(max((k + 1) * (marked + 1) // (pool + 2), lo_x), hi_x)
-    if _log2_pmf(pool, marked, k, mode) <= threshold:
+    if _log2_tail_window(pool, marked, k, mode) <= threshold:
         return 0
-    if _log2_pmf(pool, marked, k, hi_x) > threshold:
+    if _log2_tail_window(pool, marked, k, hi_x) > threshold:
         return hi_x + 1
     good, bad = mode, hi_x
     while bad - good > 1:
         mid = (good + bad) // 2
-        if _log2_pmf(pool, marked, k, mid) > threshold:
+        if _log2_tail_window(pool, marked, k, mid) > threshold:
             good = mid
         else:
             bad = mid

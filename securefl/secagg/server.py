@@ -427,8 +427,9 @@ class SecAggServer:
             total = dequantize(acc[:d], cfg.fixed_point, total_weight, threads=self._threads)
         except ValueError as exc:
             raise _Abort(f"unmasked aggregate is corrupted: {exc}") from None
+        total /= total_weight  # in place: one d-vector of float64, not two
         self.result = AggregateResult(
-            weighted_mean=total / total_weight,
+            weighted_mean=total,
             total_weight=total_weight,
             contributors=survivors,
             dropped=tuple(sorted(set(self._u1) - set(survivors))),

@@ -208,3 +208,16 @@ def test_ring_dtype_rejects(bits) -> None:
 
 def test_fast_backends_listed() -> None:
     assert FAST_BACKENDS
+
+
+def test_arrays_with_their_own_dtype_objects_are_accepted() -> None:
+    # An unpickled array (e.g. sent to a worker process) carries a fresh dtype
+    # object equal to, but not the same as, numpy's built-in one.
+    import pickle
+
+    acc = pickle.loads(pickle.dumps(np.zeros(10, np.uint32)))
+    assert acc.dtype is not np.dtype(np.uint32)
+    masked_accumulate(acc, [bytes(16)], [1], bits=32)
+    np.testing.assert_array_equal(acc, reference.masked_accumulate(np.zeros(10, np.uint32), [bytes(16)], [1], 32))
+    other = pickle.loads(pickle.dumps(np.ones(10, np.uint32)))
+    np.testing.assert_array_equal(sum_mod([acc, other], bits=32), acc + np.uint32(1))

@@ -217,3 +217,10 @@ class TestFixedPoint:
         assert FixedPoint(1.0, 3, 32, 2).dtype == np.uint32
         assert FixedPoint(1.0, 3, 33, 2).dtype == np.uint64
         assert FixedPoint(1.0, 3, 33, 2).precision == 0.125
+
+
+def test_unpickled_input_is_accepted() -> None:
+    import pickle
+
+    x = pickle.loads(pickle.dumps(np.linspace(-1, 1, 9, dtype=np.float32)))
+    np.testing.assert_array_equal(quantize(x, CONFIGS[0], KEY), reference.quantize(x, CONFIGS[0], KEY))
