@@ -11,21 +11,22 @@ quantize::FixedPoint make_config(double clip, unsigned frac_bits, unsigned bits,
 
 template <class F, class T>
 void run_quantize(const py::array& x, py::array& out, const quantize::FixedPoint& fp,
-                  const std::uint8_t* key, unsigned threads, aes::Backend backend) {
+                  double weight, const std::uint8_t* key, unsigned threads, aes::Backend backend) {
   const auto* xs = static_cast<const F*>(x.data());
   auto* o = static_cast<T*>(out.mutable_data());
   const auto len = static_cast<std::size_t>(x.size());
   py::gil_scoped_release release;
-  quantize::quantize<F, T>(xs, len, o, fp, key, threads, backend);
+  quantize::quantize<F, T>(xs, len, o, fp, weight, key, threads, backend);
 }
 
 template <class F>
 void quantize_from(const py::array& x, py::array& out, const quantize::FixedPoint& fp,
-                   const std::uint8_t* key, unsigned threads, aes::Backend backend) {
+                   double weight, const std::uint8_t* key, unsigned threads,
+                   aes::Backend backend) {
   if (has_dtype<std::uint32_t>(out))
-    run_quantize<F, std::uint32_t>(x, out, fp, key, threads, backend);
+    run_quantize<F, std::uint32_t>(x, out, fp, weight, key, threads, backend);
   else if (has_dtype<std::uint64_t>(out))
-    run_quantize<F, std::uint64_t>(x, out, fp, key, threads, backend);
+    run_quantize<F, std::uint64_t>(x, out, fp, weight, key, threads, backend);
   else
     throw py::type_error("out must have dtype uint32 or uint64, got " + dtype_str(out));
 }
@@ -56,7 +57,7 @@ void bind_quantize(py::module_& m) {
       "quantize_into",
       [](const py::handle& x_obj, const py::handle& out_obj, const py::handle& key_obj,
          double clip, unsigned frac_bits, unsigned bits, std::uint64_t max_summands,
-         unsigned threads, const std::string& backend_name) {
+         double weight, unsigned threads, const std::string& backend_name) {
         const py::array x = require_array(x_obj, "x");
         py::array out = require_array(out_obj, "out");
         require_c_contiguous(x, "x");
@@ -69,17 +70,18 @@ void bind_quantize(py::module_& m) {
         const auto fp = make_config(clip, frac_bits, bits, max_summands);
         const aes::Backend backend = parse_backend(backend_name);
         if (has_dtype<float>(x))
-          quantize_from<float>(x, out, fp, key.data(), threads, backend);
+          quantize_from<float>(x, out, fp, weight, key.data(), threads, backend);
         else if (has_dtype<double>(x))
-          quantize_from<double>(x, out, fp, key.data(), threads, backend);
+          quantize_from<double>(x, out, fp, weight, key.data(), threads, backend);
         else
           throw py::type_error("x must have dtype float32 or float64, got " + dtype_str(x));
         secure_zero(key.data(), key.size());
       },
       py::arg("x"), py::arg("out"), py::arg("key"), py::kw_only(), py::arg("clip"),
-      py::arg("frac_bits"), py::arg("bits"), py::arg("max_summands"), py::arg("threads") = 0,
-      py::arg("backend") = "auto",
-      "Fixed-point encode x into out with stochastic rounding driven by key's keystream.");
+      py::arg("frac_bits"), py::arg("bits"), py::arg("max_summands"), py::arg("weight") = 1.0,
+      py::arg("threads") = 0, py::arg("backend") = "auto",
+      "Fixed-point encode clip(x) * weight into out with stochastic rounding driven by key's "
+      "keystream.");
 
   m.def(
       "dequantize_into",

@@ -33,14 +33,14 @@ std::string describe(const FixedPoint& fp) {
 template <class F, class T>
 SECUREFL_CLONES unsigned quantize_chunk(const F* __restrict x, T* __restrict out,
                                         const std::uint64_t* __restrict noise, std::size_t n,
-                                        double clip, double scale) noexcept {
+                                        double clip, double weight, double scale) noexcept {
   unsigned bad = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const double v = static_cast<double>(x[i]);
     bad |= !(std::fabs(v) <= std::numeric_limits<double>::max());
     double c = v > -clip ? v : -clip;
     c = c < clip ? c : clip;
-    const double s = (c + clip) * scale;  // in [0, 2^63): checked by max_level
+    const double s = (c * weight + clip) * scale;  // in [0, 2^63): checked by max_level
     const std::int64_t fl = static_cast<std::int64_t>(s);
     const double frac = s - static_cast<double>(fl);
     const double u = static_cast<double>(static_cast<std::int64_t>(noise[i] >> 11)) * 0x1p-53;
@@ -88,9 +88,12 @@ std::uint64_t max_level(const FixedPoint& fp) {
 }
 
 template <class F, class T>
-void quantize(const F* x, std::size_t len, T* out, const FixedPoint& fp,
+void quantize(const F* x, std::size_t len, T* out, const FixedPoint& fp, double weight,
               const std::uint8_t key[aes::kKeyBytes], unsigned threads, aes::Backend backend) {
   const std::uint64_t top = max_level(fp);
+  // w <= 1 keeps clip(x) * w inside [-c, c], so the overflow bound still holds.
+  if (!(weight > 0 && weight <= 1))
+    throw std::invalid_argument("weight factor must be in (0, 1], got " + std::to_string(weight));
   if (top > std::numeric_limits<T>::max() || fp.bits > 8 * sizeof(T))
     throw std::invalid_argument("output words are too narrow for " + describe(fp));
   backend = aes::resolve_backend(backend);
@@ -105,7 +108,7 @@ void quantize(const F* x, std::size_t len, T* out, const FixedPoint& fp,
       const std::size_t n = std::min(kChunk, len - start);
       // 8 bytes of noise per element: element `start` begins at block start / 2.
       aes::ctr_keystream(rk, start / 2, reinterpret_cast<std::uint8_t*>(noise), n * 8, backend);
-      if (quantize_chunk(x + start, out + start, noise, n, fp.clip, scale)) {
+      if (quantize_chunk(x + start, out + start, noise, n, fp.clip, weight, scale)) {
         std::size_t i = 0;
         while (std::isfinite(static_cast<double>(x[start + i]))) ++i;
         std::size_t seen = first_bad.load();
@@ -152,16 +155,16 @@ void dequantize(const T* sum, std::size_t len, double* out, const FixedPoint& fp
 }
 
 template void quantize<float, std::uint32_t>(const float*, std::size_t, std::uint32_t*,
-                                             const FixedPoint&, const std::uint8_t*, unsigned,
+                                             const FixedPoint&, double, const std::uint8_t*, unsigned,
                                              aes::Backend);
 template void quantize<float, std::uint64_t>(const float*, std::size_t, std::uint64_t*,
-                                             const FixedPoint&, const std::uint8_t*, unsigned,
+                                             const FixedPoint&, double, const std::uint8_t*, unsigned,
                                              aes::Backend);
 template void quantize<double, std::uint32_t>(const double*, std::size_t, std::uint32_t*,
-                                              const FixedPoint&, const std::uint8_t*, unsigned,
+                                              const FixedPoint&, double, const std::uint8_t*, unsigned,
                                               aes::Backend);
 template void quantize<double, std::uint64_t>(const double*, std::size_t, std::uint64_t*,
-                                              const FixedPoint&, const std::uint8_t*, unsigned,
+                                              const FixedPoint&, double, const std::uint8_t*, unsigned,
                                               aes::Backend);
 template void dequantize<std::uint32_t>(const std::uint32_t*, std::size_t, double*,
                                         const FixedPoint&, std::uint64_t, unsigned);

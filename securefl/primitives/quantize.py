@@ -1,6 +1,7 @@
 """Fixed-point encoding of real vectors into Z_{2^b} with unbiased stochastic rounding.
 
-A value x is clipped to [-c, c], shifted and scaled, ``v = (clip(x) + c) * 2^p``, then
+A value x is clipped to [-c, c], optionally multiplied by a weight factor w in (0, 1],
+shifted and scaled, ``v = (clip(x) * w + c) * 2^p``, then
 rounded up with probability ``frac(v)`` so that ``E[q(x)] = v`` exactly (up to 2^-53).
 The coin for element i is bytes [8i, 8i + 8) of the AES-128-CTR keystream of a key,
 never ``numpy.random``: ``u = (r >> 11) * 2^-53`` and ``q = floor(v) + (u < frac(v))``.
@@ -117,11 +118,12 @@ def quantize(
     fp: FixedPoint,
     key: bytes,
     *,
+    weight: float = 1.0,
     out: RingArray | None = None,
     threads: int | None = None,
     backend: Backend = "auto",
 ) -> RingArray:
-    """Encode ``x`` into Z_{2^b} with stochastic rounding driven by ``key``.
+    """Encode ``clip(x) * weight`` into Z_{2^b} with stochastic rounding driven by ``key``.
 
     Parameters
     ----------
@@ -131,6 +133,9 @@ def quantize(
         The fixed-point code.
     key:
         16-byte key of the rounding noise.
+    weight:
+        A factor w in (0, 1] applied after clipping, so that a client can fold its
+        relative weight into the encoding without widening the ring.
     out:
         Optional C-contiguous destination of ``x``'s size and dtype ``fp.dtype``.
     threads, backend:
@@ -167,6 +172,7 @@ def quantize(
         out,
         key_bytes(key),
         **fp._args(),
+        weight=float(weight),
         threads=thread_count(threads),
         backend=check_backend(backend),
     )

@@ -307,7 +307,7 @@ class SecAggClient:
         return MaskedInput(self.client_id, cfg.bits, vector)
 
     def _masked_vector(self, peers: list[int]) -> npt.NDArray[np.uint32] | npt.NDArray[np.uint64]:
-        """y = n_k * q(x) || n_k  + PRG(b) + sum_{v > u} PRG(s_uv) - sum_{v < u} PRG(s_uv)."""
+        """y = q(clip(x) n_k / W) || n_k  + PRG(b) + sum_{v > u} PRG(s_uv) - sum_{v < u} PRG(s_uv)."""
         cfg = self.config
         fp = cfg.fixed_point
         d = cfg.dimension
@@ -316,10 +316,10 @@ class SecAggClient:
             self._rng(32), session=self._session, purpose=crypto.ROUNDING,
             ids=(self.client_id,), length=16,
         )
-        quantize(self._update, fp, rounding_key, out=y[:d], threads=self._threads)
-        if self._weight != 1:
-            # Exact in the ring: n_k * ceil(2c 2^p) <= W * max level < 2^b (config check).
-            np.multiply(y[:d], fp.dtype.type(self._weight), out=y[:d])
+        # The weight is folded in before rounding, n_k / W <= 1, so the encoding keeps
+        # the whole precision of the ring (the ring needs room for n values, not n W).
+        quantize(self._update, fp, rounding_key, weight=self._weight / cfg.max_weight,
+                 out=y[:d], threads=self._threads)
         y[d] = self._weight
         keys = [
             crypto.derive(

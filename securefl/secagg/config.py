@@ -50,11 +50,11 @@ class SecAggConfig:
         c: every coordinate of an update is clipped to [-c, c] before encoding.
     max_weight:
         W: the largest integer weight (e.g. number of examples) a client may use.
-        Weights are multiplied into the masked vector and summed as an extra masked
-        element, so the server learns only the total weight.
+        A client encodes clip(x) * n_k / W and sends n_k as an extra masked element,
+        so the server learns only the weighted sum and the total weight.
     frac_bits:
         p: the precision is 2^-p. ``None`` picks the finest that cannot overflow:
-        n * W * ceil(2 c 2^p) < 2^b.
+        n * ceil(2 c 2^p) < 2^b.
     graph, degree:
         The neighbourhood graph; ``degree`` (k) is required for ``GraphKind.HARARY``.
     authenticated:
@@ -93,7 +93,13 @@ class SecAggConfig:
             raise ConfigError(
                 f"threshold t={self.threshold} must be in [1, k] with k={k} neighbours per client"
             )
-        summands = self.num_clients * self.max_weight
+        # The weight element sums to at most n * W: it must not wrap either.
+        if self.num_clients * self.max_weight >= 2**self.bits:
+            raise ConfigError(
+                f"n * W = {self.num_clients * self.max_weight} total weight does not fit "
+                f"a ring of b={self.bits} bits"
+            )
+        summands = self.num_clients
         if self.frac_bits is None:
             fp = FixedPoint.for_ring(bits=self.bits, clip=self.clip, max_summands=summands)
         else:

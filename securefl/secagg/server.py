@@ -52,7 +52,7 @@ class AggregateResult:
     """What the server learns: the weighted mean of the survivors' updates.
 
     ``weighted_mean`` = sum_u n_u x_u / sum_u n_u over ``contributors`` (U3), each x_u
-    clipped to [-c, c] and rounded to the precision 2^-p.
+    clipped to [-c, c]; each client's n_u x_u / W is rounded to the precision 2^-p.
     """
 
     weighted_mean: npt.NDArray[np.float64]
@@ -424,10 +424,11 @@ class SecAggServer:
         if not len(survivors) <= total_weight <= len(survivors) * cfg.max_weight:
             raise _Abort("unmasked total weight is out of range: the aggregate is corrupted")
         try:
-            total = dequantize(acc[:d], cfg.fixed_point, total_weight, threads=self._threads)
+            # sum_u clip(x_u) n_u / W over the survivors...
+            total = dequantize(acc[:d], cfg.fixed_point, len(survivors), threads=self._threads)
         except ValueError as exc:
             raise _Abort(f"unmasked aggregate is corrupted: {exc}") from None
-        total /= total_weight  # in place: one d-vector of float64, not two
+        total *= cfg.max_weight / total_weight  # ...times W / N: in place, one d-vector
         self.result = AggregateResult(
             weighted_mean=total,
             total_weight=total_weight,

@@ -55,12 +55,12 @@ def sum_mod(inputs: Sequence[np.ndarray], bits: int) -> np.ndarray:
     return result
 
 
-def quantize(x: np.ndarray, fp: FixedPoint, key: bytes) -> np.ndarray:
+def quantize(x: np.ndarray, fp: FixedPoint, key: bytes, weight: float = 1.0) -> np.ndarray:
     """Stochastic fixed-point encoding, operation for operation as documented."""
     v = np.asarray(x, dtype=np.float64).reshape(-1)
     noise = mask(key, v.size, np.dtype(np.uint64))
     clipped = np.minimum(np.maximum(v, -fp.clip), fp.clip)
-    scaled = (clipped + fp.clip) * np.ldexp(1.0, fp.frac_bits)
+    scaled = (clipped * weight + fp.clip) * np.ldexp(1.0, fp.frac_bits)
     floor = np.floor(scaled)
     frac = scaled - floor
     u = (noise >> np.uint64(11)).astype(np.float64) * 2.0**-53

@@ -224,3 +224,19 @@ def test_unpickled_input_is_accepted() -> None:
 
     x = pickle.loads(pickle.dumps(np.linspace(-1, 1, 9, dtype=np.float32)))
     np.testing.assert_array_equal(quantize(x, CONFIGS[0], KEY), reference.quantize(x, CONFIGS[0], KEY))
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.5, 0.37, 1e-3])
+def test_weight_factor_matches_reference(rng, weight) -> None:
+    x = sample(rng, 20_001, np.float32)
+    fp = CONFIGS[0]
+    q = quantize(x, fp, KEY, weight=weight)
+    np.testing.assert_array_equal(q, reference.quantize(x, fp, KEY, weight))
+    decoded = dequantize(q, fp, 1)
+    assert np.max(np.abs(decoded - np.clip(x.astype(np.float64), -1, 1) * weight)) < fp.precision
+
+
+@pytest.mark.parametrize("weight", [0.0, -0.5, 1.5, float("nan")])
+def test_weight_factor_out_of_range(weight) -> None:
+    with pytest.raises(ValueError, match="weight factor"):
+        quantize(np.zeros(4), CONFIGS[0], KEY, weight=weight)

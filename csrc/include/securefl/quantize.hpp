@@ -1,7 +1,8 @@
 // Fixed-point encoding of real vectors into Z_{2^b}, with unbiased stochastic rounding.
 //
-// A value x is clipped to [-c, c], shifted to [0, 2c] and scaled by 2^p (p fractional
-// bits, so the precision is 2^-p):  v = (clip(x) + c) * 2^p.  It is rounded up with
+// A value x is clipped to [-c, c], multiplied by a weight factor w in (0, 1] (1 unless
+// the caller folds a weight in), shifted to [0, 2c] and scaled by 2^p (p fractional
+// bits, so the precision is 2^-p):  v = (clip(x) * w + c) * 2^p.  It is rounded up with
 // probability frac(v), which makes the encoding unbiased: E[q] = v. Rounding noise for
 // element i comes from bytes [8i, 8i + 8) of the AES-128-CTR keystream of a given key
 // (counter from 0): r = that little-endian u64, u = (r >> 11) * 2^-53, and
@@ -31,8 +32,9 @@ std::uint64_t max_level(const FixedPoint& fp);
 // out[i] = encoding of x[i] (see above), for i < len. Non-finite inputs are rejected.
 // @throws std::invalid_argument naming the first non-finite index, after the whole
 //         vector has been processed (out then holds no meaningful values).
+// @throws std::invalid_argument also if the weight factor is not in (0, 1].
 template <class F, class T>
-void quantize(const F* x, std::size_t len, T* out, const FixedPoint& fp,
+void quantize(const F* x, std::size_t len, T* out, const FixedPoint& fp, double weight,
               const std::uint8_t key[aes::kKeyBytes], unsigned threads, aes::Backend backend);
 
 // out[i] = sum[i] * 2^-p - summands * c: the mean-free decoding of a sum of
