@@ -1,7 +1,7 @@
 """Print a Markdown table of medians and throughputs from a pytest-benchmark JSON file.
 
-    pytest benchmarks --benchmark-only --benchmark-json=bench.json
-    python benchmarks/summarize.py bench.json
+pytest benchmarks --benchmark-only --benchmark-json=bench.json
+python benchmarks/summarize.py bench.json
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ def main(path: str) -> None:
     with open(path) as f:
         data = json.load(f)
     machine = data.get("machine_info", {})
-    print(f"CPU: {machine.get('cpu', {}).get('brand_raw', '?')}, "
-          f"Python {machine.get('python_version', '?')}\n")
+    print(
+        f"CPU: {machine.get('cpu', {}).get('brand_raw', '?')}, "
+        f"Python {machine.get('python_version', '?')}\n"
+    )
     print("| benchmark | median | throughput at median |")
     print("|---|---:|---:|")
     for bench in data["benchmarks"]:

@@ -15,18 +15,25 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from protocol.harness import Session  # noqa: E402
-from securefl.secagg.config import GraphKind, SecAggConfig  # noqa: E402
-from securefl.secagg.messages import Stage  # noqa: E402
-from securefl.testing.drbg import Drbg  # noqa: E402
-from securefl.transports.inmemory import run_session  # noqa: E402
+from protocol.harness import Session
+
+from securefl.secagg.config import GraphKind, SecAggConfig
+from securefl.secagg.messages import Stage
+from securefl.testing.drbg import Drbg
+from securefl.transports.inmemory import run_session
 
 
 def bench_config(n: int, d: int, *, k: int | None, t: int) -> SecAggConfig:
     graph = GraphKind.COMPLETE if k is None or k >= n - 1 else GraphKind.HARARY
     return SecAggConfig(
-        num_clients=n, threshold=t, dimension=d, bits=32, clip=1.0, max_weight=1000,
-        graph=graph, degree=None if graph is GraphKind.COMPLETE else k,
+        num_clients=n,
+        threshold=t,
+        dimension=d,
+        bits=32,
+        clip=1.0,
+        max_weight=1000,
+        graph=graph,
+        degree=None if graph is GraphKind.COMPLETE else k,
     )
 
 
@@ -48,7 +55,9 @@ def clipped_mean(updates, weights, survivors, clip: float) -> np.ndarray:
     return total / sum(weights[i] for i in survivors)
 
 
-@pytest.mark.parametrize("d,k", [(1_000_000, 10), (10_000_000, 50)], ids=["d=1M,k=10", "d=10M,k=50"])
+@pytest.mark.parametrize(
+    "d,k", [(1_000_000, 10), (10_000_000, 50)], ids=["d=1M,k=10", "d=10M,k=50"]
+)
 def test_bench_securefl_client_masking(benchmark, record, d: int, k: int) -> None:
     """One client's MaskedInputCollection: decrypt k share ciphertexts, agree k mask
     seeds, quantize, weight and mask its d-vector (threads=1, like Flower's client)."""
@@ -123,8 +132,10 @@ def test_bench_securefl_full_round(benchmark, record) -> None:
     schedule = dict.fromkeys(range(0, n, 10), Stage.MASKED_INPUT_COLLECTION)
 
     report = benchmark.pedantic(
-        run_session, (config, updates, weights),
-        {"dropouts": schedule, "rng": Drbg("full"), "threads": 1}, rounds=3,
+        run_session,
+        (config, updates, weights),
+        {"dropouts": schedule, "rng": Drbg("full"), "threads": 1},
+        rounds=3,
     )
     assert report.stage is Stage.COMPLETED
     survivors = report.result.contributors
@@ -146,8 +157,15 @@ def test_securefl_full_round_server_memory(record, benchmark) -> None:
     updates, weights = shared_updates(n, d)
     schedule = dict.fromkeys(range(0, n, 10), Stage.MASKED_INPUT_COLLECTION)
     report = benchmark.pedantic(
-        run_session, (config, updates, weights),
-        {"dropouts": schedule, "processes": 2, "seed": b"mem", "threads": 1, "measure_memory": True},
+        run_session,
+        (config, updates, weights),
+        {
+            "dropouts": schedule,
+            "processes": 2,
+            "seed": b"mem",
+            "threads": 1,
+            "measure_memory": True,
+        },
         rounds=1,
     )
     assert report.stage is Stage.COMPLETED
@@ -155,5 +173,3 @@ def test_securefl_full_round_server_memory(record, benchmark) -> None:
     benchmark.extra_info["server_peak_over_8d"] = report.server_peak_bytes / (8 * d)
     assert report.server_peak_bytes < 4 * d * 8
     record(items=n * d, unit="client coordinates")
-
-

@@ -34,9 +34,9 @@ def masked_accumulate(acc: typing.Any, keys: typing.Any, signs: typing.Any, *, b
     """
     acc = (acc + sum_j signs[j] * mask(keys[j])) mod 2^bits, in place.
     """
-def quantize_into(x: typing.Any, out: typing.Any, key: typing.Any, *, clip: typing.SupportsFloat | typing.SupportsIndex, frac_bits: typing.SupportsInt | typing.SupportsIndex, bits: typing.SupportsInt | typing.SupportsIndex, max_summands: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 0, backend: str = 'auto') -> None:
+def quantize_into(x: typing.Any, out: typing.Any, key: typing.Any, *, clip: typing.SupportsFloat | typing.SupportsIndex, frac_bits: typing.SupportsInt | typing.SupportsIndex, bits: typing.SupportsInt | typing.SupportsIndex, max_summands: typing.SupportsInt | typing.SupportsIndex, weight: typing.SupportsFloat | typing.SupportsIndex = 1.0, threads: typing.SupportsInt | typing.SupportsIndex = 0, backend: str = 'auto') -> None:
     """
-    Fixed-point encode x into out with stochastic rounding driven by key's keystream.
+    Fixed-point encode clip(x) * weight into out with stochastic rounding driven by key's keystream.
     """
 def rns_sum(inputs: list[typing.Any], moduli: typing.Any, out: typing.Any, *, threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """

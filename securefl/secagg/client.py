@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Mapping
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +24,6 @@ from securefl.errors import ConfigError, DecryptionError
 from securefl.primitives import masked_accumulate, quantize, shamir
 from securefl.secagg import crypto
 from securefl.secagg.config import MAX_CLIENT_ID, SecAggConfig
-from securefl.secagg.topology import build_graph
 from securefl.secagg.messages import (
     Abort,
     AdvertiseKeys,
@@ -41,6 +41,7 @@ from securefl.secagg.messages import (
     UnmaskingResponse,
 )
 from securefl.secagg.signing import advertise_payload, consistency_payload
+from securefl.secagg.topology import build_graph
 
 __all__ = ["Rng", "SecAggClient"]
 
@@ -99,7 +100,8 @@ class SecAggClient:
             raise TypeError("update must be a float32 or float64 numpy array")
         if update.ndim != 1 or update.size != config.dimension:
             raise ValueError(
-                f"update must be a flat vector of {config.dimension} values, got shape {update.shape}"
+                f"update must be a flat vector of {config.dimension} values, "
+                f"got shape {update.shape}"
             )
         if not np.all(np.isfinite(update)):
             raise ValueError("update contains NaN or infinity")
@@ -131,7 +133,7 @@ class SecAggClient:
     def __repr__(self) -> str:
         return f"SecAggClient(id={self.client_id}, stage={self.stage.value})"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("SecAggClient holds secret keys and cannot be pickled")
 
     # ---- the state machine -----------------------------------------------------------
@@ -217,11 +219,17 @@ class SecAggClient:
             if cfg.authenticated:
                 identity = self._identity_public_keys.get(e.client_id)
                 payload = advertise_payload(
-                    self._nonce, cfg.digest(), e.client_id, e.mask_public_key, e.encryption_public_key
+                    self._nonce,
+                    cfg.digest(),
+                    e.client_id,
+                    e.mask_public_key,
+                    e.encryption_public_key,
                 )
                 if identity is None or not crypto.verify(identity, e.signature, *payload):
                     raise _Abort(f"client {e.client_id} is not enrolled or its keys are mis-signed")
-        self._directory = {i: (e.mask_public_key, e.encryption_public_key) for i, e in entries.items()}
+        self._directory = {
+            i: (e.mask_public_key, e.encryption_public_key) for i, e in entries.items()
+        }
         self._session = crypto.session_id(
             self._nonce,
             cfg.digest(),
@@ -234,7 +242,8 @@ class SecAggClient:
             raise _Abort(f"cannot build the neighbourhood graph: {exc}") from None
         if len(self._neighbours) < cfg.threshold:
             raise _Abort(
-                f"only {len(self._neighbours)} neighbours advertised keys; threshold t={cfg.threshold}"
+                f"only {len(self._neighbours)} neighbours advertised keys; "
+                f"threshold t={cfg.threshold}"
             )
 
         self._self_mask_seed = self._rng(32)
@@ -248,8 +257,12 @@ class SecAggClient:
             key = self._share_key(self.client_id, peer)
             plaintext = _PLAINTEXT.pack(self.client_id, peer) + b_share.value + s_share.value
             blob = crypto.aead_encrypt(
-                key, self._rng(crypto.NONCE_BYTES), plaintext,
-                session=self._session, sender=self.client_id, recipient=peer,
+                key,
+                self._rng(crypto.NONCE_BYTES),
+                plaintext,
+                session=self._session,
+                sender=self.client_id,
+                recipient=peer,
             )
             ciphertexts.append((peer, blob))
         self.stage = Stage.MASKED_INPUT_COLLECTION
@@ -266,16 +279,22 @@ class SecAggClient:
         peer = recipient if sender == self.client_id else sender
         secret = self._agree(self._encryption_key, peer, 1)
         return crypto.derive(
-            secret, session=self._session, purpose=crypto.SHARE_ENCRYPTION,
-            ids=(sender, recipient), length=32,
+            secret,
+            session=self._session,
+            purpose=crypto.SHARE_ENCRYPTION,
+            ids=(sender, recipient),
+            length=32,
         )
 
     def _pairwise_mask_key(self, peer: int) -> bytes:
         """s_uv: the mask seed shared with ``peer``, bound to the unordered pair."""
         secret = self._agree(self._mask_key, peer, 0)
         return crypto.derive(
-            secret, session=self._session, purpose=crypto.PAIRWISE_MASK,
-            ids=(min(self.client_id, peer), max(self.client_id, peer)), length=16,
+            secret,
+            session=self._session,
+            purpose=crypto.PAIRWISE_MASK,
+            ids=(min(self.client_id, peer), max(self.client_id, peer)),
+            length=16,
         )
 
     # Round 2 --------------------------------------------------------------------------
@@ -307,24 +326,36 @@ class SecAggClient:
         return MaskedInput(self.client_id, cfg.bits, vector)
 
     def _masked_vector(self, peers: list[int]) -> npt.NDArray[np.uint32] | npt.NDArray[np.uint64]:
-        """y = q(clip(x) n_k / W) || n_k  + PRG(b) + sum_{v > u} PRG(s_uv) - sum_{v < u} PRG(s_uv)."""
+        """y = q(clip(x) n_k / W) || n_k + PRG(b) + sum_{v>u} PRG(s_uv) - sum_{v<u} PRG(s_uv)."""
         cfg = self.config
         fp = cfg.fixed_point
         d = cfg.dimension
         y = np.empty(d + 1, dtype=fp.dtype)
         rounding_key = crypto.derive(
-            self._rng(32), session=self._session, purpose=crypto.ROUNDING,
-            ids=(self.client_id,), length=16,
+            self._rng(32),
+            session=self._session,
+            purpose=crypto.ROUNDING,
+            ids=(self.client_id,),
+            length=16,
         )
         # The weight is folded in before rounding, n_k / W <= 1, so the encoding keeps
         # the whole precision of the ring (the ring needs room for n values, not n W).
-        quantize(self._update, fp, rounding_key, weight=self._weight / cfg.max_weight,
-                 out=y[:d], threads=self._threads)
+        quantize(
+            self._update,
+            fp,
+            rounding_key,
+            weight=self._weight / cfg.max_weight,
+            out=y[:d],
+            threads=self._threads,
+        )
         y[d] = self._weight
         keys = [
             crypto.derive(
-                self._self_mask_seed, session=self._session, purpose=crypto.SELF_MASK,
-                ids=(self.client_id,), length=16,
+                self._self_mask_seed,
+                session=self._session,
+                purpose=crypto.SELF_MASK,
+                ids=(self.client_id,),
+                length=16,
             )
         ]
         signs = [1]
@@ -391,5 +422,6 @@ class SecAggClient:
         }
         if len(valid) < self.config.threshold:
             raise _Abort(
-                f"only {len(valid)} valid consistency signatures; threshold t={self.config.threshold}"
+                f"only {len(valid)} valid consistency signatures; "
+                f"threshold t={self.config.threshold}"
             )

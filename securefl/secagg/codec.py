@@ -9,13 +9,15 @@ allocated. Decoding consumes exactly the input: anything else raises
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
 from securefl.errors import InvalidMessage
-from securefl.primitives.masking import ring_dtype
+from securefl.primitives.masking import RingArray, ring_dtype
 from securefl.secagg.messages import (
     Abort,
     AdvertiseKeys,
@@ -152,7 +154,9 @@ def encode(message: ServerMessage | ClientMessage) -> bytes:
     elif isinstance(message, MaskedInput):
         w.u32(message.sender)
         w.u8(message.bits)
-        vector = np.ascontiguousarray(message.vector, dtype=ring_dtype(message.bits).newbyteorder("<"))
+        vector = np.ascontiguousarray(
+            message.vector, dtype=ring_dtype(message.bits).newbyteorder("<")
+        )
         w.u64(vector.size)
         w.parts.append(vector.tobytes())
     elif isinstance(message, ConsistencyCheck):
@@ -229,9 +233,9 @@ class _Reader:
             raise InvalidMessage(f"{len(self.data) - self.pos} trailing bytes")
 
 
-def _increasing(ids: "list[int] | tuple[int, ...]", what: str) -> None:
+def _increasing(ids: list[int] | tuple[int, ...], what: str) -> None:
     # One canonical encoding per set: blocks duplicates and makes replay detection exact.
-    for a, b in zip(ids, ids[1:]):
+    for a, b in itertools.pairwise(ids):
         if b <= a:
             raise InvalidMessage(f"{what}: ids must be strictly increasing")
 
@@ -250,7 +254,10 @@ def _key_directory(r: _Reader) -> KeyDirectory:
 
 def _unmasking_request(r: _Reader) -> UnmaskingRequest:
     return UnmaskingRequest(
-        r.ids("survivors"), r.ids("dropped"), r.ids("all survivors"), r.pairs("signatures", SIGNATURE)
+        r.ids("survivors"),
+        r.ids("dropped"),
+        r.ids("all survivors"),
+        r.pairs("signatures", SIGNATURE),
     )
 
 
@@ -276,7 +283,7 @@ def _masked_input(r: _Reader) -> MaskedInput:
         raise InvalidMessage("truncated masked vector")
     r.pos += len(raw)
     # Zero-copy, read-only view of the wire bytes (the host is little-endian).
-    vector = np.frombuffer(raw, dtype=dtype)
+    vector = cast("RingArray", np.frombuffer(raw, dtype=dtype))
     if bits < 8 * dtype.itemsize and vector.size and int(vector.max()) >> bits:
         raise InvalidMessage(f"masked vector has elements outside Z_2^{bits}")
     return MaskedInput(sender, bits, vector)
@@ -293,11 +300,15 @@ _DECODERS: dict[int, Callable[[_Reader], ServerMessage | ClientMessage]] = {
     66: lambda r: ShareKeys(r.u32(), r.pairs("ciphertexts")),
     67: _masked_input,
     68: lambda r: ConsistencyCheck(r.u32(), r.take(SIGNATURE)),
-    69: lambda r: UnmaskingResponse(r.u32(), r.pairs("self-mask shares", SHARE), r.pairs("key shares", SHARE)),
+    69: lambda r: UnmaskingResponse(
+        r.u32(), r.pairs("self-mask shares", SHARE), r.pairs("key shares", SHARE)
+    ),
 }
 
 
-def decode(data: bytes, *, max_dimension: int = DEFAULT_MAX_DIMENSION) -> ServerMessage | ClientMessage:
+def decode(
+    data: bytes, *, max_dimension: int = DEFAULT_MAX_DIMENSION
+) -> ServerMessage | ClientMessage:
     """Parse one message.
 
     Parameters

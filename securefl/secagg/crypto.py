@@ -63,13 +63,17 @@ def shared_secret(private: X25519PrivateKey, peer_public: bytes) -> bytes:
     return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
 
 
-def derive(secret: bytes, *, session: bytes, purpose: bytes, ids: Iterable[int], length: int) -> bytes:
+def derive(
+    secret: bytes, *, session: bytes, purpose: bytes, ids: Iterable[int], length: int
+) -> bytes:
     """HKDF-SHA256 of ``secret`` with salt = session id, info = purpose || ids (u32 each)."""
     info = purpose + b"".join(struct.pack("<I", i) for i in ids)
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=session, info=info).derive(secret)
 
 
-def session_id(nonce: bytes, config_digest: bytes, entries: Iterable[tuple[int, bytes, bytes]]) -> bytes:
+def session_id(
+    nonce: bytes, config_digest: bytes, entries: Iterable[tuple[int, bytes, bytes]]
+) -> bytes:
     """Hash of the session nonce, the configuration and every advertised key pair.
 
     Each field is length-prefixed so that no two different directories hash alike.
@@ -90,7 +94,9 @@ def _share_ad(session: bytes, sender: int, recipient: int) -> bytes:
     return b"securefl/secagg/shares/v1" + session + struct.pack("<BII", 1, sender, recipient)
 
 
-def aead_encrypt(key: bytes, nonce: bytes, plaintext: bytes, *, session: bytes, sender: int, recipient: int) -> bytes:
+def aead_encrypt(
+    key: bytes, nonce: bytes, plaintext: bytes, *, session: bytes, sender: int, recipient: int
+) -> bytes:
     """AES-256-GCM; returns nonce || ciphertext || tag."""
     return nonce + AESGCM(key).encrypt(nonce, plaintext, _share_ad(session, sender, recipient))
 

@@ -159,7 +159,8 @@ class UnmaskingResponse:
 
     def __repr__(self) -> str:
         return (
-            f"UnmaskingResponse(sender={self.sender}, self_mask_shares=<{len(self.self_mask_shares)}>,"
+            f"UnmaskingResponse(sender={self.sender}, "
+            f"self_mask_shares=<{len(self.self_mask_shares)}>,"
             f" key_shares=<{len(self.key_shares)}>)"
         )
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 
 from securefl.primitives import dequantize, masked_accumulate, ring_dtype, shamir, sum_mod
+from securefl.primitives.masking import RingArray
 from securefl.secagg import crypto
 from securefl.secagg.config import MAX_CLIENT_ID, SecAggConfig
 from securefl.secagg.messages import (
@@ -208,7 +210,10 @@ class SecAggServer:
             raise _Abort("duplicate AdvertiseKeys")
         if len(self._keys) >= self.config.num_clients:
             raise _Abort(f"session is full ({self.config.num_clients} clients)")
-        if len(m.mask_public_key) != crypto.KEY_BYTES or len(m.encryption_public_key) != crypto.KEY_BYTES:
+        if (
+            len(m.mask_public_key) != crypto.KEY_BYTES
+            or len(m.encryption_public_key) != crypto.KEY_BYTES
+        ):
             raise _Abort("public keys must be 32 bytes")
         if self.config.authenticated:
             identity = self._identities.get(m.sender)
@@ -248,7 +253,12 @@ class SecAggServer:
         if cfg.bits < 8 * dtype.itemsize and int(v.max()) >> cfg.bits:
             raise _Abort(f"masked vector has elements outside Z_2^{cfg.bits}")
         assert self._acc is not None
-        sum_mod([self._acc, np.ascontiguousarray(v)], bits=cfg.bits, out=self._acc, threads=self._threads)
+        sum_mod(
+            [self._acc, cast("RingArray", np.ascontiguousarray(v))],
+            bits=cfg.bits,
+            out=self._acc,
+            threads=self._threads,
+        )
         self._u3.add(m.sender)
 
     def _accept_consistency(self, m: ConsistencyCheck) -> None:
@@ -288,7 +298,9 @@ class SecAggServer:
     def _require(self, count: int, what: str) -> None:
         # Below t + 1 live clients nobody keeps t neighbours: stop before revealing more.
         if count < self.config.threshold + 1:
-            raise _Abort(f"only {count} clients {what}; need at least t + 1 = {self.config.threshold + 1}")
+            raise _Abort(
+                f"only {count} clients {what}; need at least t + 1 = {self.config.threshold + 1}"
+            )
 
     def _close_advertise(self) -> dict[int, ServerMessage]:
         owners: dict[bytes, list[int]] = {}
@@ -298,7 +310,9 @@ class SecAggServer:
         # A key advertised twice is a copy: we cannot tell the original, so drop all.
         cheats = {i for ids in owners.values() if len(ids) > 1 for i in ids}
         for i in sorted(cheats):
-            self.rejections.append(Rejection(i, Stage.ADVERTISE_KEYS, "public key advertised by another client"))
+            self.rejections.append(
+                Rejection(i, Stage.ADVERTISE_KEYS, "public key advertised by another client")
+            )
             del self._keys[i]
         self._u1 = tuple(sorted(self._keys))
         self._require(len(self._u1), "advertised keys")
@@ -306,11 +320,18 @@ class SecAggServer:
         graph = build_graph(self.config, self._u1, seed)
         self._neighbours = {i: graph.neighbours(i) for i in self._u1}
         entries = tuple(
-            KeyEntry(i, self._keys[i].mask_public_key, self._keys[i].encryption_public_key, self._keys[i].signature)
+            KeyEntry(
+                i,
+                self._keys[i].mask_public_key,
+                self._keys[i].encryption_public_key,
+                self._keys[i].signature,
+            )
             for i in self._u1
         )
         self._session = crypto.session_id(
-            self._nonce, self._digest, [(e.client_id, e.mask_public_key, e.encryption_public_key) for e in entries]
+            self._nonce,
+            self._digest,
+            [(e.client_id, e.mask_public_key, e.encryption_public_key) for e in entries],
         )
         self.stage = Stage.SHARE_KEYS
         directory = KeyDirectory(seed, entries)
@@ -353,7 +374,9 @@ class SecAggServer:
     def _close_consistency(self) -> dict[int, ServerMessage]:
         signers = set(self._signatures)
         if len(signers) < self.config.threshold:
-            raise _Abort(f"only {len(signers)} consistency signatures; threshold t={self.config.threshold}")
+            raise _Abort(
+                f"only {len(signers)} consistency signatures; threshold t={self.config.threshold}"
+            )
         self._check_recoverable(signers)
         return self._request_unmasking(signers)
 
@@ -397,7 +420,11 @@ class SecAggServer:
         signs: list[int] = []
         for u in survivors:
             seed = self._reconstruct(u, "self_mask_shares")
-            keys.append(crypto.derive(seed, session=self._session, purpose=crypto.SELF_MASK, ids=(u,), length=16))
+            keys.append(
+                crypto.derive(
+                    seed, session=self._session, purpose=crypto.SELF_MASK, ids=(u,), length=16
+                )
+            )
             signs.append(-1)
         for u in dropped:
             raw = self._reconstruct(u, "key_shares")
@@ -411,8 +438,11 @@ class SecAggServer:
                     raise _Abort(f"client {v} advertised an invalid public key") from None
                 keys.append(
                     crypto.derive(
-                        secret, session=self._session, purpose=crypto.PAIRWISE_MASK,
-                        ids=(min(u, v), max(u, v)), length=16,
+                        secret,
+                        session=self._session,
+                        purpose=crypto.PAIRWISE_MASK,
+                        ids=(min(u, v), max(u, v)),
+                        length=16,
                     )
                 )
                 signs.append(-1 if v < u else 1)  # v added +PRG when v < u

@@ -14,19 +14,19 @@ import time
 import tracemalloc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from securefl import vectors
-from securefl.secagg import codec
+from securefl.errors import InvalidMessage
+from securefl.secagg import codec, crypto
 from securefl.secagg.client import SecAggClient
 from securefl.secagg.config import SecAggConfig
-from securefl.errors import InvalidMessage
 from securefl.secagg.messages import ServerMessage, Stage, UnmaskingResponse
 from securefl.secagg.server import AggregateResult, Rejection, SecAggServer
-from securefl.secagg import crypto
 
 __all__ = ["SessionReport", "run_session"]
 
@@ -81,6 +81,7 @@ def flatten_updates(
             raise ValueError(f"client {i}'s update has a different layout from client 0's")
     return list(flat), layouts[0]
 
+
 Reply = Callable[[int, "bytes | None", float], None]
 
 
@@ -104,8 +105,16 @@ class _InProcessClients:
         pass
 
 
-def _worker(conn: "multiprocessing.connection.Connection", specs: list[tuple], seed: bytes | None,
-            threads: int | None) -> None:
+ClientSpec = tuple[int, SecAggConfig, "npt.NDArray[np.floating]", int]
+"""(client id, config, flat update, weight): what a worker needs to create a client."""
+
+
+def _worker(
+    conn: multiprocessing.connection.Connection,
+    specs: list[ClientSpec],
+    seed: bytes | None,
+    threads: int | None,
+) -> None:
     """A client process: owns its clients (their secrets never leave it) and answers
     batches of wire messages, one reply at a time."""
     from securefl.testing.drbg import Drbg
@@ -114,15 +123,23 @@ def _worker(conn: "multiprocessing.connection.Connection", specs: list[tuple], s
     clients: dict[int, SecAggClient] = {}
     identities: dict[int, bytes] = {}
     keys: dict[int, Ed25519PrivateKey] = {}
-    for cid, config, update, weight in specs:
+    for cid, config, _update, _weight in specs:
         if config.authenticated:
             keys[cid] = Ed25519PrivateKey.from_private_bytes(rng(32))
             identities[cid] = crypto.public_bytes(keys[cid])
     conn.send(identities)
     enrolled = conn.recv()
     for cid, config, update, weight in specs:
-        clients[cid] = SecAggClient(cid, config, update, weight, identity_key=keys.get(cid),
-                                    identity_public_keys=enrolled, rng=rng, threads=threads)
+        clients[cid] = SecAggClient(
+            cid,
+            config,
+            update,
+            weight,
+            identity_key=keys.get(cid),
+            identity_public_keys=enrolled,
+            rng=rng,
+            threads=threads,
+        )
     runner = _InProcessClients(clients)
     while True:
         command = conn.recv()
@@ -138,8 +155,9 @@ def _worker(conn: "multiprocessing.connection.Connection", specs: list[tuple], s
 class _PooledClients:
     """Clients spread over worker processes; only wire bytes cross process borders."""
 
-    def __init__(self, processes: int, specs: list[tuple], seed: bytes | None,
-                 threads: int | None) -> None:
+    def __init__(
+        self, processes: int, specs: list[ClientSpec], seed: bytes | None, threads: int | None
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         groups = [specs[i::processes] for i in range(processes) if specs[i::processes]]
         self.owner: dict[int, int] = {}
@@ -148,7 +166,9 @@ class _PooledClients:
         for w, group in enumerate(groups):
             parent, child = ctx.Pipe()
             worker_seed = None if seed is None else seed + b"/worker/%d" % w
-            proc = ctx.Process(target=_worker, args=(child, group, worker_seed, threads), daemon=True)
+            proc = ctx.Process(
+                target=_worker, args=(child, group, worker_seed, threads), daemon=True
+            )
             proc.start()
             child.close()
             self.conns.append(parent)
@@ -167,13 +187,13 @@ class _PooledClients:
         parts: list[dict[int, bytes]] = [{} for _ in self.conns]
         for cid, down in batch.items():
             parts[self.owner[cid]][cid] = down
-        busy = []
         for conn, part in zip(self.conns, parts, strict=True):
             conn.send(("run", part))
-            busy.append(conn)
+        busy = list(self.conns)
         while busy:
-            for conn in multiprocessing.connection.wait(busy):
-                message = conn.recv()  # type: ignore[union-attr]
+            for ready in multiprocessing.connection.wait(busy):
+                conn = cast("multiprocessing.connection.Connection", ready)
+                message = conn.recv()
                 if message[0] == "done":
                     busy.remove(conn)
                 else:
@@ -269,28 +289,57 @@ def run_session(
             for i in ids:
                 identities.setdefault(i, Ed25519PrivateKey.from_private_bytes(source(32)))
             public_identities = {i: crypto.public_bytes(k) for i, k in identities.items()}
-        runner = _InProcessClients({
-            i: SecAggClient(i, config, x, w, identity_key=identities.get(i),
-                            identity_public_keys=public_identities, rng=source, threads=threads)
-            for i, x, w in zip(ids, flat, weights, strict=True)
-        })
+        runner = _InProcessClients(
+            {
+                i: SecAggClient(
+                    i,
+                    config,
+                    x,
+                    w,
+                    identity_key=identities.get(i),
+                    identity_public_keys=public_identities,
+                    rng=source,
+                    threads=threads,
+                )
+                for i, x, w in zip(ids, flat, weights, strict=True)
+            }
+        )
     del flat
     try:
-        return _drive(config, runner, ids, layout, dropouts, public_identities, source, threads,
-                      measure_memory, tamper)
+        return _drive(
+            config,
+            runner,
+            ids,
+            layout,
+            dropouts,
+            public_identities,
+            source,
+            threads,
+            measure_memory,
+            tamper,
+        )
     finally:
         runner.close()
 
 
-def _drive(config: SecAggConfig, runner: "_InProcessClients | _PooledClients", ids: list[int],
-           layout: vectors.Layout, dropouts: dict[int, Stage],
-           public_identities: dict[int, bytes] | None, source: Callable[[int], bytes],
-           threads: int | None, measure_memory: bool,
-           tamper: Callable[[int, Stage, bytes], bytes] | None) -> SessionReport:
+def _drive(
+    config: SecAggConfig,
+    runner: _InProcessClients | _PooledClients,
+    ids: list[int],
+    layout: vectors.Layout,
+    dropouts: dict[int, Stage],
+    public_identities: dict[int, bytes] | None,
+    source: Callable[[int], bytes],
+    threads: int | None,
+    measure_memory: bool,
+    tamper: Callable[[int, Stage, bytes], bytes] | None,
+) -> SessionReport:
     if measure_memory:
         tracemalloc.start()
         baseline = tracemalloc.get_traced_memory()[0]
-    server = SecAggServer(config, identity_public_keys=public_identities, rng=source, threads=threads)
+    server = SecAggServer(
+        config, identity_public_keys=public_identities, rng=source, threads=threads
+    )
     report = SessionReport(None, Stage.ADVERTISE_KEYS, None, {}, server.rejections)
     report.bytes_up = dict.fromkeys(ids, 0)
     report.bytes_down = dict.fromkeys(ids, 0)
@@ -310,7 +359,13 @@ def _drive(config: SecAggConfig, runner: "_InProcessClients | _PooledClients", i
                     batch[cid] = codec.encode(message)
                     report.bytes_down[cid] += len(batch[cid])
 
-            def on_reply(cid: int, up: bytes | None, seconds: float, stage: Stage = stage) -> None:
+            def on_reply(
+                cid: int,
+                up: bytes | None,
+                seconds: float,
+                stage: Stage = stage,
+                times: dict[str, float] = times,
+            ) -> None:
                 times["client"] += seconds
                 if up is None:
                     return
@@ -340,8 +395,10 @@ def _drive(config: SecAggConfig, runner: "_InProcessClients | _PooledClients", i
             report.client_seconds[stage] = times["client"]
             report.server_seconds[stage] = times["server"]
         # Final notices (aborts) reach the clients still there.
-        runner.run({cid: codec.encode(m) for cid, m in inbox.items() if cid not in gone},
-                   lambda cid, up, sec: None)
+        runner.run(
+            {cid: codec.encode(m) for cid, m in inbox.items() if cid not in gone},
+            lambda cid, up, sec: None,
+        )
     finally:
         if measure_memory:
             report.server_peak_bytes = tracemalloc.get_traced_memory()[1] - baseline

@@ -14,16 +14,31 @@ from securefl.secagg.server import SecAggServer
 from securefl.testing.drbg import Drbg
 
 
-def make_config(n: int, *, t: int | None = None, d: int = 64, graph: str = "complete",
-                degree: int | None = None, bits: int = 32, max_weight: int = 10,
-                authenticated: bool = False, clip: float = 1.0) -> SecAggConfig:
+def make_config(
+    n: int,
+    *,
+    t: int | None = None,
+    d: int = 64,
+    graph: str = "complete",
+    degree: int | None = None,
+    bits: int = 32,
+    max_weight: int = 10,
+    authenticated: bool = False,
+    clip: float = 1.0,
+) -> SecAggConfig:
     kind = GraphKind(graph)
     k = n - 1 if kind is GraphKind.COMPLETE else degree
     assert k is not None
     return SecAggConfig(
-        num_clients=n, threshold=t if t is not None else max(1, k // 2 + 1), dimension=d,
-        bits=bits, clip=clip, max_weight=max_weight, graph=kind,
-        degree=degree if kind is GraphKind.HARARY else None, authenticated=authenticated,
+        num_clients=n,
+        threshold=t if t is not None else max(1, k // 2 + 1),
+        dimension=d,
+        bits=bits,
+        clip=clip,
+        max_weight=max_weight,
+        graph=kind,
+        degree=degree if kind is GraphKind.HARARY else None,
+        authenticated=authenticated,
     )
 
 
@@ -35,7 +50,9 @@ def make_updates(n: int, d: int, seed: int = 1) -> tuple[list[np.ndarray], list[
 
 
 def expected_mean(config: SecAggConfig, updates, weights, contributors) -> np.ndarray:
-    xs = np.stack([np.clip(updates[i].astype(np.float64), -config.clip, config.clip) for i in contributors])
+    xs = np.stack(
+        [np.clip(updates[i].astype(np.float64), -config.clip, config.clip) for i in contributors]
+    )
     w = np.array([weights[i] for i in contributors], dtype=np.float64)
     return (w[:, None] * xs).sum(axis=0) / w.sum()
 
@@ -60,10 +77,15 @@ class Session:
     inbox: dict[int, ServerMessage]
 
     @classmethod
-    def create(cls, config: SecAggConfig, n: int, seed: str = "session", **client_kwargs) -> "Session":
+    def create(
+        cls, config: SecAggConfig, n: int, seed: str = "session", **client_kwargs
+    ) -> Session:
         updates, weights = make_updates(n, config.dimension)
         rng = Drbg(seed)
-        clients = {i: SecAggClient(i, config, updates[i], weights[i], rng=rng, **client_kwargs) for i in range(n)}
+        clients = {
+            i: SecAggClient(i, config, updates[i], weights[i], rng=rng, **client_kwargs)
+            for i in range(n)
+        }
         server = SecAggServer(config, rng=rng)
         start = server.start()
         return cls(config, server, clients, dict.fromkeys(clients, start))

@@ -35,7 +35,9 @@ def test_server_memory_does_not_grow_with_the_number_of_clients() -> None:
     for n in (6, 18):
         config = make_config(n, t=3, d=d, graph="harary", degree=4)
         updates, weights = make_updates(n, d, seed=n)
-        report = run_session(config, updates, weights, processes=2, seed=b"mem", measure_memory=True)
+        report = run_session(
+            config, updates, weights, processes=2, seed=b"mem", measure_memory=True
+        )
         assert report.stage is Stage.COMPLETED
         peaks[n] = report.server_peak_bytes
     # Accumulator (4d) + decoded mean (8d) + one in-flight upload per worker (2 x 4d)

@@ -48,7 +48,7 @@ class TestUnmaskingRequests:
         assert session.clients[0].stage is Stage.COMPLETED
 
     def test_overlapping_sets_are_refused(self) -> None:
-        session, inbox = unmasking_session()
+        session, _ = unmasking_session()
         bad = UnmaskingRequest(survivors=(1, 2, 3, 4, 5), dropped=(5,))
         assert session.clients[0].handle(bad) is None
         assert session.clients[0].stage is Stage.ABORTED
@@ -86,8 +86,15 @@ class TestUnmaskingRequests:
         updates, weights = make_updates(n, config.dimension)
         rng = Drbg("auth-contradict")
         clients = {
-            i: SecAggClient(i, config, updates[i], weights[i], identity_key=keys[i],
-                            identity_public_keys=public, rng=rng)
+            i: SecAggClient(
+                i,
+                config,
+                updates[i],
+                weights[i],
+                identity_key=keys[i],
+                identity_public_keys=public,
+                rng=rng,
+            )
             for i in range(n)
         }
         from securefl.secagg.server import SecAggServer
@@ -208,8 +215,13 @@ class TestSignatures:
         config = make_config(n, t=3, d=10, authenticated=True)
         updates, weights = make_updates(n, config.dimension)
         keys = {i: Ed25519PrivateKey.from_private_bytes(bytes([i + 7]) * 32) for i in range(n)}
-        return config, updates, weights, run_session(
-            config, updates, weights, identity_keys=keys, rng=Drbg("sig"), tamper=tamper
+        return (
+            config,
+            updates,
+            weights,
+            run_session(
+                config, updates, weights, identity_keys=keys, rng=Drbg("sig"), tamper=tamper
+            ),
         )
 
     def test_mis_signed_client_is_rejected(self) -> None:
@@ -240,9 +252,16 @@ class TestSignatures:
         config = make_config(n, t=2, d=4, authenticated=True)
         keys = {i: Ed25519PrivateKey.from_private_bytes(bytes([i + 1]) * 32) for i in range(n)}
         public = {i: crypto.public_bytes(k) for i, k in keys.items()}
-        updates, weights = make_updates(n, 4)
-        client = SecAggClient(0, config, updates[0], 1, identity_key=keys[0],
-                              identity_public_keys=public, rng=Drbg("c"))
+        updates, _ = make_updates(n, 4)
+        client = SecAggClient(
+            0,
+            config,
+            updates[0],
+            1,
+            identity_key=keys[0],
+            identity_public_keys=public,
+            rng=Drbg("c"),
+        )
         start = SessionStart(b"\x09" * 32, config.digest())
         mine = client.handle(start)
         from securefl.secagg.messages import KeyEntry
@@ -260,7 +279,7 @@ class TestClientChecks:
         return config, SecAggClient(0, config, updates[0], 1, rng=Drbg("client"))
 
     def test_configuration_mismatch_aborts(self) -> None:
-        config, client = self._client()
+        _, client = self._client()
         weaker = make_config(4, t=1, d=4)
         assert client.handle(SessionStart(b"\x00" * 32, weaker.digest())) is None
         assert client.stage is Stage.ABORTED

@@ -37,7 +37,9 @@ def test_dropouts_in_every_round(when, graph, degree) -> None:
     config = make_config(n, t=3 if graph == "harary" else 6, d=33, graph=graph, degree=degree)
     updates, weights = make_updates(n, config.dimension, seed=5)
     dropped = {2: when, 7: when}
-    report = run_session(config, updates, weights, dropouts=dropped, rng=Drbg(f"drop-{when}-{graph}"))
+    report = run_session(
+        config, updates, weights, dropouts=dropped, rng=Drbg(f"drop-{when}-{graph}")
+    )
     assert report.stage is Stage.COMPLETED, report.abort_reason
     result = report.result
     if when is Stage.UNMASKING:
@@ -54,14 +56,19 @@ def test_dropouts_spread_over_all_rounds() -> None:
     n = 20
     config = make_config(n, t=8, d=25)
     updates, weights = make_updates(n, config.dimension, seed=9)
-    schedule = {0: Stage.ADVERTISE_KEYS, 5: Stage.SHARE_KEYS, 6: Stage.SHARE_KEYS,
-                11: Stage.MASKED_INPUT_COLLECTION, 12: Stage.MASKED_INPUT_COLLECTION,
-                17: Stage.UNMASKING, 18: Stage.UNMASKING, 19: Stage.UNMASKING}
+    schedule = {
+        0: Stage.ADVERTISE_KEYS,
+        5: Stage.SHARE_KEYS,
+        6: Stage.SHARE_KEYS,
+        11: Stage.MASKED_INPUT_COLLECTION,
+        12: Stage.MASKED_INPUT_COLLECTION,
+        17: Stage.UNMASKING,
+        18: Stage.UNMASKING,
+        19: Stage.UNMASKING,
+    }
     report = run_session(config, updates, weights, dropouts=schedule, rng=Drbg("spread"))
     assert report.stage is Stage.COMPLETED, report.abort_reason
-    assert report.result.contributors == tuple(
-        i for i in range(n) if i not in (0, 5, 6, 11, 12)
-    )
+    assert report.result.contributors == tuple(i for i in range(n) if i not in (0, 5, 6, 11, 12))
     assert_close_to_plain(config, report.result, updates, weights)
 
 

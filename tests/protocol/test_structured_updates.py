@@ -14,7 +14,10 @@ from securefl.transports.inmemory import run_session
 def test_dict_of_arrays() -> None:
     data = np.random.default_rng(4)
     updates = [
-        {"w": data.uniform(-1, 1, (3, 4)).astype(np.float32), "b": data.uniform(-1, 1, 4).astype(np.float32)}
+        {
+            "w": data.uniform(-1, 1, (3, 4)).astype(np.float32),
+            "b": data.uniform(-1, 1, 4).astype(np.float32),
+        }
         for _ in range(5)
     ]
     weights = [3, 1, 4, 1, 5]
@@ -24,7 +27,9 @@ def test_dict_of_arrays() -> None:
     agg = report.aggregate
     assert list(agg) == ["w", "b"] and agg["w"].shape == (3, 4) and agg["w"].dtype == np.float32
     for key in ("w", "b"):
-        want = sum(w * u[key].astype(np.float64) for w, u in zip(weights, updates)) / sum(weights)
+        want = sum(
+            w * u[key].astype(np.float64) for w, u in zip(weights, updates, strict=True)
+        ) / sum(weights)
         assert np.max(np.abs(agg[key] - want)) <= config.fixed_point.precision + 1e-7
 
 
@@ -45,8 +50,9 @@ def test_torch_state_dicts_equal_the_plain_weighted_mean() -> None:
     d = sum(v.numel() for v in states[0].values())
     # The clip range must cover every coordinate, the BatchNorm counters included.
     config = make_config(6, t=3, d=d, max_weight=256, clip=16.0)
-    report = run_session(config, states, weights, rng=Drbg("torch"),
-                         dropouts={5: Stage.MASKED_INPUT_COLLECTION})
+    report = run_session(
+        config, states, weights, rng=Drbg("torch"), dropouts={5: Stage.MASKED_INPUT_COLLECTION}
+    )
     assert report.stage is Stage.COMPLETED, report.abort_reason
     agg = report.aggregate
     assert list(agg) == list(states[0])
@@ -58,7 +64,9 @@ def test_torch_state_dicts_equal_the_plain_weighted_mean() -> None:
         assert value.shape == states[0][key].shape
         plain = sum(weights[i] * states[i][key].double() for i in survivors) / total
         if value.is_floating_point():
-            assert torch.max(torch.abs(value.double() - plain)) <= config.fixed_point.precision + 1e-6
+            assert (
+                torch.max(torch.abs(value.double() - plain)) <= config.fixed_point.precision + 1e-6
+            )
         else:  # integer buffers come back rounded
             assert torch.equal(value, torch.round(plain).to(value.dtype))
     # The aggregate loads back into the model.

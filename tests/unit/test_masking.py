@@ -218,6 +218,8 @@ def test_arrays_with_their_own_dtype_objects_are_accepted() -> None:
     acc = pickle.loads(pickle.dumps(np.zeros(10, np.uint32)))
     assert acc.dtype is not np.dtype(np.uint32)
     masked_accumulate(acc, [bytes(16)], [1], bits=32)
-    np.testing.assert_array_equal(acc, reference.masked_accumulate(np.zeros(10, np.uint32), [bytes(16)], [1], 32))
+    np.testing.assert_array_equal(
+        acc, reference.masked_accumulate(np.zeros(10, np.uint32), [bytes(16)], [1], 32)
+    )
     other = pickle.loads(pickle.dumps(np.ones(10, np.uint32)))
     np.testing.assert_array_equal(sum_mod([acc, other], bits=32), acc + np.uint32(1))

@@ -223,7 +223,9 @@ def test_unpickled_input_is_accepted() -> None:
     import pickle
 
     x = pickle.loads(pickle.dumps(np.linspace(-1, 1, 9, dtype=np.float32)))
-    np.testing.assert_array_equal(quantize(x, CONFIGS[0], KEY), reference.quantize(x, CONFIGS[0], KEY))
+    np.testing.assert_array_equal(
+        quantize(x, CONFIGS[0], KEY), reference.quantize(x, CONFIGS[0], KEY)
+    )
 
 
 @pytest.mark.parametrize("weight", [1.0, 0.5, 0.37, 1e-3])
