@@ -1,0 +1,1 @@
+"""Benchmark scenarios behind ``securefl bench``."""
