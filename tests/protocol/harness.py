@@ -62,8 +62,11 @@ def assert_close_to_plain(config, result, updates, weights) -> None:
     want = expected_mean(config, updates, weights, result.contributors)
     err = np.max(np.abs(result.weighted_mean - want))
     # Each client's scaled value moves by less than one step 2^-p; the mean scales by W / N.
-    bound = len(result.contributors) * config.max_weight / result.total_weight
-    assert err <= bound * config.fixed_point.precision * (1 + 1e-9), err
+    # Decoding a 64-bit sum in float64 adds a few ulps of m c (visible only for wide rings).
+    m = len(result.contributors)
+    factor = m * config.max_weight / result.total_weight
+    float64_error = 8 * m * config.clip * np.finfo(np.float64).eps
+    assert err <= factor * (config.fixed_point.precision + float64_error) * (1 + 1e-9), err
     assert result.total_weight == sum(weights[i] for i in result.contributors)
 
 
