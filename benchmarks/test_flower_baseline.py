@@ -294,3 +294,50 @@ def test_bench_flower_full_round(benchmark, record, data_rng):
     _check_close(res.aggregate, expected, bound)
     benchmark.extra_info.update(peak_rss_mib=_peak_rss_mib())
     record(items=n * d, unit="client coordinates")
+
+
+def test_aggregate_error_vs_flower_at_the_same_bit_budget(benchmark, record):
+    """Same updates, weights and dropouts through Flower's SecAgg+ and securefl's, both
+    in a 32-bit ring with clip range 8: securefl's error must be no worse."""
+    from securefl.secagg.config import GraphKind, SecAggConfig
+    from securefl.secagg.messages import Stage
+    from securefl.transports.inmemory import run_session
+
+    n, d = 20, 200_000
+    data = np.random.default_rng(3)  # test data
+    updates = [data.uniform(-1, 1, d).astype(np.float32) for _ in range(n)]
+    weights = [int(w) for w in data.integers(50, 1001, n)]
+    rnd = fb.flower_prepare_round(
+        n, d, 0.1, num_shares=11, threshold=6, updates=updates, weights=weights, seed=3
+    )
+    flower = fb.flower_run_round(rnd)
+    survivors = list(flower.survivors)
+
+    config = SecAggConfig(
+        num_clients=n,
+        threshold=6,
+        dimension=d,
+        bits=32,
+        clip=C,
+        max_weight=int(W),
+        graph=GraphKind.HARARY,
+        degree=10,
+    )
+    schedule = dict.fromkeys(flower.dropped, Stage.MASKED_INPUT_COLLECTION)
+    ours = benchmark.pedantic(
+        run_session, (config, updates, weights), {"dropouts": schedule, "threads": 1}, rounds=1
+    )
+    assert list(ours.result.contributors) == survivors
+
+    total = sum(weights[i] for i in survivors)
+    plain = sum(weights[i] * updates[i].astype(np.float64) for i in survivors) / total
+    flower_error = float(np.max(np.abs(np.asarray(flower.aggregate[0], np.float64) - plain)))
+    our_error = float(np.max(np.abs(ours.result.weighted_mean - plain)))
+    benchmark.extra_info.update(
+        flower_max_abs_error=flower_error,
+        securefl_max_abs_error=our_error,
+        flower_upload_bytes_int64=8 * d,
+        securefl_upload_bytes=max(ours.bytes_up.values()),
+    )
+    assert our_error <= flower_error
+    record(items=n * d, unit="client coordinates")

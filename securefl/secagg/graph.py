@@ -623,12 +623,33 @@ def _tail_start(pool: int, marked: int, k: int, scale: int) -> int:
         x -= 1
 
 
-def _exact_bounds(inp: _Inputs, k: int) -> tuple[int, int]:
-    """(t_min, t_max) for degree k from conditions (C2) and (C3); empty if t_min > t_max."""
+def _exact_starts(inp: _Inputs, k: int) -> tuple[int, int]:
+    """The exact tail starts of (C2) and (C3) at degree k: corrupt, dropout."""
     pool = inp.n - 1
     corrupt_start = _tail_start(pool, inp.c, k, inp.n << (inp.sigma + 1))
     dropout_start = _tail_start(pool, inp.d, k, inp.n << inp.rho)
-    return _min_threshold(inp.model, k, corrupt_start), k + 1 - dropout_start
+    return corrupt_start, dropout_start
+
+
+def _steps_to_candidate(inp: _Inputs, k: int, corrupt_start: int, dropout_start: int) -> int:
+    """0 if degree k has a threshold meeting (C2) + (C3) given these tail starts.
+
+    Otherwise a number j >= 1 of steps of 2 such that no degree below k + 2j can have
+    one, when the starts are lower bounds of the exact ones at k. As k grows, each tail
+    start never decreases (one more neighbour never makes a count smaller), so t_min
+    never decreases -- by at least 1 per step if semi-malicious -- while
+    t_max = k + 1 - dropout_start grows by at most 2 per step.
+    """
+    t_min = _min_threshold(inp.model, k, corrupt_start)
+    t_max = k + 1 - dropout_start
+    if t_min <= t_max:
+        return 0
+    reach = 2 - t_max  # t >= 2 needs t_max to grow this much
+    if inp.model is ThreatModel.SEMI_HONEST:
+        reach = max(reach, corrupt_start - t_max)
+        return max(1, (reach + 1) // 2)
+    # Semi-malicious: after j steps t_min >= j + ceil((k + corrupt_start) / 2).
+    return max(1, (reach + 1) // 2, (k + corrupt_start + 1) // 2 - t_max)
 
 
 def _log2_pmf(pool: int, marked: int, k: int, x: int) -> float:
@@ -673,13 +694,13 @@ def _tail_start_lower_bound(pool: int, marked: int, k: int, log2_bound: float) -
     return good + 1
 
 
-def _may_be_feasible(inp: _Inputs, k: int) -> bool:
-    """False only if degree k certainly fails (C2) + (C3): a cheap float screen."""
+def _screen(inp: _Inputs, k: int) -> int:
+    """Like `_steps_to_candidate`, from float lower bounds of the tail starts."""
     pool = inp.n - 1
     log2_n = math.log2(inp.n)
     corrupt = _tail_start_lower_bound(pool, inp.c, k, -(inp.sigma + 1) - log2_n)
     dropout = _tail_start_lower_bound(pool, inp.d, k, -inp.rho - log2_n)
-    return _min_threshold(inp.model, k, corrupt) <= k + 1 - dropout
+    return _steps_to_candidate(inp, k, corrupt, dropout)
 
 
 def _first_candidate_degree(inp: _Inputs) -> int | None:
@@ -704,15 +725,16 @@ def _first_candidate_degree(inp: _Inputs) -> int | None:
 
 
 def _harary_search(inp: _Inputs) -> tuple[int, int, int] | None:
-    start = _first_candidate_degree(inp)
-    if start is None:
-        return None
-    for k in range(start, inp.n - 1, 2):
-        if not _may_be_feasible(inp, k) or not _connected_exact(inp, k):
-            continue
-        t_min, t_max = _exact_bounds(inp, k)
-        if t_min <= t_max:
-            return k, t_min, t_max
+    k = _first_candidate_degree(inp)
+    while k is not None and k <= inp.n - 2:
+        steps = _screen(inp, k)
+        if steps == 0 and _connected_exact(inp, k):
+            corrupt_start, dropout_start = _exact_starts(inp, k)
+            steps = _steps_to_candidate(inp, k, corrupt_start, dropout_start)
+            if steps == 0:
+                t_min = _min_threshold(inp.model, k, corrupt_start)
+                return k, t_min, k + 1 - dropout_start
+        k += 2 * max(steps, 1)
     return None
 
 

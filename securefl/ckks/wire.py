@@ -1,0 +1,542 @@
+"""The client-server wire format of CKKS FedAvg, and conversion to TenSEAL's format.
+
+A client's encrypted update is a sequence of C fresh CKKS ciphertexts (TenSEAL's chunks
+of N/2 values), each two polynomials of L RNS limbs of N coefficients. securefl ships
+them in one ``SFCK`` message whose coefficients are stored *limb-major*: all
+coefficients of limb 0 (ciphertext by ciphertext, polynomial by polynomial), then limb
+1, ... In that order the server's sum is one call of the native RNS kernel over an
+array of shape ``(1, L, C*2*N)``, and the packed encoding (:mod:`securefl.ckks.bitpack`)
+runs over long contiguous rows.
+
+Message layout, little-endian; the payload starts on an 8-byte boundary::
+
+    offset  size  field
+    0       4     magic b"SFCK"
+    4       u8    format version, 1
+    5       u8    encoding: 0 raw (u64 per coefficient), 1 packed (b_l bits per coefficient)
+    6       u8    SEAL version major  } of the SEAL ciphertexts encoded; echoed so
+    7       u8    SEAL version minor  } that SEAL loads the result
+    8       u32   N, the polynomial modulus degree (power of two, 1024..2^17)
+    12      u16   polynomials per ciphertext, 2
+    14      u16   L, RNS limbs at the data level (1..64)
+    16      u64   length: values in the vector; C = ceil(length / (N/2))
+    24      f64   scale
+    32      4 u64 parms_id of the data level
+    64      L u8  b_l = bit length of q_l, zero-padded to a multiple of 8 bytes
+    then    raw:    L*C*2*N u64, coefficient (l, c, p, k) at ((l*C + c)*2 + p)*N + k
+            packed: for each limb l, b_l * (C*2*N/64) u64 words (bitpack format)
+
+Nothing may follow the payload. A TenSEAL vector of the same ciphertexts is the
+``CKKSVectorProto`` of :mod:`securefl.ckks.protobuf` with one uncompressed SEAL blob
+(:mod:`securefl.ckks.seal`) per ciphertext, chunk sizes N/2, ..., N/2, rest.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from securefl.ckks import bitpack, protobuf, seal
+from securefl.errors import InvalidMessage
+
+__all__ = [
+    "MAGIC",
+    "Encoding",
+    "EncryptedVector",
+    "Spec",
+    "decode",
+    "encode",
+    "from_tenseal",
+    "is_tenseal",
+    "read_ciphertext_into",
+    "read_header",
+    "to_tenseal",
+]
+
+Encoding: TypeAlias = Literal["raw", "packed"]
+U64 = npt.NDArray[np.uint64]
+
+MAGIC = b"SFCK"
+VERSION = 1
+POLYS = 2
+_ENCODINGS: dict[str, int] = {"raw": 0, "packed": 1}
+_ENCODING_NAMES = {v: k for k, v in _ENCODINGS.items()}
+_FIXED = struct.Struct("<4sBBBBIHHQd4Q")
+MAX_LENGTH = 2**40
+
+
+def _pad8(n: int) -> int:
+    return -(-n // 8) * 8
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a valid ciphertext of a CKKS context looks like at its data level.
+
+    Parameters
+    ----------
+    poly_modulus_degree:
+        N.
+    moduli:
+        q_0 .. q_{L-1} of the data level (the key level's special prime excluded).
+    parms_id:
+        SEAL's parms_id of the data level.
+    scale:
+        The context's global scale: every ciphertext must carry exactly this scale.
+    """
+
+    poly_modulus_degree: int
+    moduli: tuple[int, ...]
+    parms_id: tuple[int, int, int, int]
+    scale: float
+
+    @property
+    def limb_bits(self) -> tuple[int, ...]:
+        """ceil(log2 q_l) for each limb: the packed width."""
+        return tuple(q.bit_length() for q in self.moduli)
+
+    @property
+    def slots(self) -> int:
+        """Values per ciphertext, N/2."""
+        return self.poly_modulus_degree // 2
+
+    def chunks(self, length: int) -> int:
+        """Ciphertexts for a vector of ``length`` values."""
+        return -(-length // self.slots)
+
+    def check(
+        self,
+        poly_modulus_degree: int,
+        limbs: int,
+        parms_id: tuple[int, int, int, int],
+        scale: float,
+    ) -> None:
+        """Check a ciphertext's metadata against this data level.
+
+        Raises
+        ------
+        InvalidMessage
+            Naming the first field that differs.
+        """
+        # Each check blocks a ciphertext that SEAL's own `+` would refuse or mis-add:
+        # another parameter set or level (N, L, parms_id) or another scale.
+        if poly_modulus_degree != self.poly_modulus_degree:
+            raise InvalidMessage(
+                f"N = {poly_modulus_degree}, the context has N = {self.poly_modulus_degree}"
+            )
+        if limbs != len(self.moduli):
+            raise InvalidMessage(
+                f"{limbs} limbs, the context's data level has {len(self.moduli)} "
+                "(another level or parameter set)"
+            )
+        if parms_id != self.parms_id:
+            raise InvalidMessage(
+                "parms_id differs from the context's data level (another parameter set or level)"
+            )
+        if scale != self.scale:
+            raise InvalidMessage(f"scale {scale!r}, the context's is {self.scale!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class EncryptedVector:
+    """The ciphertexts of one encrypted vector, coefficients limb-major.
+
+    Parameters
+    ----------
+    seal_version:
+        SEAL (major, minor) version bytes of the ciphertexts.
+    parms_id:
+        The ciphertexts' parms_id.
+    scale:
+        Their scale.
+    length:
+        Values in the vector (the last ciphertext may hold fewer than N/2).
+    limb_bits:
+        Packed width of each limb, ceil(log2 q_l).
+    coeffs:
+        ``uint64`` array of shape ``(L, C, 2, N)``, C-contiguous.
+    """
+
+    seal_version: tuple[int, int]
+    parms_id: tuple[int, int, int, int]
+    scale: float
+    length: int
+    limb_bits: tuple[int, ...]
+    coeffs: U64
+
+    @property
+    def poly_modulus_degree(self) -> int:
+        """N."""
+        return int(self.coeffs.shape[3])
+
+    @property
+    def chunk_sizes(self) -> tuple[int, ...]:
+        """Values per ciphertext, as TenSEAL chunks them."""
+        slots = self.poly_modulus_degree // 2
+        c = int(self.coeffs.shape[1])
+        return (slots,) * (c - 1) + (self.length - slots * (c - 1),)
+
+
+@dataclass(frozen=True)
+class Header:
+    """The fixed fields of an ``SFCK`` message; see the module docstring."""
+
+    encoding: Encoding
+    seal_version: tuple[int, int]
+    poly_modulus_degree: int
+    length: int
+    scale: float
+    parms_id: tuple[int, int, int, int]
+    limb_bits: tuple[int, ...]
+
+    @property
+    def chunks(self) -> int:
+        """C, the number of ciphertexts."""
+        return -(-self.length // (self.poly_modulus_degree // 2))
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(L, C, 2, N)`` of the coefficient array."""
+        return (len(self.limb_bits), self.chunks, POLYS, self.poly_modulus_degree)
+
+    @property
+    def payload_offset(self) -> int:
+        """Where the coefficients start."""
+        return _FIXED.size + _pad8(len(self.limb_bits))
+
+    def limb_words(self, limb: int) -> int:
+        """u64 words limb ``limb`` takes in the payload."""
+        count = self.chunks * POLYS * self.poly_modulus_degree
+        if self.encoding == "raw":
+            return count
+        return bitpack.packed_words(count, self.limb_bits[limb])
+
+    @property
+    def size(self) -> int:
+        """Total bytes of the message."""
+        words = sum(self.limb_words(limb) for limb in range(len(self.limb_bits)))
+        return self.payload_offset + 8 * words
+
+    def check(self, spec: Spec) -> None:
+        """Check that the ciphertexts belong to ``spec``'s context at its data level.
+
+        Raises
+        ------
+        InvalidMessage
+            Naming the first field that differs.
+        """
+        spec.check(self.poly_modulus_degree, len(self.limb_bits), self.parms_id, self.scale)
+        if self.limb_bits != spec.limb_bits:
+            raise InvalidMessage(
+                f"limb widths {self.limb_bits}, the context's are {spec.limb_bits}"
+            )
+
+
+def read_header(data: bytes | bytearray | memoryview) -> Header:
+    """Parse and check the fixed fields of an ``SFCK`` message and its total size.
+
+    Raises
+    ------
+    InvalidMessage
+        If the magic, version, encoding, a field's range or the total size is wrong.
+    """
+    buf = memoryview(data).cast("B")
+    if len(buf) < _FIXED.size:
+        raise InvalidMessage(f"message of {len(buf)} bytes is shorter than its header")
+    magic, version, enc, major, minor, n_deg, polys, limbs, length, scale, *pid = (
+        _FIXED.unpack_from(buf, 0)
+    )
+    if magic != MAGIC:
+        raise InvalidMessage("not an SFCK message (bad magic)")
+    if version != VERSION:
+        raise InvalidMessage(f"unsupported SFCK version {version}")
+    if enc not in _ENCODING_NAMES:
+        raise InvalidMessage(f"unknown encoding {enc}")
+    if major != seal.SUPPORTED_MAJOR:
+        raise InvalidMessage(f"SEAL version {major}.{minor}; only 4.x is supported")
+    if not (1024 <= n_deg <= seal.MAX_POLY_MODULUS_DEGREE and n_deg & (n_deg - 1) == 0):
+        raise InvalidMessage(f"N = {n_deg} is not a power of two in [1024, 2^17]")
+    if polys != POLYS:
+        raise InvalidMessage(f"{polys} polynomials per ciphertext; fresh ciphertexts have 2")
+    if not 1 <= limbs <= seal.MAX_LIMBS:
+        raise InvalidMessage(f"{limbs} limbs is not in [1, {seal.MAX_LIMBS}]")
+    if not 1 <= length < MAX_LENGTH:
+        raise InvalidMessage(f"vector length {length} is not in [1, 2^40)")
+    if not (math.isfinite(scale) and scale > 0):
+        raise InvalidMessage(f"invalid scale {scale}")
+    if len(buf) < _FIXED.size + _pad8(limbs):
+        raise InvalidMessage("message truncated in the limb widths")
+    bits = tuple(buf[_FIXED.size : _FIXED.size + limbs])
+    if any(not 2 <= b <= 62 for b in bits) or any(
+        buf[_FIXED.size + limbs : _FIXED.size + _pad8(limbs)]
+    ):
+        raise InvalidMessage("limb widths must be in [2, 62], padding zero")
+    header = Header(
+        _ENCODING_NAMES[enc],  # type: ignore[arg-type]
+        (major, minor),
+        n_deg,
+        length,
+        scale,
+        (pid[0], pid[1], pid[2], pid[3]),
+        bits,
+    )
+    # Truncated or padded messages are refused before any coefficient is read.
+    if len(buf) != header.size:
+        raise InvalidMessage(f"message of {len(buf)} bytes, its header implies {header.size}")
+    return header
+
+
+def decode(
+    data: bytes | bytearray | memoryview,
+    header: Header | None = None,
+    *,
+    out: U64 | None = None,
+    threads: int = 1,
+) -> EncryptedVector:
+    """Read the ciphertexts of an ``SFCK`` message.
+
+    Parameters
+    ----------
+    data:
+        The message.
+    header:
+        Its :func:`read_header` result, if already parsed.
+    out:
+        Optional C-contiguous ``uint64`` destination of shape ``header.shape``. A raw
+        message whose payload is 8-byte aligned is returned as a read-only view of
+        ``data`` without copying unless ``out`` is given.
+    threads:
+        Threads for unpacking.
+
+    Returns
+    -------
+    EncryptedVector
+        Coefficients are below 2^b_l but not yet checked against q_l.
+
+    Raises
+    ------
+    InvalidMessage
+        As :func:`read_header`.
+    ValueError
+        If ``out`` has the wrong shape or dtype.
+    """
+    h = read_header(data) if header is None else header
+    shape = h.shape
+    if out is not None and (
+        out.shape != shape or out.dtype != np.uint64 or not out.flags.c_contiguous
+    ):
+        raise ValueError(f"out must be a C-contiguous uint64 array of shape {shape}")
+    buf = memoryview(data).cast("B")
+    words = np.frombuffer(buf, dtype="<u8", offset=h.payload_offset)
+    if h.encoding == "raw":
+        raw = words.reshape(shape)
+        if out is not None:
+            np.copyto(out, raw)
+            coeffs = out
+        elif raw.ctypes.data % 8 == 0:
+            coeffs = raw
+        else:  # the native kernel reads u64 words: give it aligned ones
+            coeffs = raw.copy()
+    else:
+        coeffs = np.empty(shape, dtype=np.uint64) if out is None else out
+        per_limb = coeffs.reshape(shape[0], -1)
+        start = 0
+        for limb, bits in enumerate(h.limb_bits):
+            n = h.limb_words(limb)
+            bitpack.unpack(words[start : start + n], bits, per_limb[limb], threads=threads)
+            start += n
+    return EncryptedVector(h.seal_version, h.parms_id, h.scale, h.length, h.limb_bits, coeffs)
+
+
+def encode(vector: EncryptedVector, encoding: Encoding = "packed", *, threads: int = 1) -> bytes:
+    """Serialize ciphertexts as an ``SFCK`` message.
+
+    Parameters
+    ----------
+    vector:
+        The ciphertexts; every coefficient of limb l must be below 2^b_l.
+    encoding:
+        ``"packed"`` (b_l bits per coefficient, the smallest) or ``"raw"`` (u64).
+    threads:
+        Threads for packing.
+
+    Returns
+    -------
+    bytes
+        The message.
+
+    Raises
+    ------
+    ValueError
+        For an unknown encoding, inconsistent fields, or a coefficient >= 2^b_l.
+    """
+    if encoding not in _ENCODINGS:
+        raise ValueError(f"encoding must be 'raw' or 'packed', got {encoding!r}")
+    c = vector.coeffs
+    limbs = len(vector.limb_bits)
+    n_deg = vector.poly_modulus_degree
+    if c.dtype != np.uint64 or c.ndim != 4 or c.shape[0] != limbs or c.shape[2] != POLYS:
+        raise ValueError(f"coefficients must be uint64 of shape ({limbs}, C, 2, N)")
+    if c.shape[1] != -(-vector.length // (n_deg // 2)):
+        raise ValueError(f"{c.shape[1]} ciphertexts cannot hold {vector.length} values")
+    major, minor = vector.seal_version
+    fixed = _FIXED.pack(
+        MAGIC,
+        VERSION,
+        _ENCODINGS[encoding],
+        major,
+        minor,
+        n_deg,
+        POLYS,
+        limbs,
+        vector.length,
+        vector.scale,
+        *vector.parms_id,
+    )
+    parts = [fixed, bytes(vector.limb_bits) + bytes(_pad8(limbs) - limbs)]
+    per_limb = np.ascontiguousarray(c, dtype="<u8").reshape(limbs, -1)
+    for limb, bits in enumerate(vector.limb_bits):
+        if encoding == "raw":
+            parts.append(per_limb[limb].tobytes())
+        else:
+            parts.append(bitpack.pack(per_limb[limb], bits, threads=threads).tobytes())
+    return b"".join(parts)
+
+
+def is_tenseal(data: bytes | bytearray | memoryview) -> bool:
+    """Whether ``data`` looks like TenSEAL's ``CKKSVector.serialize()`` rather than SFCK."""
+    buf = memoryview(data).cast("B")
+    return len(buf) > 0 and bytes(buf[:4]) != MAGIC and buf[0] in (0x08, 0x0A, 0x12, 0x19)
+
+
+def read_ciphertext_into(
+    blob: bytes | bytearray | memoryview, spec: Spec, out: U64
+) -> seal.CiphertextInfo:
+    """Read one fresh SEAL ciphertext of ``spec``'s data level into ``out`` (limb-major).
+
+    Parameters
+    ----------
+    blob:
+        A ``Ciphertext::save`` blob.
+    spec:
+        The data level it must belong to.
+    out:
+        ``uint64`` view of shape ``(L, 2, N)``.
+
+    Returns
+    -------
+    seal.CiphertextInfo
+        Its metadata.
+
+    Raises
+    ------
+    InvalidMessage
+        If the blob is malformed, not a 2-polynomial ciphertext, or of another parameter
+        set, level or scale.
+    """
+    info, coeffs = seal.read_ciphertext(
+        blob, max_coeffs=POLYS * len(spec.moduli) * spec.poly_modulus_degree
+    )
+    if info.polys != POLYS:
+        raise InvalidMessage(f"{info.polys} polynomials; fresh ciphertexts have 2")
+    spec.check(info.poly_modulus_degree, info.limbs, info.parms_id, info.scale)
+    out[...] = coeffs.transpose(1, 0, 2)
+    return info
+
+
+def from_tenseal(
+    data: bytes | bytearray | memoryview, spec: Spec, *, out: U64 | None = None
+) -> EncryptedVector:
+    """Read TenSEAL's serialization of a ``CKKSVector`` under ``spec``'s context.
+
+    Parameters
+    ----------
+    data:
+        ``CKKSVector.serialize()`` output; its SEAL blobs may be uncompressed, zlib or zstd
+        (TenSEAL's default).
+    spec:
+        The context the ciphertexts must belong to (data level, scale).
+    out:
+        Optional C-contiguous ``uint64`` destination of shape ``(L, C, 2, N)``.
+
+    Returns
+    -------
+    EncryptedVector
+        Coefficients not yet checked against q_l.
+
+    Raises
+    ------
+    InvalidMessage
+        If the message or a blob is malformed, the chunking is not TenSEAL's, a ciphertext
+        belongs to another parameter set or level, or scales or versions disagree.
+    BackendUnavailable
+        For zstd blobs when no zstd decoder is available.
+    ValueError
+        If ``out`` has the wrong shape.
+    """
+    proto = protobuf.decode_vector(data)
+    if not proto.ciphertexts:
+        raise InvalidMessage("the vector holds no ciphertext")
+    if len(proto.sizes) != len(proto.ciphertexts):
+        raise InvalidMessage(f"{len(proto.sizes)} sizes for {len(proto.ciphertexts)} ciphertexts")
+    length = sum(proto.sizes)
+    slots = spec.slots
+    n_ct = len(proto.ciphertexts)
+    # TenSEAL fills every chunk but the last; anything else is not one of its vectors.
+    if (
+        not 1 <= length < MAX_LENGTH
+        or spec.chunks(length) != n_ct
+        or any(s != slots for s in proto.sizes[:-1])
+        or not 1 <= proto.sizes[-1] <= slots
+    ):
+        raise InvalidMessage(f"chunk sizes {proto.sizes[:3]}... are not TenSEAL's chunking")
+    limbs = len(spec.moduli)
+    shape = (limbs, n_ct, POLYS, spec.poly_modulus_degree)
+    if out is None:
+        out = np.empty(shape, dtype=np.uint64)
+    elif out.shape != shape or out.dtype != np.uint64 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous uint64 array of shape {shape}")
+    version: tuple[int, int] | None = None
+    for i, blob in enumerate(proto.ciphertexts):
+        try:
+            info = read_ciphertext_into(blob, spec, out[:, i])
+        except InvalidMessage as exc:
+            raise InvalidMessage(f"ciphertext {i}: {exc}") from None
+        if info.scale != proto.scale:
+            raise InvalidMessage(f"ciphertext {i}: scale differs from the vector's")
+        if version is None:
+            version = info.version
+        elif info.version != version:
+            raise InvalidMessage(f"ciphertext {i}: SEAL version differs from ciphertext 0's")
+    assert version is not None
+    return EncryptedVector(version, spec.parms_id, spec.scale, length, spec.limb_bits, out)
+
+
+def to_tenseal(vector: EncryptedVector) -> bytes:
+    """Serialize ciphertexts as TenSEAL's ``CKKSVector`` (uncompressed SEAL blobs).
+
+    ``tenseal.ckks_vector_from(context, to_tenseal(v))`` loads the result.
+
+    Raises
+    ------
+    ValueError
+        If the coefficient array does not have shape ``(L, C, 2, N)``.
+    """
+    c = vector.coeffs
+    if c.ndim != 4 or c.shape[2] != POLYS or c.shape[0] != len(vector.limb_bits):
+        raise ValueError("coefficients must have shape (L, C, 2, N)")
+    info = seal.CiphertextInfo(
+        vector.seal_version,
+        vector.parms_id,
+        POLYS,
+        vector.poly_modulus_degree,
+        c.shape[0],
+        vector.scale,
+    )
+    blobs = [seal.write_ciphertext(info, c[:, i].transpose(1, 0, 2)) for i in range(c.shape[1])]
+    return protobuf.encode_vector(vector.chunk_sizes, blobs, vector.scale)
