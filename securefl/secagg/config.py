@@ -10,6 +10,7 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from securefl.errors import ConfigError
 from securefl.primitives.quantize import FixedPoint
@@ -105,6 +106,49 @@ class SecAggConfig:
         else:
             fp = FixedPoint(self.clip, self.frac_bits, self.bits, summands)
         object.__setattr__(self, "fixed_point", fp)
+
+    @classmethod
+    def from_rates(
+        cls,
+        num_clients: int,
+        dimension: int,
+        *,
+        dropout_rate: float,
+        corruption_rate: float,
+        security_bits: int = 40,
+        correctness_bits: int = 20,
+        **options: Any,
+    ) -> SecAggConfig:
+        """SecAgg+ with k and t chosen by :func:`securefl.secagg.graph.choose_parameters`.
+
+        From the tolerated dropout and corruption rates and the security (sigma) and
+        correctness (eta) parameters of Bell et al. 2020; the complete graph when the
+        sparse one would not be smaller. ``options`` are the other fields (bits, clip,
+        max_weight, frac_bits, authenticated).
+
+        Raises
+        ------
+        ConfigError
+            If no (k, t) meets the rates (the chooser says why).
+        """
+        from securefl.secagg.graph import choose_parameters
+
+        params = choose_parameters(
+            num_clients,
+            dropout_rate=dropout_rate,
+            corruption_rate=corruption_rate,
+            security_bits=security_bits,
+            correctness_bits=correctness_bits,
+        )
+        graph = GraphKind.COMPLETE if params.complete else GraphKind.HARARY
+        return cls(
+            num_clients=num_clients,
+            threshold=params.threshold,
+            dimension=dimension,
+            graph=graph,
+            degree=None if params.complete else params.degree,
+            **options,
+        )
 
     @property
     def neighbourhood_size(self) -> int:

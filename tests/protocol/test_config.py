@@ -17,8 +17,13 @@ def test_ring_widths_up_to_64_bits(bits) -> None:
     n = 6
     config = make_config(n, t=3, d=50, bits=bits, max_weight=50)
     updates, weights = make_updates(n, config.dimension, seed=bits)
-    report = run_session(config, updates, weights, rng=Drbg(f"bits-{bits}"),
-                         dropouts={4: Stage.MASKED_INPUT_COLLECTION})
+    report = run_session(
+        config,
+        updates,
+        weights,
+        rng=Drbg(f"bits-{bits}"),
+        dropouts={4: Stage.MASKED_INPUT_COLLECTION},
+    )
     assert report.stage is Stage.COMPLETED, report.abort_reason
     assert_close_to_plain(config, report.result, updates, weights)
     # Wire size: 4 bytes per element up to 32 bits, 8 above.
@@ -66,8 +71,42 @@ def test_invalid_configurations(kwargs, match) -> None:
 def test_digest_covers_every_parameter() -> None:
     base = {"num_clients": 10, "threshold": 5, "dimension": 8}
     digests = {SecAggConfig(**base).digest()}
-    for change in ({"threshold": 6}, {"dimension": 9}, {"bits": 31}, {"clip": 2.0},
-                   {"max_weight": 2}, {"frac_bits": 10}, {"authenticated": True},
-                   {"graph": GraphKind.HARARY, "degree": 6}):
+    for change in (
+        {"threshold": 6},
+        {"dimension": 9},
+        {"bits": 31},
+        {"clip": 2.0},
+        {"max_weight": 2},
+        {"frac_bits": 10},
+        {"authenticated": True},
+        {"graph": GraphKind.HARARY, "degree": 6},
+    ):
         digests.add(SecAggConfig(**(base | change)).digest())
     assert len(digests) == 9
+
+
+def test_from_rates_uses_the_parameter_chooser() -> None:
+    from securefl.secagg.graph import choose_parameters
+
+    config = SecAggConfig.from_rates(1000, 16, dropout_rate=0.1, corruption_rate=0.1, bits=32)
+    chosen = choose_parameters(1000, dropout_rate=0.1, corruption_rate=0.1)
+    assert config.graph is GraphKind.HARARY
+    assert (config.degree, config.threshold) == (chosen.degree, chosen.threshold)
+    assert config.degree < 999
+
+
+def test_from_rates_session_survives_the_tolerated_dropout() -> None:
+    n = 60
+    config = SecAggConfig.from_rates(
+        n, 20, dropout_rate=0.1, corruption_rate=0.05, correctness_bits=10, max_weight=10
+    )
+    updates, weights = make_updates(n, 20, seed=60)
+    schedule = dict.fromkeys(range(0, n, 10), Stage.MASKED_INPUT_COLLECTION)  # 10%
+    report = run_session(config, updates, weights, dropouts=schedule, rng=Drbg("rates"))
+    assert report.stage is Stage.COMPLETED, report.abort_reason
+    assert_close_to_plain(config, report.result, updates, weights)
+
+
+def test_from_rates_refuses_impossible_rates() -> None:
+    with pytest.raises(ConfigError):
+        SecAggConfig.from_rates(100, 8, dropout_rate=0.6, corruption_rate=0.5)
