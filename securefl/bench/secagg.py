@@ -39,8 +39,13 @@ class Scenario:
         k = self.clients - 1 if kind is GraphKind.COMPLETE else self.degree
         threshold = self.threshold if self.threshold is not None else k // 2 + 1
         return SecAggConfig(
-            num_clients=self.clients, threshold=threshold, dimension=self.dimension,
-            bits=self.bits, clip=self.clip, max_weight=self.max_weight, graph=kind,
+            num_clients=self.clients,
+            threshold=threshold,
+            dimension=self.dimension,
+            bits=self.bits,
+            clip=self.clip,
+            max_weight=self.max_weight,
+            graph=kind,
             degree=None if kind is GraphKind.COMPLETE else self.degree,
         )
 
@@ -79,16 +84,26 @@ def run(scenario: Scenario) -> Outcome:
     schedule = {int(i * step): Stage.MASKED_INPUT_COLLECTION for i in range(dropped)}
     t0 = time.perf_counter()
     report = run_session(
-        config, updates, weights, dropouts=schedule, processes=scenario.processes,
-        measure_memory=scenario.measure_memory, threads=1 if scenario.processes else None,
+        config,
+        updates,
+        weights,
+        dropouts=schedule,
+        processes=scenario.processes,
+        measure_memory=scenario.measure_memory,
+        threads=1 if scenario.processes else None,
     )
     wall = time.perf_counter() - t0
     outcome = Outcome(
-        scenario=asdict(scenario), completed=report.stage is Stage.COMPLETED,
+        scenario=asdict(scenario),
+        completed=report.stage is Stage.COMPLETED,
         abort_reason=report.abort_reason,
-        survivors=len(report.result.contributors) if report.result else 0, wall_seconds=wall,
-        environment={"securefl": securefl.__version__, "python": platform.python_version(),
-                     "cpu": platform.processor() or platform.machine()},
+        survivors=len(report.result.contributors) if report.result else 0,
+        wall_seconds=wall,
+        environment={
+            "securefl": securefl.__version__,
+            "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(),
+        },
     )
     outcome.round_seconds = {s.value: t for s, t in report.wall_seconds.items()}
     outcome.client_seconds_per_client = {s.value: t / n for s, t in report.client_seconds.items()}
@@ -100,8 +115,11 @@ def run(scenario: Scenario) -> Outcome:
     outcome.server_peak_bytes = report.server_peak_bytes
     if report.result is not None:
         survivors = report.result.contributors
-        clipped = [np.clip(updates[i].astype(np.float64), -scenario.clip, scenario.clip) for i in survivors]
-        plain = sum(weights[i] * x for i, x in zip(survivors, clipped, strict=True))
+        plain = np.zeros(d)
+        for i in survivors:
+            plain += weights[i] * np.clip(
+                updates[i].astype(np.float64), -scenario.clip, scenario.clip
+            )
         plain /= sum(weights[i] for i in survivors)
         outcome.max_abs_error = float(np.max(np.abs(report.result.weighted_mean - plain)))
     return outcome
