@@ -4,8 +4,10 @@ securefl native core: AES-CTR keystream, masking, quantization, Shamir, RNS sums
 """
 from __future__ import annotations
 import collections.abc
+import numpy
 import typing
-__all__: list[str] = ['SHAMIR_PRIME', 'SHAMIR_SHARE_BYTES', 'available_backends', 'available_cores', 'default_backend', 'dequantize_into', 'fixed_point_max_level', 'keystream_into', 'masked_accumulate', 'quantize_into', 'rns_sum', 'shamir_combine', 'shamir_split', 'sum_mod']
+import typing_extensions
+__all__: list[str] = ['SHAMIR_PRIME', 'SHAMIR_SHARE_BYTES', 'available_backends', 'available_cores', 'default_backend', 'dequantize_into', 'fixed_point_max_level', 'keystream_into', 'masked_accumulate', 'pack_bits', 'quantize_into', 'rns_sum', 'shamir_combine', 'shamir_split', 'sum_mod', 'unpack_bits']
 def available_backends() -> list[str]:
     """
     Names of the AES backends this CPU supports.
@@ -34,6 +36,10 @@ def masked_accumulate(acc: typing.Any, keys: typing.Any, signs: typing.Any, *, b
     """
     acc = (acc + sum_j signs[j] * mask(keys[j])) mod 2^bits, in place.
     """
+def pack_bits(words: typing.Any, bits: typing.SupportsInt | typing.SupportsIndex) -> bytes:
+    """
+    Pack ring elements into ceil(n * bits / 8) bytes, least significant bit first.
+    """
 def quantize_into(x: typing.Any, out: typing.Any, key: typing.Any, *, clip: typing.SupportsFloat | typing.SupportsIndex, frac_bits: typing.SupportsInt | typing.SupportsIndex, bits: typing.SupportsInt | typing.SupportsIndex, max_summands: typing.SupportsInt | typing.SupportsIndex, weight: typing.SupportsFloat | typing.SupportsIndex = 1.0, threads: typing.SupportsInt | typing.SupportsIndex = 0, backend: str = 'auto') -> None:
     """
     Fixed-point encode clip(x) * weight into out with stochastic rounding driven by key's keystream.
@@ -53,6 +59,10 @@ def shamir_split(secret: bytes, threshold: typing.SupportsInt | typing.SupportsI
 def sum_mod(inputs: list[typing.Any], out: typing.Any, *, bits: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
     out = (inputs[0] + ... + inputs[n-1]) mod 2^bits; out may be one of the inputs.
+    """
+def unpack_bits(data: typing_extensions.Buffer, count: typing.SupportsInt | typing.SupportsIndex, bits: typing.SupportsInt | typing.SupportsIndex) -> numpy.ndarray:
+    """
+    Inverse of pack_bits: uint32 elements for bits <= 32, uint64 above.
     """
 SHAMIR_PRIME: int = 2305843009213693951
 SHAMIR_SHARE_BYTES: int = 40

@@ -30,26 +30,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     bench.add_argument("--clients", type=int, default=50)
     bench.add_argument("--dim", type=int, default=1_000_000)
-    bench.add_argument("--dropout", type=float, default=0.1,
-                       help="fraction of clients that vanish after ShareKeys")
+    bench.add_argument(
+        "--dropout", type=float, default=0.1, help="fraction of clients that vanish after ShareKeys"
+    )
     bench.add_argument("--graph", choices=["complete", "harary"], default="harary")
     bench.add_argument("--degree", type=int, default=10, help="k for the Harary graph")
     bench.add_argument("--threshold", type=int, default=None, help="t (default k // 2 + 1)")
     bench.add_argument("--bits", type=int, default=32)
-    bench.add_argument("--processes", type=int, default=None,
-                       help="run clients in this many worker processes")
+    bench.add_argument(
+        "--processes", type=int, default=None, help="run clients in this many worker processes"
+    )
     bench.add_argument("--memory", action="store_true", help="measure server peak memory")
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
     args = parser.parse_args(argv)
     if args.command == "bench":
-        from securefl.bench.secagg import Scenario, format_table, run as run_bench
+        from securefl.bench.secagg import Scenario, format_table
+        from securefl.bench.secagg import run as run_bench
 
         outcome = run_bench(
             Scenario(
-                clients=args.clients, dimension=args.dim, dropout=args.dropout,
-                graph=args.graph, degree=args.degree, threshold=args.threshold,
-                bits=args.bits, processes=args.processes, measure_memory=args.memory,
+                clients=args.clients,
+                dimension=args.dim,
+                dropout=args.dropout,
+                graph=args.graph,
+                degree=args.degree,
+                threshold=args.threshold,
+                bits=args.bits,
+                processes=args.processes,
+                measure_memory=args.memory,
             )
         )
         print(format_table(outcome))

@@ -29,9 +29,64 @@ void sum_inputs(const std::vector<py::array>& inputs, py::array& out, unsigned b
   masking::sum_mod<T>(ptrs.data(), ptrs.size(), len, o, bits, threads);
 }
 
+
+template <class T>
+py::bytes pack(const py::array& in, unsigned bits) {
+  const auto* data = static_cast<const T*>(in.data());
+  const auto n = static_cast<std::size_t>(in.size());
+  masking::check_bits<T>(bits);
+  std::string out(masking::packed_size(n, bits), '\0');
+  {
+    py::gil_scoped_release release;
+    masking::pack_bits<T>(data, n, bits, reinterpret_cast<std::uint8_t*>(out.data()));
+  }
+  return py::bytes(out);
+}
+
+template <class T>
+py::array unpack(const py::buffer_info& info, std::size_t n, unsigned bits) {
+  masking::check_bits<T>(bits);
+  if (static_cast<std::size_t>(info.size * info.itemsize) != masking::packed_size(n, bits))
+    throw py::value_error("packed vector of " + std::to_string(n) + " elements of " +
+                          std::to_string(bits) + " bits needs " +
+                          std::to_string(masking::packed_size(n, bits)) + " bytes, got " +
+                          std::to_string(info.size * info.itemsize));
+  py::array_t<T> out(static_cast<py::ssize_t>(n));
+  const auto* src = static_cast<const std::uint8_t*>(info.ptr);
+  T* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    masking::unpack_bits<T>(src, n, bits, dst);
+  }
+  return std::move(out);
+}
+
 }  // namespace
 
 void bind_masking(py::module_& m) {
+  m.def(
+      "pack_bits",
+      [](const py::handle& in_obj, unsigned bits) {
+        const py::array in = require_array(in_obj, "words");
+        require_c_contiguous(in, "words");
+        if (has_dtype<std::uint32_t>(in)) return pack<std::uint32_t>(in, bits);
+        if (has_dtype<std::uint64_t>(in)) return pack<std::uint64_t>(in, bits);
+        throw py::type_error("words must have dtype uint32 or uint64, got " + dtype_str(in));
+      },
+      py::arg("words"), py::arg("bits"),
+      "Pack ring elements into ceil(n * bits / 8) bytes, least significant bit first.");
+  m.def(
+      "unpack_bits",
+      [](const py::buffer& data, std::size_t count, unsigned bits) -> py::array {
+        const py::buffer_info info = data.request();
+        if (info.ndim > 1 || (info.ndim == 1 && info.strides[0] != info.itemsize))
+          throw py::value_error("packed data must be contiguous bytes");
+        if (bits <= 32) return unpack<std::uint32_t>(info, count, bits);
+        return unpack<std::uint64_t>(info, count, bits);
+      },
+      py::arg("data"), py::arg("count"), py::arg("bits"),
+      "Inverse of pack_bits: uint32 elements for bits <= 32, uint64 above.");
+
   m.def(
       "masked_accumulate",
       [](const py::handle& acc_obj, const py::handle& keys_obj, const py::handle& signs_obj,

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "securefl/common.hpp"
 #include "securefl/parallel.hpp"
 #include "securefl/word_ops.hpp"
 
@@ -84,6 +85,74 @@ void sum_mod(const T* const* inputs, std::size_t n, std::size_t len, T* out, uns
   });
 }
 
+std::size_t packed_size(std::size_t n, unsigned bits) noexcept {
+  return static_cast<std::size_t>((static_cast<u128>(n) * bits + 7) / 8);
+}
+
+template <class T>
+void pack_bits(const T* in, std::size_t n, unsigned bits, std::uint8_t* out) {
+  check_bits<T>(bits);
+  const T mask = low_bits_mask<T>(bits);
+  u128 window = 0;  // bits waiting to be written, least significant first
+  unsigned filled = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (in[i] & ~mask)
+      throw std::invalid_argument("element " + std::to_string(i) + " is not below 2^" +
+                                  std::to_string(bits));
+    window |= static_cast<u128>(in[i]) << filled;
+    filled += bits;
+    if (filled >= 64) {
+      const auto word = static_cast<std::uint64_t>(window);
+      std::memcpy(out, &word, 8);
+      out += 8;
+      window >>= 64;
+      filled -= 64;
+    }
+  }
+  for (; filled > 0; filled = filled > 8 ? filled - 8 : 0) {
+    *out++ = static_cast<std::uint8_t>(window);
+    window >>= 8;
+  }
+}
+
+template <class T>
+void unpack_bits(const std::uint8_t* in, std::size_t n, unsigned bits, T* out) {
+  check_bits<T>(bits);
+  const std::size_t total = packed_size(n, bits);
+  const std::size_t used_in_last = (static_cast<u128>(n) * bits) % 8;
+  if (used_in_last != 0 && (in[total - 1] >> used_in_last) != 0)
+    throw std::invalid_argument("packed vector has non-zero padding bits");
+  const u128 mask = (static_cast<u128>(1) << bits) - 1;
+  u128 window = 0;
+  unsigned filled = 0;
+  std::size_t pos = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    while (filled < bits) {
+      if (total - pos >= 8) {
+        std::uint64_t word;
+        std::memcpy(&word, in + pos, 8);
+        window |= static_cast<u128>(word) << filled;
+        pos += 8;
+        filled += 64;
+      } else {
+        window |= static_cast<u128>(in[pos++]) << filled;
+        filled += 8;
+      }
+    }
+    out[i] = static_cast<T>(window & mask);
+    window >>= bits;
+    filled -= bits;
+  }
+}
+
+template void pack_bits<std::uint32_t>(const std::uint32_t*, std::size_t, unsigned,
+                                       std::uint8_t*);
+template void pack_bits<std::uint64_t>(const std::uint64_t*, std::size_t, unsigned,
+                                       std::uint8_t*);
+template void unpack_bits<std::uint32_t>(const std::uint8_t*, std::size_t, unsigned,
+                                         std::uint32_t*);
+template void unpack_bits<std::uint64_t>(const std::uint8_t*, std::size_t, unsigned,
+                                         std::uint64_t*);
 template void check_bits<std::uint32_t>(unsigned);
 template void check_bits<std::uint64_t>(unsigned);
 template void masked_accumulate<std::uint32_t>(std::uint32_t*, std::size_t, const std::uint8_t*,

@@ -14,7 +14,15 @@ import numpy.typing as npt
 
 from securefl.primitives._native import Backend, check_backend, core, thread_count
 
-__all__ = ["RingArray", "masked_accumulate", "ring_dtype", "sum_mod"]
+__all__ = [
+    "RingArray",
+    "masked_accumulate",
+    "pack_bits",
+    "packed_size",
+    "ring_dtype",
+    "sum_mod",
+    "unpack_bits",
+]
 
 RingArray = npt.NDArray[np.uint32] | npt.NDArray[np.uint64]
 
@@ -146,3 +154,36 @@ def sum_mod(
         out = np.empty_like(first, order="C")
     core.sum_mod(arrays, out, bits=bits, threads=thread_count(threads))
     return out
+
+
+def packed_size(count: int, bits: int) -> int:
+    """Bytes of ``count`` elements of ``bits`` bits packed: ceil(count * bits / 8)."""
+    return (count * bits + 7) // 8
+
+
+def pack_bits(words: RingArray, bits: int) -> bytes:
+    """Pack elements of Z_2^bits into ``packed_size(len, bits)`` bytes, least
+    significant bit first (for 32 and 64 bits: the little-endian words themselves).
+
+    Raises
+    ------
+    TypeError
+        If ``words`` is not a uint32/uint64 numpy array.
+    ValueError
+        If an element is not below 2^bits (the message gives its index).
+    """
+    return bytes(core.pack_bits(words, bits))
+
+
+def unpack_bits(data: bytes | memoryview, count: int, bits: int) -> RingArray:
+    """Inverse of :func:`pack_bits`: a new ``ring_dtype(bits)`` array of ``count`` elements.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` is not exactly ``packed_size(count, bits)`` bytes or its padding
+        bits are not zero (one canonical encoding per vector).
+    """
+    ring_dtype(bits)
+    result: RingArray = core.unpack_bits(data, count, bits)
+    return result

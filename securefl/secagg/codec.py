@@ -17,7 +17,7 @@ from typing import cast
 import numpy as np
 
 from securefl.errors import InvalidMessage
-from securefl.primitives.masking import RingArray, ring_dtype
+from securefl.primitives.masking import RingArray, pack_bits, packed_size, ring_dtype, unpack_bits
 from securefl.secagg.messages import (
     Abort,
     AdvertiseKeys,
@@ -154,11 +154,14 @@ def encode(message: ServerMessage | ClientMessage) -> bytes:
     elif isinstance(message, MaskedInput):
         w.u32(message.sender)
         w.u8(message.bits)
-        vector = np.ascontiguousarray(
-            message.vector, dtype=ring_dtype(message.bits).newbyteorder("<")
+        vector = cast(
+            "RingArray", np.ascontiguousarray(message.vector, dtype=ring_dtype(message.bits))
         )
         w.u64(vector.size)
-        w.parts.append(vector.tobytes())
+        if message.bits in (32, 64):
+            w.parts.append(vector.tobytes())  # packing is the identity for whole words
+        else:
+            w.parts.append(pack_bits(vector, message.bits))
     elif isinstance(message, ConsistencyCheck):
         w.u32(message.sender)
         w.fixed(message.signature, SIGNATURE)
@@ -278,14 +281,19 @@ def _masked_input(r: _Reader) -> MaskedInput:
     if n > r.max_dimension:
         raise InvalidMessage(f"vector of {n} elements exceeds the limit {r.max_dimension}")
     dtype = ring_dtype(bits)
-    raw = r.data[r.pos : r.pos + n * dtype.itemsize]
-    if len(raw) != n * dtype.itemsize:
+    size = packed_size(n, bits)
+    raw = r.data[r.pos : r.pos + size]
+    if len(raw) != size:
         raise InvalidMessage("truncated masked vector")
-    r.pos += len(raw)
-    # Zero-copy, read-only view of the wire bytes (the host is little-endian).
-    vector = cast("RingArray", np.frombuffer(raw, dtype=dtype))
-    if bits < 8 * dtype.itemsize and vector.size and int(vector.max()) >> bits:
-        raise InvalidMessage(f"masked vector has elements outside Z_2^{bits}")
+    r.pos += size
+    if bits in (32, 64):
+        # Zero-copy, read-only view of the wire bytes (the host is little-endian).
+        vector = cast("RingArray", np.frombuffer(raw, dtype=dtype))
+    else:
+        try:
+            vector = unpack_bits(raw, n, bits)
+        except ValueError as exc:
+            raise InvalidMessage(f"masked vector: {exc}") from None
     return MaskedInput(sender, bits, vector)
 
 

@@ -45,8 +45,8 @@ class SecAggConfig:
     dimension:
         d, the length of the flattened update vector.
     bits:
-        b: the ring Z_2^b (1..64). Wire size per client is d * 4 bytes for b <= 32 and
-        d * 8 bytes above.
+        b: the ring Z_2^b (1..64). The masked vector travels bit-packed: about d b / 8
+        bytes per client.
     clip:
         c: every coordinate of an update is clipped to [-c, c] before encoding.
     max_weight:

@@ -51,11 +51,13 @@ _WORD_BYTES = 8
 _WORD_RANGE = 1 << (8 * _WORD_BYTES)
 _MAX_BITS = 256
 # The floating-point screens in the parameter search discard a degree only when their
-# estimate misses the bound by this many bits. For n < 2^32 each lgamma is within
-# ~2e-5 of the truth (a few ulps of values below 1e11), so a log-probability built
-# from nine of them, plus at most 64 positive terms summed, is off by < 0.001 bit.
-_SCREEN_MARGIN_BITS = 0.05
-_SCREEN_WINDOW = 64
+# estimate misses the bound by this many bits. Each lgamma-based log2 C(a, b) is within
+# ~1e-5 bit of the truth for a < 2^32 (checked against exact integers in the tests), so
+# a log-probability built from three is off by well under 0.001 bit; stopping a partial
+# sum early only lowers the estimate, which is the safe direction.
+_SCREEN_MARGIN_BITS = 0.01
+_SCREEN_MAX_TERMS = 4096
+_EXACT_WINDOW = 64
 
 
 class ThreatModel(Enum):
@@ -601,33 +603,57 @@ def _connected_exact(inp: _Inputs, k: int) -> bool:
     return lhs <= 2 * math.comb(n, k)
 
 
-def _tail_start(pool: int, marked: int, k: int, scale: int) -> int:
+def _tail_start(pool: int, marked: int, k: int, scale: int, guess: int | None = None) -> int:
     """Smallest m with ``scale * Pr[X >= m] <= 1``, X ~ Hypergeometric(pool, marked, k).
 
-    Exact: sums w(x) = C(marked, x) C(pool - marked, k - x) from the top down (the
-    probabilities are w(x) / C(pool, k)) and stops at the first x where the tail
-    exceeds the bound.
+    Exact, in integers: Pr[X = x] = w(x) / C(pool, k) with
+    w(x) = C(marked, x) C(pool - marked, k - x). The weights are summed downward from
+    a start s until the tail exceeds the bound. Above s the tail is at most
+    w(s) r / (1 - r), r = w(s+1) / w(s), because the hypergeometric pmf is log-concave
+    (its consecutive ratios decrease); s = the top of the support makes that term 0.
+    ``guess`` (a lower bound on the answer) puts s just above it, which saves summing
+    thousands of negligible terms; a decision the remainder leaves open widens the
+    window, up to the top of the support.
     """
     total = math.comb(pool, k)
-    x = min(marked, k)
-    weight = math.comb(marked, x) * math.comb(pool - marked, k - x)
-    tail = 0
+    top = min(marked, k)
+    bottom = max(0, k - (pool - marked))
+    window = _EXACT_WINDOW
     while True:
-        tail += weight
-        if tail * scale > total:
+        start = top if guess is None else min(top, max(guess, bottom) + window)
+        weight = math.comb(marked, start) * math.comb(pool - marked, k - start)
+        rest_num, rest_den = 0, 1  # the tail above `start` is at most rest_num / rest_den
+        if start < top:
+            up = (marked - start) * (k - start)
+            down = (start + 1) * (pool - marked - k + start + 1)
+            if up >= down:  # at or below the mode: no geometric bound from here
+                window *= 4
+                continue
+            rest_num, rest_den = weight * up, down - up
+        x, tail, above = start, 0, 0
+        while x >= bottom:
+            above, tail = tail, tail + weight
+            if tail * scale > total:
+                break
+            # w(x-1) from w(x); the division is exact because w(x-1) is an integer.
+            weight = weight * x * (pool - marked - k + x) // ((marked - x + 1) * (k - x + 1))
+            x -= 1
+        # Pr[X >= x] exceeds the bound for sure; Pr[X >= x+1] must be within it for sure.
+        if x >= bottom and scale * (above * rest_den + rest_num) <= total * rest_den:
             return x + 1
-        if x == 0:  # pragma: no cover - unreachable: the full sum is `total`, scale > 1
-            return 0
-        # w(x-1) from w(x); the division is exact because w(x-1) is an integer.
-        weight = weight * x * (pool - marked - k + x) // ((marked - x + 1) * (k - x + 1))
-        x -= 1
+        if start == top:  # pragma: no cover - unreachable: the full sum is `total`
+            raise AssertionError("hypergeometric tail search did not terminate")
+        window *= 4
 
 
-def _exact_starts(inp: _Inputs, k: int) -> tuple[int, int]:
-    """The exact tail starts of (C2) and (C3) at degree k: corrupt, dropout."""
+def _exact_starts(inp: _Inputs, k: int, guesses: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """The exact tail starts of (C2) and (C3) at degree k: corrupt, dropout.
+
+    ``guesses`` are lower bounds on them (from `_screen`); they only save time.
+    """
     pool = inp.n - 1
-    corrupt_start = _tail_start(pool, inp.c, k, inp.n << (inp.sigma + 1))
-    dropout_start = _tail_start(pool, inp.d, k, inp.n << inp.rho)
+    corrupt_start = _tail_start(pool, inp.c, k, inp.n << (inp.sigma + 1), guesses[0])
+    dropout_start = _tail_start(pool, inp.d, k, inp.n << inp.rho, guesses[1])
     return corrupt_start, dropout_start
 
 
@@ -657,14 +683,16 @@ def _log2_pmf(pool: int, marked: int, k: int, x: int) -> float:
 
 
 def _log2_tail_window(pool: int, marked: int, k: int, x: int) -> float:
-    """log2 of sum(Pr[X = y] for y in x .. x + 64): a lower bound on log2 Pr[X >= x]."""
+    """log2 of a partial sum of Pr[X = y], y >= x: a lower bound on log2 Pr[X >= x]."""
     log2_first = _log2_pmf(pool, marked, k, x)
     if log2_first == -math.inf:
         return log2_first
     term = total = 1.0
-    for y in range(x, min(x + _SCREEN_WINDOW, marked, k)):
+    for y in range(x, min(x + _SCREEN_MAX_TERMS, marked, k)):
         term *= (marked - y) * (k - y) / ((y + 1) * (pool - marked - k + y + 1))
         total += term
+        if term < total * 1e-9:
+            break
     return log2_first + math.log2(total)
 
 
@@ -694,13 +722,13 @@ def _tail_start_lower_bound(pool: int, marked: int, k: int, log2_bound: float) -
     return good + 1
 
 
-def _screen(inp: _Inputs, k: int) -> int:
-    """Like `_steps_to_candidate`, from float lower bounds of the tail starts."""
+def _screen(inp: _Inputs, k: int) -> tuple[int, tuple[int, int]]:
+    """`_steps_to_candidate` from float lower bounds of the tail starts, and the bounds."""
     pool = inp.n - 1
     log2_n = math.log2(inp.n)
     corrupt = _tail_start_lower_bound(pool, inp.c, k, -(inp.sigma + 1) - log2_n)
     dropout = _tail_start_lower_bound(pool, inp.d, k, -inp.rho - log2_n)
-    return _steps_to_candidate(inp, k, corrupt, dropout)
+    return _steps_to_candidate(inp, k, corrupt, dropout), (corrupt, dropout)
 
 
 def _first_candidate_degree(inp: _Inputs) -> int | None:
@@ -727,9 +755,9 @@ def _first_candidate_degree(inp: _Inputs) -> int | None:
 def _harary_search(inp: _Inputs) -> tuple[int, int, int] | None:
     k = _first_candidate_degree(inp)
     while k is not None and k <= inp.n - 2:
-        steps = _screen(inp, k)
+        steps, guesses = _screen(inp, k)
         if steps == 0 and _connected_exact(inp, k):
-            corrupt_start, dropout_start = _exact_starts(inp, k)
+            corrupt_start, dropout_start = _exact_starts(inp, k, guesses)
             steps = _steps_to_candidate(inp, k, corrupt_start, dropout_start)
             if steps == 0:
                 t_min = _min_threshold(inp.model, k, corrupt_start)

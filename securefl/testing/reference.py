@@ -148,3 +148,11 @@ def rns_sum(inputs: Sequence[np.ndarray], moduli: Sequence[int]) -> npt.NDArray[
     for x in inputs:
         total = (total + x) % q  # both < q < 2^62: no overflow
     return total
+
+
+def pack_bits(words: np.ndarray, bits: int) -> bytes:
+    """Little-endian bit packing through one big integer (slow, obviously right)."""
+    value = 0
+    for i, w in enumerate(words.tolist()):
+        value |= int(w) << (i * bits)
+    return value.to_bytes((len(words) * bits + 7) // 8, "little")

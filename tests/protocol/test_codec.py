@@ -61,7 +61,8 @@ def test_masked_input_round_trip_and_size(bits, dtype) -> None:
     mask = np.uint64((1 << bits) - 1)
     vector = ((np.arange(1001, dtype=np.uint64) * np.uint64(2654435761)) & mask).astype(dtype)
     wire = codec.encode(MaskedInput(3, bits, vector))
-    assert len(wire) == 5 + 4 + 1 + 8 + vector.nbytes  # header, sender, bits, count, words
+    # header, sender, bits, count, then the elements bit-packed
+    assert len(wire) == 5 + 4 + 1 + 8 + (vector.size * bits + 7) // 8
     decoded = codec.decode(wire)
     assert decoded.sender == 3 and decoded.bits == bits
     np.testing.assert_array_equal(decoded.vector, vector)
@@ -113,11 +114,17 @@ def test_size_limits_are_checked_before_allocation() -> None:
         codec.decode(many)
 
 
-def test_out_of_ring_elements_are_rejected() -> None:
-    wire = codec.encode(MaskedInput(0, 12, np.array([5, 4095], np.uint32)))
-    bad = wire[:-4] + (4096).to_bytes(4, "little")
-    with pytest.raises(InvalidMessage, match="outside Z_2\\^12"):
+def test_packed_padding_must_be_zero() -> None:
+    wire = codec.encode(MaskedInput(0, 12, np.array([5, 4095, 7], np.uint32)))
+    assert len(wire) == 18 + 5  # 36 bits in 5 bytes
+    bad = wire[:-1] + bytes([wire[-1] | 0x80])  # a padding bit set
+    with pytest.raises(InvalidMessage, match="padding"):
         codec.decode(bad)
+
+
+def test_out_of_ring_elements_cannot_be_encoded() -> None:
+    with pytest.raises(ValueError, match="not below 2\\^12"):
+        codec.encode(MaskedInput(0, 12, np.array([5, 4096], np.uint32)))
 
 
 def test_abort_reason_must_be_utf8() -> None:

@@ -223,3 +223,40 @@ def test_arrays_with_their_own_dtype_objects_are_accepted() -> None:
     )
     other = pickle.loads(pickle.dumps(np.ones(10, np.uint32)))
     np.testing.assert_array_equal(sum_mod([acc, other], bits=32), acc + np.uint32(1))
+
+
+class TestPackBits:
+    @pytest.mark.parametrize(
+        "dtype,bits", RINGS + [(np.uint32, 20), (np.uint64, 48), (np.uint64, 61)]
+    )
+    @pytest.mark.parametrize("n", [0, 1, 2, 7, 8, 9, 63, 64, 65, 1001])
+    def test_matches_reference_and_round_trips(self, rng, dtype, bits, n) -> None:
+        from securefl.primitives import masking
+
+        words = ring_values(rng, n, dtype, bits)
+        packed = masking.pack_bits(words, bits)
+        assert len(packed) == masking.packed_size(n, bits) == (n * bits + 7) // 8
+        assert packed == reference.pack_bits(words, bits)
+        back = masking.unpack_bits(packed, n, bits)
+        assert back.dtype == ring_dtype(bits)
+        np.testing.assert_array_equal(back, words)
+
+    def test_whole_words_pack_to_their_bytes(self, rng) -> None:
+        from securefl.primitives import masking
+
+        words = ring_values(rng, 100, np.uint32, 32)
+        assert masking.pack_bits(words, 32) == words.tobytes()
+
+    def test_rejects_out_of_range_element(self) -> None:
+        from securefl.primitives import masking
+
+        with pytest.raises(ValueError, match="element 1 is not below 2\\^5"):
+            masking.pack_bits(np.array([3, 32], np.uint32), 5)
+
+    def test_rejects_wrong_length_and_padding(self) -> None:
+        from securefl.primitives import masking
+
+        with pytest.raises(ValueError, match="needs 2 bytes"):
+            masking.unpack_bits(b"\x00", 3, 5)
+        with pytest.raises(ValueError, match="padding"):
+            masking.unpack_bits(b"\x00\x80", 3, 5)

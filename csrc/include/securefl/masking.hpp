@@ -34,4 +34,19 @@ void sum_mod(const T* const* inputs, std::size_t n, std::size_t len, T* out, uns
 template <class T>
 void check_bits(unsigned bits);
 
+// Bytes needed to pack n elements of `bits` bits: ceil(n * bits / 8).
+std::size_t packed_size(std::size_t n, unsigned bits) noexcept;
+
+// Packs n ring elements, `bits` bits each, least significant bit first, into
+// packed_size(n, bits) bytes (the last byte's unused high bits are zero).
+// @throws std::invalid_argument if an element is >= 2^bits (naming its index).
+template <class T>
+void pack_bits(const T* in, std::size_t n, unsigned bits, std::uint8_t* out);
+
+// Inverse of pack_bits.
+// @throws std::invalid_argument if the unused high bits of the last byte are not zero
+//         (one canonical encoding per vector).
+template <class T>
+void unpack_bits(const std::uint8_t* in, std::size_t n, unsigned bits, T* out);
+
 }  // namespace securefl::masking
