@@ -227,7 +227,7 @@ def test_arrays_with_their_own_dtype_objects_are_accepted() -> None:
 
 class TestPackBits:
     @pytest.mark.parametrize(
-        "dtype,bits", RINGS + [(np.uint32, 20), (np.uint64, 48), (np.uint64, 61)]
+        "dtype,bits", [*RINGS, (np.uint32, 20), (np.uint64, 48), (np.uint64, 61)]
     )
     @pytest.mark.parametrize("n", [0, 1, 2, 7, 8, 9, 63, 64, 65, 1001])
     def test_matches_reference_and_round_trips(self, rng, dtype, bits, n) -> None:
