@@ -12,12 +12,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     demo = sub.add_parser(
         "demo",
-        help="end-to-end masked aggregation of synthetic hospital updates",
-        description="Clients agree pairwise keys (X25519 + HKDF), quantize and mask "
-        "their updates with the native core; the server sums the masked vectors and "
-        "recovers only the weighted mean.",
+        help="one secure aggregation round over synthetic hospital updates",
+        description="Simulated hospitals run a full SecAgg+ session (one drops out); "
+        "the server recovers only the weighted mean of their updates.",
     )
-    demo.add_argument("--clients", type=int, default=4)
+    demo.add_argument("--clients", type=int, default=8)
     demo.add_argument("--dim", type=int, default=1_000_000)
     demo.add_argument("--bits", type=int, default=32)
     demo.add_argument("--clip", type=float, default=1.0)
