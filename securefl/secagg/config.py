@@ -10,10 +10,13 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from securefl.errors import ConfigError
 from securefl.primitives.quantize import FixedPoint
+
+if TYPE_CHECKING:
+    from securefl.secagg.graph import ThreatModel
 
 __all__ = ["MAX_CLIENT_ID", "GraphKind", "SecAggConfig"]
 
@@ -117,21 +120,23 @@ class SecAggConfig:
         corruption_rate: float,
         security_bits: int = 40,
         correctness_bits: int = 20,
+        threat_model: ThreatModel | None = None,
         **options: Any,
     ) -> SecAggConfig:
         """SecAgg+ with k and t chosen by :func:`securefl.secagg.graph.choose_parameters`.
 
         From the tolerated dropout and corruption rates and the security (sigma) and
         correctness (eta) parameters of Bell et al. 2020; the complete graph when the
-        sparse one would not be smaller. ``options`` are the other fields (bits, clip,
-        max_weight, frac_bits, authenticated).
+        sparse one would not be smaller. The threat model defaults to a server that may
+        lie about dropouts (``ThreatModel.SEMI_MALICIOUS``). ``options`` are the other
+        fields (bits, clip, max_weight, frac_bits, authenticated).
 
         Raises
         ------
         ConfigError
             If no (k, t) meets the rates (the chooser says why).
         """
-        from securefl.secagg.graph import choose_parameters
+        from securefl.secagg.graph import ThreatModel, choose_parameters
 
         params = choose_parameters(
             num_clients,
@@ -139,6 +144,7 @@ class SecAggConfig:
             corruption_rate=corruption_rate,
             security_bits=security_bits,
             correctness_bits=correctness_bits,
+            threat_model=threat_model or ThreatModel.SEMI_MALICIOUS,
         )
         graph = GraphKind.COMPLETE if params.complete else GraphKind.HARARY
         return cls(
@@ -162,6 +168,9 @@ class SecAggConfig:
                 f"the Harary graph needs 2 <= degree <= n - 1 = {self.num_clients - 1}, "
                 f"got {self.degree}"
             )
+        # H(n, k) links i to i +- 1 .. i +- k/2 (Bell et al.): k must be even.
+        if self.degree % 2 and self.degree != self.num_clients - 1:
+            raise ConfigError(f"the Harary graph degree must be even, got {self.degree}")
         return self.degree
 
     def digest(self) -> bytes:

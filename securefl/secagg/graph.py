@@ -4,7 +4,7 @@ A client masks its update with, and Shamir-shares its secrets among, its neighbo
 SecAgg (Bonawitz et al., "Practical Secure Aggregation for Privacy-Preserving Machine
 Learning", CCS 2017) uses the complete graph: every client neighbours every other, so a
 client's cost grows linearly with n. SecAgg+ (Bell, Bonawitz, Gascón, Lepoint, Raykova,
-"Secure Single-Server Aggregation with (Poly)Logarithmic Overhead", CCS 2020, section 3)
+"Secure Single-Server Aggregation with (Poly)Logarithmic Overhead", CCS 2020)
 uses a *random Harary graph* H(n, k): the circulant graph on ring positions 0..n-1 in
 which position i neighbours i +- 1, ..., i +- k/2 (mod n), with the client ids placed on
 the positions by a uniformly random permutation. With k = O(log n) it keeps, except with
@@ -14,8 +14,8 @@ probability 2^-sigma, the guarantees of the complete graph.
 tolerated fraction gamma of corrupt clients and delta of dropouts. It follows the
 analysis of Bell et al. (the union bounds also implemented in Google's
 ``fcp/secagg/server/graph_parameter_finder.cc``) but evaluates every probability
-exactly, with integers, instead of with floating point. The conditions are stated in
-its docstring; ``docs/PROTOCOL.md`` refers to them.
+exactly, with integers, instead of with floating point. Its docstring states the
+conditions; :class:`Parameters` explains what each parameter trades off.
 
 The permutation is drawn from the AES-128-CTR keystream of a 16-byte seed (never from
 ``random`` or ``numpy.random``), so every party that knows the seed derives the same
@@ -36,6 +36,7 @@ from securefl.errors import ConfigError
 from securefl.primitives import keystream
 
 __all__ = [
+    "SEED_BYTES",
     "Graph",
     "Parameters",
     "ThreatModel",
@@ -47,9 +48,11 @@ __all__ = [
 ]
 
 SEED_BYTES = 16
+"""Length of the seed of :func:`harary_graph` (an AES-128 key)."""
 _WORD_BYTES = 8
 _WORD_RANGE = 1 << (8 * _WORD_BYTES)
 _MAX_BITS = 256
+_RATE_TOLERANCE = Fraction(1, 10**14)
 # The floating-point screens in the parameter search discard a degree only when their
 # estimate misses the bound by this many bits. Each lgamma-based log2 C(a, b) is within
 # ~1e-5 bit of the truth for a < 2^32 (checked against exact integers in the tests), so
@@ -61,7 +64,7 @@ _EXACT_WINDOW = 64
 
 
 class ThreatModel(Enum):
-    """What the server may do (Bell et al. 2020, sections 3 and 4).
+    """What the server may do: the two settings of Bell et al. 2020.
 
     In both models the adversary controls the server and at most a ``corruption_rate``
     fraction of the clients, chosen before the graph is drawn.
@@ -357,7 +360,7 @@ def shuffled_ids(ids: Iterable[int], seed: bytes) -> tuple[int, ...]:
 
 
 def harary_graph(ids: Iterable[int], degree: int, seed: bytes) -> Graph:
-    """A random Harary graph H(n, k) (Bell et al. 2020, section 3.2).
+    """A random Harary graph H(n, k), the SecAgg+ graph of Bell et al. 2020.
 
     Place the ids on a ring in the order :func:`shuffled_ids` gives; each client then
     neighbours the ``k/2`` clients on either side. The result is k-regular and
@@ -454,7 +457,8 @@ class Parameters:
         underestimated; overestimating only costs a larger k.
     max_dropouts, max_corrupt:
         d = floor(delta n) and c = floor(gamma n), the counts the bounds were
-        computed for (rates are read as the decimals written, so 0.3 x 10 is 3).
+        computed for. A float rate is read as the decimal it prints as, plus 1e-14,
+        so 0.3 x 10 is 3 and 1/3 x 300 is 100; pass a ``Fraction`` for exact rates.
     security_bits:
         sigma: the probability, over the random graph, that the adversary learns more
         than the sum of the honest survivors' inputs is at most 2^-sigma.
@@ -521,12 +525,24 @@ def _rate(name: str, value: object) -> Fraction:
             raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}")
         # The decimal the caller wrote: Fraction(0.3) is just below 3/10, and
         # floor(0.3 * 10) would then undercount the corrupt clients.
-        rate = Fraction(repr(value))
+        rate = Fraction(float.__repr__(value))
     else:
         rate = Fraction(value)
     if not 0 <= rate < 1:
         raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
     return rate
+
+
+def _count(rate: Fraction, n: int, exact: bool) -> int:
+    """floor(rate n); for a float rate, floor((rate + 1e-14) n).
+
+    The tolerance absorbs representation error (1/3 is stored as 0.333...3, and
+    floor(0.333...3 x 300) = 99) and only ever rounds toward more bad clients.
+    """
+    if not exact:
+        rate += _RATE_TOLERANCE
+    # A client has only n - 1 others; more bad clients than that change nothing.
+    return min(rate.numerator * n // rate.denominator, n - 1)
 
 
 def _bits(name: str, value: object) -> int:
@@ -557,8 +573,8 @@ def _inputs(
         n=num_clients,
         dropout_rate=dropout_rate,
         corruption_rate=corruption_rate,
-        d=delta.numerator * num_clients // delta.denominator,
-        c=gamma.numerator * num_clients // gamma.denominator,
+        d=_count(delta, num_clients, not isinstance(dropout_rate, float)),
+        c=_count(gamma, num_clients, not isinstance(corruption_rate, float)),
         sigma=_bits("security_bits", security_bits),
         rho=_bits("correctness_bits", correctness_bits),
         model=threat_model,
@@ -595,15 +611,20 @@ def _log2_disconnect(inp: _Inputs, k: int) -> float:
     return pairs + _log2_comb(bad, k) - _log2_comb(n, k)
 
 
-def _connected_exact(inp: _Inputs, k: int) -> bool:
-    """(C1): n (n-k-1)/2 * C(c+d, k)/C(n, k) <= 2^-(sigma+1), in integers."""
+def _connected_exact(inp: _Inputs, k: int, others: int) -> bool:
+    """(C1): n (n-k-1)/2 * C(c+d, k)/C(n, k) <= 2^-(sigma+1), in integers.
+
+    ``others`` is C(n-1, k); C(n, k) = C(n-1, k) n / (n - k) exactly.
+    """
     n = inp.n
     bad = min(inp.c + inp.d, n)
     lhs = (n * (n - k - 1) * math.comb(bad, k)) << (inp.sigma + 1)
-    return lhs <= 2 * math.comb(n, k)
+    return lhs * (n - k) <= 2 * others * n
 
 
-def _tail_start(pool: int, marked: int, k: int, scale: int, guess: int | None = None) -> int:
+def _tail_start(
+    pool: int, marked: int, k: int, scale: int, guess: int | None = None, total: int | None = None
+) -> int:
     """Smallest m with ``scale * Pr[X >= m] <= 1``, X ~ Hypergeometric(pool, marked, k).
 
     Exact, in integers: Pr[X = x] = w(x) / C(pool, k) with
@@ -613,9 +634,10 @@ def _tail_start(pool: int, marked: int, k: int, scale: int, guess: int | None = 
     (its consecutive ratios decrease); s = the top of the support makes that term 0.
     ``guess`` (a lower bound on the answer) puts s just above it, which saves summing
     thousands of negligible terms; a decision the remainder leaves open widens the
-    window, up to the top of the support.
+    window, up to the top of the support. ``total`` is C(pool, k) if already known.
     """
-    total = math.comb(pool, k)
+    if total is None:
+        total = math.comb(pool, k)
     top = min(marked, k)
     bottom = max(0, k - (pool - marked))
     window = _EXACT_WINDOW
@@ -646,14 +668,20 @@ def _tail_start(pool: int, marked: int, k: int, scale: int, guess: int | None = 
         window *= 4
 
 
-def _exact_starts(inp: _Inputs, k: int, guesses: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+def _exact_starts(
+    inp: _Inputs, k: int, guesses: tuple[int, int] = (0, 0), others: int | None = None
+) -> tuple[int, int]:
     """The exact tail starts of (C2) and (C3) at degree k: corrupt, dropout.
 
-    ``guesses`` are lower bounds on them (from `_screen`); they only save time.
+    ``guesses`` are lower bounds on them (from `_screen`) and ``others`` is C(n-1, k);
+    both only save time.
     """
     pool = inp.n - 1
-    corrupt_start = _tail_start(pool, inp.c, k, inp.n << (inp.sigma + 1), guesses[0])
-    dropout_start = _tail_start(pool, inp.d, k, inp.n << inp.rho, guesses[1])
+    if others is None:
+        others = math.comb(pool, k)
+    corrupt_scale = inp.n << (inp.sigma + 1)
+    corrupt_start = _tail_start(pool, inp.c, k, corrupt_scale, guesses[0], others)
+    dropout_start = _tail_start(pool, inp.d, k, inp.n << inp.rho, guesses[1], others)
     return corrupt_start, dropout_start
 
 
@@ -756,8 +784,9 @@ def _harary_search(inp: _Inputs) -> tuple[int, int, int] | None:
     k = _first_candidate_degree(inp)
     while k is not None and k <= inp.n - 2:
         steps, guesses = _screen(inp, k)
-        if steps == 0 and _connected_exact(inp, k):
-            corrupt_start, dropout_start = _exact_starts(inp, k, guesses)
+        others = math.comb(inp.n - 1, k) if steps == 0 else 0
+        if steps == 0 and _connected_exact(inp, k, others):
+            corrupt_start, dropout_start = _exact_starts(inp, k, guesses, others)
             steps = _steps_to_candidate(inp, k, corrupt_start, dropout_start)
             if steps == 0:
                 t_min = _min_threshold(inp.model, k, corrupt_start)
@@ -782,12 +811,12 @@ def complete_parameters(
     recorded): with c = floor(gamma n) corrupt and d = floor(delta n) dropped clients,
 
     - semi-honest: t >= c + 1, so the corrupt clients' c shares never rebuild an
-      honest client's secrets (Bonawitz et al. 2017, Theorem 6.3: t > |C|);
+      honest client's secrets (Bonawitz et al. 2017, honest-but-curious: t > |C|);
     - semi-malicious: 2t >= (n - 1) + c + 1. A server that lies about dropouts can
       collect one kind of share from each honest holder and both kinds from the
       corrupt ones; two sets of t shares then need 2t <= (n - 1 - c) + 2c. This is
-      Bonawitz et al.'s t > (n + n_C) / 2 (Theorem 6.5, t > 2n/3 for n_C < n/3)
-      with the shares held by the n - 1 others rather than by all n clients;
+      Bonawitz et al.'s active-adversary t > (n + n_C) / 2 (t > 2n/3 for
+      n_C < n/3) with the shares held by the n - 1 others instead of all n clients;
     - both: t >= 2 and t <= n - 1 - d, so every client keeps t surviving holders.
 
     Parameters
@@ -821,10 +850,10 @@ def _complete_or_raise(inp: _Inputs) -> Parameters:
     t_min, t_max = _complete_bounds(inp)
     if t_min > t_max:
         raise ConfigError(
-            f"no secure threshold for {inp.describe()}: even the complete graph needs "
-            f"t >= {t_min} (c={inp.c} corrupt clients) but only n - 1 - d = {t_max} "
-            f"neighbours are sure to survive (d={inp.d} dropouts); lower dropout_rate "
-            f"or corruption_rate, or add clients"
+            f"no secure parameters for {inp.describe()}: even the complete graph needs "
+            f"t >= {t_min} (t >= 2, and c={inp.c} corrupt clients must not reach t) but "
+            f"only n - 1 - d = {t_max} neighbours are sure to survive d={inp.d} dropouts; "
+            f"lower dropout_rate or corruption_rate, or add clients"
         )
     return inp.parameters(inp.n - 1, t_min, t_max)
 
@@ -856,34 +885,38 @@ def choose_parameters(
          of neighbours around the ring). There are n (n - k - 1) / 2 such pairs of
          runs, each k positions, all removed with probability at most
          C(c + d, k) / C(n, k); the union bound gives the left side. When the
-         survivors are connected the server learns only their total (Bell et al.,
-         section 3), not sums of smaller groups.
+         honest survivors are connected the server learns only their total; were
+         they split, it would learn each part's sum, since the masks on a part's
+         edges to corrupt or dropped clients are known to it.
     (C2) no honest client's secrets can be rebuilt:
          semi-honest:    n * Pr[A >= t]          <= 2^-(sigma + 1)  (t > A),
          semi-malicious: n * Pr[A >= 2t - k]     <= 2^-(sigma + 1)  (2t > k + A).
-         With t > A the corrupt neighbours cannot rebuild either secret; with
-         2t > k + A a server that lies about dropouts cannot collect t self-mask
-         shares and t key shares of the same client (the honest ones give one kind,
-         the k - A honest holders cannot supply both). Union bound over n clients.
+         With t > A the corrupt neighbours cannot rebuild either secret. A server
+         that lies about dropouts gets both kinds of share from the A corrupt
+         holders but one kind per client from each honest one, so t of each kind
+         needs 2(t - A) <= k - A; 2t > k + A rules that out. Union bound over n.
     (C3) every client keeps t surviving neighbours:
          n * Pr[D >= k - t + 1] <= 2^-rho,
          so the server can rebuild the self-mask seed of every survivor and the key
          of every dropped client.
 
     (C1) + (C2) fail with probability at most 2^-sigma; (C3) fails with probability at
-    most 2^-rho. The search tries k = 2, 4, ... and returns the first k with an
-    integer t meeting (C1)-(C3), with the smallest such t (and t >= 2); k's that
-    floating-point estimates show to miss by more than 2^8 are skipped unexamined.
-    If no k <= n - 2 works, the complete graph's deterministic conditions
-    (:func:`complete_parameters`) are used. These are the conditions of Bell et al.
-    as implemented in Google's graph_parameter_finder.cc, with the exact population
-    n - 1 instead of n for a client's neighbours.
+    most 2^-rho. Also t >= 2, so no single neighbour ever holds a secret outright.
+    The search returns the first even k = 2, 4, ..., n - 2 with an integer t meeting
+    (C1)-(C3), and the smallest such t. A degree is skipped without the exact check
+    only when floating-point estimates miss a bound by more than 0.01 bit (far
+    beyond their error), or when it cannot work because t_min never decreases and
+    t_max grows by at most 2 per step of k. If no k <= n - 2 works, the complete
+    graph's deterministic conditions (:func:`complete_parameters`) are used. These
+    are the conditions of Bell et al. as implemented in Google's
+    graph_parameter_finder.cc, with the exact population n - 1 of a client's
+    possible neighbours instead of n, and with (C3) checked after t is raised to 2.
 
     Against a semi-malicious server that knows the graph and reports honest clients
     as dropped, (C2) still keeps every honest client's update masked, but such false
     reports can split the survivors; the ConsistencyCheck round and each client's
     check that t of its neighbours survive bound what a server gains that way (Bell et
-    al., section 4).
+    al., semi-malicious setting).
 
     Parameters
     ----------

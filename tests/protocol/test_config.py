@@ -58,6 +58,7 @@ def test_total_weight_must_fit_the_ring() -> None:
         ({"graph": GraphKind.HARARY}, "degree"),
         ({"graph": GraphKind.HARARY, "degree": 10}, "degree"),
         ({"degree": 4}, "Harary graph only"),
+        ({"graph": GraphKind.HARARY, "degree": 5}, "even"),
         ({"graph": "complete"}, "GraphKind"),
     ],
 )
