@@ -36,6 +36,11 @@ inline std::string dtype_str(const py::array& a) { return std::string(py::str(a.
 inline void require_c_contiguous(const py::array& a, const char* name) {
   if (!(a.flags() & py::array::c_style))
     throw py::value_error(std::string(name) + " must be C-contiguous");
+  // Kernels load whole words: a misaligned view (np.frombuffer at an odd offset) is
+  // undefined behaviour in C++ even where the CPU would tolerate it.
+  if (a.itemsize() > 1 && reinterpret_cast<std::uintptr_t>(a.data()) % a.itemsize() != 0)
+    throw py::value_error(std::string(name) + " must be aligned to its " +
+                          std::to_string(a.itemsize()) + "-byte elements");
 }
 
 inline void require_writeable(const py::array& a, const char* name) {

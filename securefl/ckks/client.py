@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,18 +24,24 @@ import numpy.typing as npt
 from securefl.ckks import protobuf, seal, wire
 from securefl.ckks._backend import tenseal
 from securefl.ckks.keys import ClientContext
-from securefl.errors import DecryptionError, InvalidMessage
+from securefl.errors import DecryptionError, InvalidMessage, SecureFLError
 from securefl.vectors import Layout, Update, flatten, unflatten
 
 __all__ = [
     "DecryptedAggregate",
     "decrypt_aggregate",
     "decrypt_mean",
+    "decrypt_vector",
     "encrypt_update",
     "encrypt_vector",
 ]
 
 MAX_WEIGHT = 2**32
+"""Exclusive bound on one client's weight n_k."""
+MAX_TOTAL_WEIGHT = 2**46
+"""Exclusive bound on sum_k n_k that :func:`decrypt_aggregate` accepts: float64 still
+resolves 0.01 there, and a sum decrypted under a wrong key is far larger (about 2^53 to
+2^186 in measurements: the noise of a random ring element divided by the scale)."""
 # The aggregate's weight slot decrypts to an integer plus CKKS noise (about 2^-20 at
 # FLARE's parameters); anything farther is a wrong key or an overflowed sum.
 _WEIGHT_TOLERANCE = 0.01
@@ -110,12 +115,12 @@ def encrypt_vector(
         chunk = vec[i * slots : (i + 1) * slots]
         proto = protobuf.decode_vector(ts.ckks_vector(context.tenseal, chunk).serialize())
         if proto.sizes != (chunk.size,) or len(proto.ciphertexts) != 1:
-            raise InvalidMessage("TenSEAL produced an unexpected chunking")
+            raise SecureFLError("TenSEAL produced an unexpected chunking")
         info = wire.read_ciphertext_into(proto.ciphertexts[0], spec, coeffs[:, i])
         version = info.version
     assert version is not None
     encrypted = wire.EncryptedVector(
-        version, spec.parms_id, spec.scale, int(vec.size), spec.limb_bits, coeffs
+        version, spec.parms_id, spec.scale, int(vec.size), spec.widths, coeffs
     )
     return wire.encode(encrypted, encoding)
 
@@ -173,7 +178,9 @@ def encrypt_update(
     return encrypt_vector(context, values, encoding=encoding), layout
 
 
-def _aggregate_vector(context: ClientContext, aggregate: bytes | bytearray | memoryview) -> Any:
+def _aggregate_vector(
+    context: ClientContext, aggregate: bytes | bytearray | memoryview
+) -> wire.EncryptedVector:
     if wire.is_tenseal(aggregate):
         return wire.from_tenseal(aggregate, context.spec)
     header = wire.read_header(aggregate)
@@ -193,7 +200,7 @@ def decrypt_vector(
         load a ciphertext (for example a coefficient >= q_l).
     """
     ts = tenseal()
-    vec: wire.EncryptedVector = _aggregate_vector(context, aggregate)
+    vec = _aggregate_vector(context, aggregate)
     out = np.empty(vec.length, dtype=np.float64)
     slots = context.slots
     info = seal.CiphertextInfo(
@@ -201,7 +208,7 @@ def decrypt_vector(
         vec.parms_id,
         wire.POLYS,
         vec.poly_modulus_degree,
-        len(vec.limb_bits),
+        len(vec.widths),
         vec.scale,
     )
     for i, size in enumerate(vec.chunk_sizes):
@@ -237,8 +244,8 @@ def decrypt_aggregate(
     InvalidMessage
         If the aggregate is malformed or of another parameter set.
     DecryptionError
-        If the weight slot does not decrypt to a positive integer: the aggregate was
-        encrypted under another key, or the sum overflowed the modulus.
+        If the weight slot does not decrypt to an integer in [1, 2^46): the aggregate
+        holds a ciphertext encrypted under another key, or the sum overflowed.
 
     Security
     --------
@@ -250,7 +257,7 @@ def decrypt_aggregate(
         raise InvalidMessage("an aggregate holds at least one value and the weight")
     total = float(values[-1])
     rounded = round(total) if math.isfinite(total) else 0
-    if rounded < 1 or abs(total - rounded) > _WEIGHT_TOLERANCE:
+    if not 1 <= rounded < MAX_TOTAL_WEIGHT or abs(total - rounded) > _WEIGHT_TOLERANCE:
         raise DecryptionError("the aggregate does not decrypt to a valid total weight")
     return DecryptedAggregate(values[:-1], int(rounded))
 

@@ -13,7 +13,7 @@ Message layout, little-endian; the payload starts on an 8-byte boundary::
     offset  size  field
     0       4     magic b"SFCK"
     4       u8    format version, 1
-    5       u8    encoding: 0 raw (u64 per coefficient), 1 packed (b_l bits per coefficient)
+    5       u8    encoding: 0 raw (u64 per coefficient), 1 packed (w_l bits per coefficient)
     6       u8    SEAL version major  } of the SEAL ciphertexts encoded; echoed so
     7       u8    SEAL version minor  } that SEAL loads the result
     8       u32   N, the polynomial modulus degree (power of two, 1024..2^17)
@@ -22,13 +22,21 @@ Message layout, little-endian; the payload starts on an 8-byte boundary::
     16      u64   length: values in the vector; C = ceil(length / (N/2))
     24      f64   scale
     32      4 u64 parms_id of the data level
-    64      L u8  b_l = bit length of q_l, zero-padded to a multiple of 8 bytes
+    64      L u8  w_l, bits per coefficient of limb l on the wire, zero-padded to a
+                  multiple of 8 bytes: 64 for raw; for packed, b_l <= w_l <= 64 where
+                  b_l = ceil(log2 q_l)
     then    raw:    L*C*2*N u64, coefficient (l, c, p, k) at ((l*C + c)*2 + p)*N + k
-            packed: for each limb l, b_l * (C*2*N/64) u64 words (bitpack format)
+            packed: for each limb l, w_l * (C*2*N/64) u64 words (bitpack format; for
+                    w_l = 64 simply the u64 coefficients)
 
-Nothing may follow the payload. A TenSEAL vector of the same ciphertexts is the
-``CKKSVectorProto`` of :mod:`securefl.ckks.protobuf` with one uncompressed SEAL blob
-(:mod:`securefl.ckks.seal`) per ciphertext, chunk sizes N/2, ..., N/2, rest.
+Nothing may follow the payload. securefl's packed encoding uses w_l = b_l for limbs of
+at most 56 bits and w_l = 64 above (:func:`wire_width`): packing a 57- to 62-bit limb
+would save under 12% of it and costs the most shifts to undo, and the server's time
+matters more than those bytes (docs/CKKS.md has the measurements).
+
+A TenSEAL vector of the same ciphertexts is the ``CKKSVectorProto`` of
+:mod:`securefl.ckks.protobuf` with one uncompressed SEAL blob (:mod:`securefl.ckks.seal`)
+per ciphertext, chunk sizes N/2, ..., N/2, rest.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ __all__ = [
     "read_ciphertext_into",
     "read_header",
     "to_tenseal",
+    "wire_width",
 ]
 
 Encoding: TypeAlias = Literal["raw", "packed"]
@@ -68,10 +77,21 @@ _ENCODINGS: dict[str, int] = {"raw": 0, "packed": 1}
 _ENCODING_NAMES = {v: k for k, v in _ENCODINGS.items()}
 _FIXED = struct.Struct("<4sBBBBIHHQd4Q")
 MAX_LENGTH = 2**40
+PACK_MAX_BITS = 56
+"""Limbs wider than this travel as whole u64 words in the packed encoding."""
 
 
 def _pad8(n: int) -> int:
     return -(-n // 8) * 8
+
+
+def wire_width(bits: int) -> int:
+    """Bits per coefficient on the wire for a limb whose modulus has ``bits`` bits.
+
+    ``bits`` itself up to :data:`PACK_MAX_BITS` (56), 64 above: a 60-bit limb packed
+    would save 6% of its bytes and take the longest to unpack.
+    """
+    return bits if bits <= PACK_MAX_BITS else 64
 
 
 @dataclass(frozen=True)
@@ -97,8 +117,13 @@ class Spec:
 
     @property
     def limb_bits(self) -> tuple[int, ...]:
-        """ceil(log2 q_l) for each limb: the packed width."""
+        """b_l = ceil(log2 q_l) for each limb: every coefficient has at most b_l bits."""
         return tuple(q.bit_length() for q in self.moduli)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """w_l, the bits per coefficient of each limb in the packed encoding."""
+        return tuple(wire_width(b) for b in self.limb_bits)
 
     @property
     def slots(self) -> int:
@@ -156,8 +181,9 @@ class EncryptedVector:
         Their scale.
     length:
         Values in the vector (the last ciphertext may hold fewer than N/2).
-    limb_bits:
-        Packed width of each limb, ceil(log2 q_l).
+    widths:
+        Bits per coefficient of each limb in the packed encoding (:attr:`Spec.widths`);
+        every coefficient of limb l is below ``2**widths[l]``.
     coeffs:
         ``uint64`` array of shape ``(L, C, 2, N)``, C-contiguous.
     """
@@ -166,7 +192,7 @@ class EncryptedVector:
     parms_id: tuple[int, int, int, int]
     scale: float
     length: int
-    limb_bits: tuple[int, ...]
+    widths: tuple[int, ...]
     coeffs: U64
 
     @property
@@ -192,7 +218,7 @@ class Header:
     length: int
     scale: float
     parms_id: tuple[int, int, int, int]
-    limb_bits: tuple[int, ...]
+    widths: tuple[int, ...]
 
     @property
     def chunks(self) -> int:
@@ -202,24 +228,22 @@ class Header:
     @property
     def shape(self) -> tuple[int, int, int, int]:
         """``(L, C, 2, N)`` of the coefficient array."""
-        return (len(self.limb_bits), self.chunks, POLYS, self.poly_modulus_degree)
+        return (len(self.widths), self.chunks, POLYS, self.poly_modulus_degree)
 
     @property
     def payload_offset(self) -> int:
         """Where the coefficients start."""
-        return _FIXED.size + _pad8(len(self.limb_bits))
+        return _FIXED.size + _pad8(len(self.widths))
 
     def limb_words(self, limb: int) -> int:
         """u64 words limb ``limb`` takes in the payload."""
         count = self.chunks * POLYS * self.poly_modulus_degree
-        if self.encoding == "raw":
-            return count
-        return bitpack.packed_words(count, self.limb_bits[limb])
+        return bitpack.packed_words(count, self.widths[limb])
 
     @property
     def size(self) -> int:
         """Total bytes of the message."""
-        words = sum(self.limb_words(limb) for limb in range(len(self.limb_bits)))
+        words = sum(self.limb_words(limb) for limb in range(len(self.widths)))
         return self.payload_offset + 8 * words
 
     def check(self, spec: Spec) -> None:
@@ -230,11 +254,11 @@ class Header:
         InvalidMessage
             Naming the first field that differs.
         """
-        spec.check(self.poly_modulus_degree, len(self.limb_bits), self.parms_id, self.scale)
-        if self.limb_bits != spec.limb_bits:
-            raise InvalidMessage(
-                f"limb widths {self.limb_bits}, the context's are {spec.limb_bits}"
-            )
+        spec.check(self.poly_modulus_degree, len(self.widths), self.parms_id, self.scale)
+        # A width below b_l would truncate coefficients of this parameter set.
+        for limb, (width, bits) in enumerate(zip(self.widths, spec.limb_bits, strict=True)):
+            if width < bits:
+                raise InvalidMessage(f"limb {limb} sent in {width} bits, q_{limb} has {bits}")
 
 
 def read_header(data: bytes | bytearray | memoryview) -> Header:
@@ -271,11 +295,13 @@ def read_header(data: bytes | bytearray | memoryview) -> Header:
         raise InvalidMessage(f"invalid scale {scale}")
     if len(buf) < _FIXED.size + _pad8(limbs):
         raise InvalidMessage("message truncated in the limb widths")
-    bits = tuple(buf[_FIXED.size : _FIXED.size + limbs])
-    if any(not 2 <= b <= 62 for b in bits) or any(
-        buf[_FIXED.size + limbs : _FIXED.size + _pad8(limbs)]
-    ):
-        raise InvalidMessage("limb widths must be in [2, 62], padding zero")
+    widths = tuple(buf[_FIXED.size : _FIXED.size + limbs])
+    if any(buf[_FIXED.size + limbs : _FIXED.size + _pad8(limbs)]):
+        raise InvalidMessage("limb widths: padding is not zero")
+    if enc == _ENCODINGS["raw"] and any(w != 64 for w in widths):
+        raise InvalidMessage("limb widths of a raw message must be 64")
+    if any(not 2 <= w <= 64 for w in widths):
+        raise InvalidMessage(f"limb widths {widths} not in [2, 64]")
     header = Header(
         _ENCODING_NAMES[enc],  # type: ignore[arg-type]
         (major, minor),
@@ -283,7 +309,7 @@ def read_header(data: bytes | bytearray | memoryview) -> Header:
         length,
         scale,
         (pid[0], pid[1], pid[2], pid[3]),
-        bits,
+        widths,
     )
     # Truncated or padded messages are refused before any coefficient is read.
     if len(buf) != header.size:
@@ -316,7 +342,7 @@ def decode(
     Returns
     -------
     EncryptedVector
-        Coefficients are below 2^b_l but not yet checked against q_l.
+        Coefficients are below 2^w_l but not yet checked against q_l.
 
     Raises
     ------
@@ -346,11 +372,14 @@ def decode(
         coeffs = np.empty(shape, dtype=np.uint64) if out is None else out
         per_limb = coeffs.reshape(shape[0], -1)
         start = 0
-        for limb, bits in enumerate(h.limb_bits):
+        for limb, width in enumerate(h.widths):
             n = h.limb_words(limb)
-            bitpack.unpack(words[start : start + n], bits, per_limb[limb], threads=threads)
+            if width == 64:
+                per_limb[limb] = words[start : start + n]
+            else:
+                bitpack.unpack(words[start : start + n], width, per_limb[limb], threads=threads)
             start += n
-    return EncryptedVector(h.seal_version, h.parms_id, h.scale, h.length, h.limb_bits, coeffs)
+    return EncryptedVector(h.seal_version, h.parms_id, h.scale, h.length, h.widths, coeffs)
 
 
 def encode(vector: EncryptedVector, encoding: Encoding = "packed", *, threads: int = 1) -> bytes:
@@ -359,9 +388,9 @@ def encode(vector: EncryptedVector, encoding: Encoding = "packed", *, threads: i
     Parameters
     ----------
     vector:
-        The ciphertexts; every coefficient of limb l must be below 2^b_l.
+        The ciphertexts; every coefficient of limb l must be below ``2**vector.widths[l]``.
     encoding:
-        ``"packed"`` (b_l bits per coefficient, the smallest) or ``"raw"`` (u64).
+        ``"packed"`` (``vector.widths`` bits per coefficient) or ``"raw"`` (u64).
     threads:
         Threads for packing.
 
@@ -373,24 +402,33 @@ def encode(vector: EncryptedVector, encoding: Encoding = "packed", *, threads: i
     Raises
     ------
     ValueError
-        For an unknown encoding, inconsistent fields, or a coefficient >= 2^b_l.
+        For an unknown encoding, inconsistent fields, a width outside [2, 64], or a
+        coefficient that does not fit its width.
     """
     if encoding not in _ENCODINGS:
         raise ValueError(f"encoding must be 'raw' or 'packed', got {encoding!r}")
     c = vector.coeffs
-    limbs = len(vector.limb_bits)
+    limbs = len(vector.widths)
     n_deg = vector.poly_modulus_degree
     if c.dtype != np.uint64 or c.ndim != 4 or c.shape[0] != limbs or c.shape[2] != POLYS:
         raise ValueError(f"coefficients must be uint64 of shape ({limbs}, C, 2, N)")
     if c.shape[1] != -(-vector.length // (n_deg // 2)):
         raise ValueError(f"{c.shape[1]} ciphertexts cannot hold {vector.length} values")
-    major, minor = vector.seal_version
-    fixed = _FIXED.pack(
+    widths = (64,) * limbs if encoding == "raw" else vector.widths
+    if any(not 2 <= w <= 64 for w in widths):
+        raise ValueError(f"widths {widths} not in [2, 64]")
+    header = Header(
+        encoding, vector.seal_version, n_deg, vector.length, vector.scale, vector.parms_id, widths
+    )
+    # One buffer, filled in place and copied once into the bytes returned.
+    buf = np.zeros(header.size, dtype=np.uint8)
+    _FIXED.pack_into(
+        buf.data,
+        0,
         MAGIC,
         VERSION,
         _ENCODINGS[encoding],
-        major,
-        minor,
+        *vector.seal_version,
         n_deg,
         POLYS,
         limbs,
@@ -398,14 +436,18 @@ def encode(vector: EncryptedVector, encoding: Encoding = "packed", *, threads: i
         vector.scale,
         *vector.parms_id,
     )
-    parts = [fixed, bytes(vector.limb_bits) + bytes(_pad8(limbs) - limbs)]
-    per_limb = np.ascontiguousarray(c, dtype="<u8").reshape(limbs, -1)
-    for limb, bits in enumerate(vector.limb_bits):
-        if encoding == "raw":
-            parts.append(per_limb[limb].tobytes())
+    buf[_FIXED.size : _FIXED.size + limbs] = widths
+    per_limb = c.reshape(limbs, -1)
+    start = header.payload_offset
+    for limb, width in enumerate(widths):
+        n = header.limb_words(limb)
+        words = buf[start : start + 8 * n].view(np.uint64)
+        if width == 64:
+            words[...] = per_limb[limb]
         else:
-            parts.append(bitpack.pack(per_limb[limb], bits, threads=threads).tobytes())
-    return b"".join(parts)
+            bitpack.pack(per_limb[limb], width, out=words.reshape(width, -1), threads=threads)
+        start += 8 * n
+    return buf.tobytes()
 
 
 def is_tenseal(data: bytes | bytearray | memoryview) -> bool:
@@ -514,7 +556,7 @@ def from_tenseal(
         elif info.version != version:
             raise InvalidMessage(f"ciphertext {i}: SEAL version differs from ciphertext 0's")
     assert version is not None
-    return EncryptedVector(version, spec.parms_id, spec.scale, length, spec.limb_bits, out)
+    return EncryptedVector(version, spec.parms_id, spec.scale, length, spec.widths, out)
 
 
 def to_tenseal(vector: EncryptedVector) -> bytes:
@@ -528,7 +570,7 @@ def to_tenseal(vector: EncryptedVector) -> bytes:
         If the coefficient array does not have shape ``(L, C, 2, N)``.
     """
     c = vector.coeffs
-    if c.ndim != 4 or c.shape[2] != POLYS or c.shape[0] != len(vector.limb_bits):
+    if c.ndim != 4 or c.shape[2] != POLYS or c.shape[0] != len(vector.widths):
         raise ValueError("coefficients must have shape (L, C, 2, N)")
     info = seal.CiphertextInfo(
         vector.seal_version,

@@ -47,6 +47,7 @@ DEFAULT_MAX_DIMENSION = 1 << 31
 KEY = 32
 SIGNATURE = 64
 SHARE = 40
+_VECTOR_PAD = 6  # zero bytes: the masked words start at offset 24 of the message
 
 _TYPES: dict[type, int] = {
     SessionStart: 1,
@@ -158,6 +159,7 @@ def encode(message: ServerMessage | ClientMessage) -> bytes:
             "RingArray", np.ascontiguousarray(message.vector, dtype=ring_dtype(message.bits))
         )
         w.u64(vector.size)
+        w.parts.append(bytes(_VECTOR_PAD))
         if message.bits in (32, 64):
             w.parts.append(vector.tobytes())  # packing is the identity for whole words
         else:
@@ -280,6 +282,8 @@ def _masked_input(r: _Reader) -> MaskedInput:
     n = r.u64()
     if n > r.max_dimension:
         raise InvalidMessage(f"vector of {n} elements exceeds the limit {r.max_dimension}")
+    if r.take(_VECTOR_PAD) != bytes(_VECTOR_PAD):
+        raise InvalidMessage("masked vector padding must be zero")
     dtype = ring_dtype(bits)
     size = packed_size(n, bits)
     raw = r.data[r.pos : r.pos + size]
@@ -287,8 +291,11 @@ def _masked_input(r: _Reader) -> MaskedInput:
         raise InvalidMessage("truncated masked vector")
     r.pos += size
     if bits in (32, 64):
-        # Zero-copy, read-only view of the wire bytes (the host is little-endian).
+        # Zero-copy, read-only view of the wire bytes (the host is little-endian); the
+        # padding puts it at offset 24, so it is aligned whenever the buffer is.
         vector = cast("RingArray", np.frombuffer(raw, dtype=dtype))
+        if not vector.flags.aligned:
+            vector = vector.copy()
     else:
         try:
             vector = unpack_bits(raw, n, bits)

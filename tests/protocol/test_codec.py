@@ -62,7 +62,7 @@ def test_masked_input_round_trip_and_size(bits, dtype) -> None:
     vector = ((np.arange(1001, dtype=np.uint64) * np.uint64(2654435761)) & mask).astype(dtype)
     wire = codec.encode(MaskedInput(3, bits, vector))
     # header, sender, bits, count, then the elements bit-packed
-    assert len(wire) == 5 + 4 + 1 + 8 + (vector.size * bits + 7) // 8
+    assert len(wire) == 5 + 4 + 1 + 8 + 6 + (vector.size * bits + 7) // 8
     decoded = codec.decode(wire)
     assert decoded.sender == 3 and decoded.bits == bits
     np.testing.assert_array_equal(decoded.vector, vector)
@@ -116,10 +116,22 @@ def test_size_limits_are_checked_before_allocation() -> None:
 
 def test_packed_padding_must_be_zero() -> None:
     wire = codec.encode(MaskedInput(0, 12, np.array([5, 4095, 7], np.uint32)))
-    assert len(wire) == 18 + 5  # 36 bits in 5 bytes
+    assert len(wire) == 24 + 5  # 36 bits in 5 bytes
     bad = wire[:-1] + bytes([wire[-1] | 0x80])  # a padding bit set
     with pytest.raises(InvalidMessage, match="padding"):
         codec.decode(bad)
+
+
+def test_vector_padding_must_be_zero_and_words_are_aligned() -> None:
+    wire = codec.encode(MaskedInput(0, 32, np.arange(5, dtype=np.uint32)))
+    assert wire[18:24] == bytes(6)
+    decoded = codec.decode(wire)
+    assert decoded.vector.flags.aligned
+    with pytest.raises(InvalidMessage, match="padding"):
+        codec.decode(wire[:20] + b"\x01" + wire[21:])
+    # A misaligned buffer still decodes (into an aligned copy).
+    shifted = memoryview(b"\x00" + wire)[1:]
+    np.testing.assert_array_equal(codec.decode(shifted).vector, np.arange(5))
 
 
 def test_out_of_ring_elements_cannot_be_encoded() -> None:

@@ -260,3 +260,11 @@ class TestPackBits:
             masking.unpack_bits(b"\x00", 3, 5)
         with pytest.raises(ValueError, match="padding"):
             masking.unpack_bits(b"\x00\x80", 3, 5)
+
+
+def test_misaligned_views_are_refused() -> None:
+    raw = bytearray(4 * 9)
+    view = np.frombuffer(raw, dtype=np.uint8)[1:33].view(np.uint32)  # offset 1
+    assert not view.flags.aligned
+    with pytest.raises(ValueError, match="aligned"):
+        sum_mod([view], bits=32)
