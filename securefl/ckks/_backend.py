@@ -4,20 +4,15 @@ TenSEAL is imported lazily, here and nowhere else in securefl, so that the rest 
 package works without it. A zstd decoder is needed only to read TenSEAL's own
 serialization: every save path TenSEAL exposes (``CKKSVector.serialize``,
 ``Ciphertext.save``) writes SEAL blobs in SEAL's default compression mode, zstd, and the
-Python API offers neither another mode nor raw access to the coefficients. The decoder is,
-in order of preference: the standard library's ``compression.zstd`` (Python >= 3.14); the
-zstd that TenSEAL's own extension module is linked with and exports (``ZSTD_decompress``),
-called through :mod:`ctypes` -- the code that compressed the blob, so no new dependency
-is needed where TenSEAL is installed; or the system's ``libzstd``.
+Python API offers neither another mode nor raw access to the coefficients. The decoder is
+the ``zstandard`` package (installed with the ``ckks`` extra) or, failing that, the
+standard library's ``compression.zstd`` (Python >= 3.14).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import importlib
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -73,51 +68,33 @@ def _stdlib_decoder() -> Decoder | None:
     return decode
 
 
-def _ctypes_decoder(path: str | None) -> Decoder | None:
-    """A decoder over ``ZSTD_decompress`` exported by the shared library at ``path``."""
-    if path is None:
-        return None
+def _zstandard_decoder() -> Decoder | None:
     try:
-        lib = ctypes.CDLL(path)
-        fn = lib.ZSTD_decompress
-        is_error = lib.ZSTD_isError
-    except (OSError, AttributeError):
+        zstandard: Any = importlib.import_module("zstandard")
+    except ImportError:
         return None
-    fn.restype = ctypes.c_size_t
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
-    is_error.restype = ctypes.c_uint
-    is_error.argtypes = [ctypes.c_size_t]
 
     def decode(src: memoryview, dst: npt.NDArray[np.uint8]) -> int:
-        # ZSTD_decompress never writes past dst's capacity and reports an error instead.
-        source = np.frombuffer(src, dtype=np.uint8)  # a view: no copy of the input
-        n = fn(dst.ctypes.data, dst.size, source.ctypes.data, source.size)
-        if is_error(n):
-            raise InvalidMessage("corrupt or oversized zstd payload")
-        return int(n)
+        try:
+            # A streaming reader bounded by dst's size: a decompression bomb is cut off
+            # one byte past the limit instead of filling memory.
+            reader = zstandard.ZstdDecompressor().stream_reader(src)
+            out = reader.read(dst.size + 1)
+        except zstandard.ZstdError:
+            raise InvalidMessage("corrupt zstd payload") from None
+        if len(out) > dst.size:
+            raise InvalidMessage("zstd payload longer than its header allows")
+        dst[: len(out)] = np.frombuffer(out, dtype=np.uint8)
+        return len(out)
 
     return decode
-
-
-def _tenseal_decoder() -> Decoder | None:
-    try:
-        tenseal()
-        path = sys.modules["_tenseal_cpp"].__file__
-    except (BackendUnavailable, KeyError):
-        return None
-    return _ctypes_decoder(path)
-
-
-def _system_decoder() -> Decoder | None:
-    return _ctypes_decoder(ctypes.util.find_library("zstd"))
 
 
 @functools.cache
 def _decoder() -> tuple[str, Decoder] | None:
     for name, factory in (
+        ("zstandard", _zstandard_decoder),
         ("compression.zstd", _stdlib_decoder),
-        ("tenseal-bundled", _tenseal_decoder),
-        ("libzstd", _system_decoder),
     ):
         decoder = factory()
         if decoder is not None:
@@ -126,8 +103,7 @@ def _decoder() -> tuple[str, Decoder] | None:
 
 
 def zstd_backend() -> str:
-    """Name the zstd decoder in use: ``"compression.zstd"``, ``"tenseal-bundled"`` or
-    ``"libzstd"``.
+    """Name the zstd decoder in use: ``"zstandard"`` or ``"compression.zstd"``.
 
     Raises
     ------
@@ -138,7 +114,7 @@ def zstd_backend() -> str:
     if found is None:
         raise BackendUnavailable(
             "reading TenSEAL's zstd-compressed ciphertexts needs a zstd decoder: "
-            "use Python >= 3.14, a TenSEAL build that exports zstd, or install libzstd"
+            "pip install zstandard (part of the ckks extra), or use Python >= 3.14"
         )
     return found[0]
 
