@@ -5,6 +5,7 @@ single one, even when clients drop out. See ``docs/`` and ``README.md``.
 """
 
 from securefl import errors
+from securefl.api import PROTOCOLS, AggregationResult, aggregate, ckks_available
 from securefl.errors import (
     BackendUnavailable,
     ConfigError,
@@ -17,6 +18,8 @@ from securefl.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "PROTOCOLS",
+    "AggregationResult",
     "BackendUnavailable",
     "ConfigError",
     "DecryptionError",
@@ -24,5 +27,7 @@ __all__ = [
     "ProtocolAbort",
     "SecureFLError",
     "__version__",
+    "aggregate",
+    "ckks_available",
     "errors",
 ]
