@@ -11,7 +11,7 @@ NVIDIA FLARE's (N = 8192, coefficient moduli [60, 40, 40] bits, scale 2^40).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from securefl.ckks._backend import tenseal
 from securefl.ckks.wire import Spec
@@ -175,6 +175,15 @@ class ClientContext:
         self._ctx = ctx
         self.spec: Spec = _spec(ctx)
         """The data level of fresh ciphertexts."""
+
+    def __repr__(self) -> str:
+        spec = self.spec
+        n, limbs = spec.poly_modulus_degree, len(spec.moduli)
+        return f"ClientContext(N={n}, limbs={limbs}, secret key held)"
+
+    def __reduce__(self) -> NoReturn:
+        # Serialization of the key must be an explicit act: to_bytes().
+        raise TypeError("ClientContext holds the secret key and cannot be pickled")
 
     @classmethod
     def generate(cls, params: CKKSParams | None = None) -> ClientContext:

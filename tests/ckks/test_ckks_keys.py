@@ -88,3 +88,11 @@ def test_refuses_bfv_and_garbage(ts: Any) -> None:
 def test_aggregator_needs_a_server_context(ctx: ClientContext) -> None:
     with pytest.raises(TypeError, match="ServerContext"):
         Aggregator(ctx)  # type: ignore[arg-type]
+
+
+def test_client_context_hides_and_refuses_pickling(ctx) -> None:
+    import pickle
+
+    assert repr(ctx) == "ClientContext(N=8192, limbs=2, secret key held)"
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(ctx)
