@@ -18,7 +18,7 @@ $(PY):
 venv: $(PY)
 
 demo: $(PY)
-	$(PIP) install --quiet .
+	$(PIP) install --quiet '.[torch,ckks]'
 	$(VENV)/bin/securefl demo
 
 test: $(PY)

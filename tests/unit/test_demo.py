@@ -10,7 +10,7 @@ from securefl.cli import main
 
 
 def test_demo_recovers_the_mean(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--clients", "5", "--dim", "20000"]) == 0
+    assert main(["round", "--clients", "5", "--dim", "20000"]) == 0
     out = capsys.readouterr().out
     assert "OK: the server recovered the weighted mean" in out
     assert "hospital 4 vanished" in out and "4 updates in the mean" in out
@@ -21,12 +21,12 @@ def test_demo_recovers_the_mean(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_demo_refuses_a_ring_too_small() -> None:
     with pytest.raises(ValueError, match=r"wrap|does not fit"):
-        main(["demo", "--clients", "4", "--dim", "10", "--bits", "2", "--clip", "1000"])
+        main(["round", "--clients", "4", "--dim", "10", "--bits", "2", "--clip", "1000"])
 
 
 def test_module_entry_point(tmp_path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "securefl", "demo", "--clients", "4", "--dim", "1000"],
+        [sys.executable, "-m", "securefl", "round", "--clients", "4", "--dim", "1000"],
         capture_output=True,
         text=True,
         check=False,
