@@ -4,8 +4,11 @@ The server learns the (weighted) sum of the clients' updates and nothing about a
 single one, even when clients drop out. See ``docs/`` and ``README.md``.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from securefl import errors
-from securefl.api import PROTOCOLS, AggregationResult, aggregate, ckks_available
 from securefl.errors import (
     BackendUnavailable,
     ConfigError,
@@ -15,7 +18,22 @@ from securefl.errors import (
     SecureFLError,
 )
 
+if TYPE_CHECKING:
+    from securefl.api import PROTOCOLS, AggregationResult, aggregate, ckks_available
+
 __version__ = "0.1.0"
+
+_API = frozenset({"PROTOCOLS", "AggregationResult", "aggregate", "ckks_available"})
+
+
+def __getattr__(name: str) -> Any:
+    # The high-level API needs the compiled core; importing it lazily keeps
+    # `import securefl` (errors, vectors) light and free of native code.
+    if name in _API:
+        from securefl import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'securefl' has no attribute {name!r}")
 
 __all__ = [
     "PROTOCOLS",

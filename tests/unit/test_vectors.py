@@ -272,7 +272,7 @@ class TestUnflattenErrors:
             unflatten(np.zeros(2), layout)
 
 
-def test_numpy_use_never_imports_torch() -> None:
+def test_numpy_use_never_imports_torch(tmp_path) -> None:
     code = (
         "import sys, numpy as np\n"
         "from securefl.vectors import flatten, unflatten\n"
@@ -280,7 +280,8 @@ def test_numpy_use_never_imports_torch() -> None:
         "unflatten(v, l)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # Outside the repository root, so that the installed package is the one imported.
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
 
 
 class TestTorch:
