@@ -35,6 +35,7 @@ def __getattr__(name: str) -> Any:
         return getattr(api, name)
     raise AttributeError(f"module 'securefl' has no attribute {name!r}")
 
+
 __all__ = [
     "PROTOCOLS",
     "AggregationResult",

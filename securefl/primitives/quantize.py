@@ -79,13 +79,23 @@ class FixedPoint:
         ConfigError
             If even integer precision (p = 0) can wrap the ring.
         """
-        for frac_bits in range(_MAX_FRAC_BITS, -1, -1):
+        # Whether p fits is monotone in p: binary search for the largest that does.
+        low, high = -1, _MAX_FRAC_BITS  # invariant: low fits (or is -1), high + 1 does not
+        best: FixedPoint | None = None
+        while low < high:
+            mid = (low + high + 1) // 2
             try:
-                return cls(clip, frac_bits, bits, max_summands)
+                best = cls(clip, mid, bits, max_summands)
+                low = mid
             except ConfigError:
-                continue
-        # p = 0 failed: let the constructor explain why.
-        return cls(clip, 0, bits, max_summands)
+                high = mid - 1
+        if low < 0:
+            return cls(clip, 0, bits, max_summands)  # p = 0 fails too: let it explain why
+        return (
+            best
+            if best is not None and best.frac_bits == low
+            else cls(clip, low, bits, max_summands)
+        )
 
     @property
     def max_level(self) -> int:

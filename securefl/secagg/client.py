@@ -129,6 +129,8 @@ class SecAggClient:
         # Shares this client holds for its neighbours: peer -> (self-mask, key share).
         self._held: dict[int, tuple[bytes, bytes]] = {}
         self._survivors_signed: tuple[int, ...] | None = None
+        # X25519 secrets with peers, by (0: mask agreement / 1: share encryption, peer).
+        self._secrets: dict[tuple[int, int], bytes] = {}
 
     def __repr__(self) -> str:
         return f"SecAggClient(id={self.client_id}, stage={self.stage.value})"
@@ -174,6 +176,7 @@ class SecAggClient:
         self.stage = Stage.ABORTED
         self.abort_reason = reason
         self._held.clear()
+        self._secrets.clear()
         self._self_mask_seed = b""
 
     # Round 0 --------------------------------------------------------------------------
@@ -269,10 +272,17 @@ class SecAggClient:
         return ShareKeys(self.client_id, tuple(ciphertexts))
 
     def _agree(self, own: X25519PrivateKey, peer: int, public_index: int) -> bytes:
+        # Each X25519 secret is needed twice (share encryption: sending and receiving):
+        # compute it once per session.
+        cached = self._secrets.get((public_index, peer))
+        if cached is not None:
+            return cached
         try:
-            return crypto.shared_secret(own, self._directory[peer][public_index])
+            secret = crypto.shared_secret(own, self._directory[peer][public_index])
         except ValueError:
             raise _Abort(f"client {peer} advertised an invalid (low-order) public key") from None
+        self._secrets[(public_index, peer)] = secret
+        return secret
 
     def _share_key(self, sender: int, recipient: int) -> bytes:
         """The AES-GCM key for shares sent from ``sender`` to ``recipient``."""
@@ -322,6 +332,7 @@ class SecAggClient:
                 f"only {len(self._held)} neighbours shared keys; threshold t={cfg.threshold}"
             )
         vector = self._masked_vector(sorted(self._held))
+        self._secrets.clear()  # unmasking needs shares only, not agreement secrets
         self.stage = Stage.CONSISTENCY_CHECK if cfg.authenticated else Stage.UNMASKING
         return MaskedInput(self.client_id, cfg.bits, vector)
 
@@ -402,6 +413,7 @@ class SecAggClient:
         )
         self.stage = Stage.COMPLETED
         self._held.clear()
+        self._secrets.clear()
         self._self_mask_seed = b""
         return response
 
