@@ -56,7 +56,13 @@ class Row:
 
 
 def _progress(label: str, rounds: int) -> Callable[[int, int], None]:
+    interactive = sys.stderr.isatty()
+
     def show(done: int, total: int) -> None:
+        if not interactive:  # a log file gets one line per run, not a redrawn bar
+            if done >= total:
+                sys.stderr.write(f"  {label:<10} {total} rounds done\n")
+            return
         width = 20
         filled = width * done // max(total, 1)
         sys.stderr.write(
@@ -243,6 +249,11 @@ def format_table(rows: list[Row]) -> str:
 
 
 def run(opts: DemoOptions, json_path: str | None = None) -> int:
+    import torch
+
+    # The models are tiny: intra-op threads only add synchronisation, and on a busy
+    # machine their spinning slows training many times over.
+    torch.set_num_threads(1)
     print(
         f"securefl demo: UCI Heart Disease, 4 hospitals, {opts.model}, "
         f"{'FedProx mu=' + str(opts.mu) if opts.mu > 0 else 'FedAvg'}, {opts.rounds} rounds x "
