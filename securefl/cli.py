@@ -8,6 +8,56 @@ from collections.abc import Sequence
 import securefl
 
 
+def _numbers(text: str) -> list[int]:
+    return [int(float(x)) for x in text.split(",") if x.strip()]
+
+
+def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from dataclasses import asdict
+
+    from securefl.bench.secagg import Scenario, format_table, load_scenarios, plot, run, sweep
+
+    if args.config:
+        try:
+            scenarios = load_scenarios(args.config)
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
+    else:
+        base = Scenario(
+            dropout=args.dropout,
+            graph=args.graph,
+            degree=args.degree,
+            threshold=args.threshold,
+            bits=args.bits,
+            processes=args.processes,
+            measure_memory=args.memory,
+        )
+        scenarios = sweep(base, _numbers(args.clients), _numbers(args.dim))
+    outcomes = []
+    for i, scenario in enumerate(scenarios, 1):
+        if len(scenarios) > 1:
+            print(
+                f"[{i}/{len(scenarios)}] n={scenario.clients} d={scenario.dimension:,}",
+                file=sys.stderr,
+                flush=True,
+            )
+        outcome = run(scenario)
+        print(format_table(outcome))
+        outcomes.append(outcome)
+    if args.json:
+        with open(args.json, "w") as f:
+            if len(outcomes) == 1:
+                f.write(outcomes[0].to_json())
+            else:
+                json.dump({"schema": 1, "results": [asdict(o) for o in outcomes]}, f, indent=2)
+    if args.plot:
+        plot(outcomes, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0 if all(o.completed for o in outcomes) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="securefl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,8 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="One secure aggregation round with simulated clients: seconds per "
         "phase, bytes per client, error against the plain weighted mean.",
     )
-    bench.add_argument("--clients", type=int, default=50)
-    bench.add_argument("--dim", type=int, default=1_000_000)
+    bench.add_argument("--clients", default="50", help="client count, or a list: 10,50,100")
+    bench.add_argument("--dim", default="1000000", help="dimension, or a list: 1e5,1e6")
+    bench.add_argument("--config", metavar="TOML", help="scenarios from a TOML file")
+    bench.add_argument("--plot", metavar="PNG", help="draw time vs clients and vs dimension")
     bench.add_argument(
         "--dropout", type=float, default=0.1, help="fraction of clients that vanish after ShareKeys"
     )
@@ -69,27 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "bench":
-        from securefl.bench.secagg import Scenario, format_table
-        from securefl.bench.secagg import run as run_bench
-
-        outcome = run_bench(
-            Scenario(
-                clients=args.clients,
-                dimension=args.dim,
-                dropout=args.dropout,
-                graph=args.graph,
-                degree=args.degree,
-                threshold=args.threshold,
-                bits=args.bits,
-                processes=args.processes,
-                measure_memory=args.memory,
-            )
-        )
-        print(format_table(outcome))
-        if args.json:
-            with open(args.json, "w") as f:
-                f.write(outcome.to_json())
-        return 0 if outcome.completed else 1
+        return _bench(parser, args)
     if args.command == "round":
         from securefl.demo.masked_sum import run
 

@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 
 import securefl
+from securefl.primitives import default_backend
 from securefl.secagg.config import GraphKind, SecAggConfig
 from securefl.secagg.messages import Stage
 from securefl.transports.inmemory import run_session
 
-__all__ = ["Scenario", "format_table", "run"]
+__all__ = ["Scenario", "cpu_model", "format_table", "load_scenarios", "plot", "run", "sweep"]
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,9 @@ def run(scenario: Scenario) -> Outcome:
         environment={
             "securefl": securefl.__version__,
             "python": platform.python_version(),
-            "cpu": platform.processor() or platform.machine(),
+            "numpy": np.__version__,
+            "cpu": cpu_model(),
+            "aes_backend": default_backend(),
         },
     )
     outcome.round_seconds = {s.value: t for s, t in report.wall_seconds.items()}
@@ -150,3 +153,105 @@ def format_table(outcome: Outcome) -> str:
     if not outcome.completed:
         lines.append(f"ABORTED: {outcome.abort_reason}")
     return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def sweep(base: Scenario, clients: list[int], dimensions: list[int]) -> list[Scenario]:
+    """Every combination of the given client counts and dimensions."""
+    from dataclasses import replace
+
+    return [replace(base, clients=n, dimension=d) for n in clients for d in dimensions]
+
+
+def load_scenarios(path: str) -> list[Scenario]:
+    """Scenarios from a TOML file: optional ``[defaults]``, then ``[[scenario]]`` tables
+    with the fields of :class:`Scenario`; ``clients`` and ``dimension`` may be lists.
+
+    Raises
+    ------
+    ValueError
+        For unknown keys or a file without scenarios.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        raise ValueError("TOML scenario files need Python >= 3.11 (tomllib)") from None
+    from dataclasses import fields
+
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    known = {f.name for f in fields(Scenario)}
+    defaults = data.get("defaults", {})
+    tables = data.get("scenario", [])
+    if not tables:
+        raise ValueError(f"{path} has no [[scenario]] tables")
+    out: list[Scenario] = []
+    for table in tables:
+        merged = {**defaults, **table}
+        unknown = set(merged) - known
+        if unknown:
+            raise ValueError(f"unknown scenario keys in {path}: {', '.join(sorted(unknown))}")
+        clients = merged.pop("clients", Scenario.clients)
+        dims = merged.pop("dimension", Scenario.dimension)
+        base = Scenario(**merged)
+        out += sweep(
+            base,
+            clients if isinstance(clients, list) else [clients],
+            dims if isinstance(dims, list) else [dims],
+        )
+    return out
+
+
+def plot(outcomes: list[Outcome], path: str) -> None:
+    """PNG with two panels: round wall time vs clients, and vs dimension.
+
+    Raises
+    ------
+    BackendUnavailable
+        If matplotlib is not installed (it comes with the ``bench`` extra).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from securefl.errors import BackendUnavailable
+
+        raise BackendUnavailable("--plot needs matplotlib: pip install 'securefl[bench]'") from None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, x_key, series_key in ((left, "clients", "dimension"), (right, "dimension", "clients")):
+        groups: dict[int, list[tuple[int, float]]] = {}
+        for o in outcomes:
+            groups.setdefault(o.scenario[series_key], []).append(
+                (o.scenario[x_key], o.wall_seconds)
+            )
+        for key, points in sorted(groups.items()):
+            points.sort()
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker="o",
+                label=f"{series_key} = {key:,}",
+            )
+        ax.set_xlabel(x_key)
+        ax.set_ylabel("round wall time (s)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    graph = outcomes[0].scenario["graph"] if outcomes else ""
+    title = "SecAgg+" if graph == "harary" else "SecAgg"
+    fig.suptitle(f"securefl {title}: one round, in-process")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

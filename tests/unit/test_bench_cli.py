@@ -39,3 +39,48 @@ def test_bench_runs_a_tiny_scenario_and_writes_json(tmp_path, capsys) -> None:
         "MaskedInputCollection",
         "Unmasking",
     }
+
+
+def test_bench_sweep_from_toml_with_plot(tmp_path, capsys) -> None:
+    config = tmp_path / "scenarios.toml"
+    config.write_text(
+        '[defaults]\ngraph = "harary"\ndegree = 4\ndropout = 0.0\n\n'
+        "[[scenario]]\nclients = [6, 8]\ndimension = [500, 1000]\n\n"
+        '[[scenario]]\ngraph = "complete"\nclients = 5\ndimension = 200\n'
+    )
+    out = tmp_path / "sweep.json"
+    png = tmp_path / "bench.png"
+    code = main(["bench", "--config", str(config), "--json", str(out), "--plot", str(png)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["schema"] == 1
+    shapes = [
+        (r["scenario"]["clients"], r["scenario"]["dimension"], r["scenario"]["graph"])
+        for r in data["results"]
+    ]
+    assert shapes == [
+        (6, 500, "harary"),
+        (6, 1000, "harary"),
+        (8, 500, "harary"),
+        (8, 1000, "harary"),
+        (5, 200, "complete"),
+    ]
+    assert all(r["completed"] and r["environment"]["cpu"] for r in data["results"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "plot written" in capsys.readouterr().out
+
+
+def test_bench_sweep_from_flags() -> None:
+    from securefl.bench.secagg import Scenario, sweep
+
+    scenarios = sweep(Scenario(degree=4), [5, 7], [100])
+    assert [(s.clients, s.dimension) for s in scenarios] == [(5, 100), (7, 100)]
+
+
+def test_bench_rejects_unknown_toml_keys(tmp_path) -> None:
+    import pytest
+
+    config = tmp_path / "bad.toml"
+    config.write_text("[[scenario]]\nclients = 5\nwarp_speed = 9\n")
+    with pytest.raises(SystemExit):
+        main(["bench", "--config", str(config)])
