@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         return _bench(parser, args)
     if args.command == "round":
-        from securefl.demo.masked_sum import run
+        from securefl.demo.one_round import run
 
         return run(clients=args.clients, dim=args.dim, bits=args.bits, clip=args.clip)
     if args.command == "demo":
