@@ -332,11 +332,13 @@ class _LiveGrid(Grid):
     def get_node_ids(self) -> Iterable[int]:
         return list(self.apps)
 
+    # Flower's Grid interface also has an asynchronous push/pull API; SecAggPlusWorkflow
+    # only calls send_and_receive, so this in-process grid supports that alone.
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError("use send_and_receive")
+        raise NotImplementedError("the in-process grid supports send_and_receive only")
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError("use send_and_receive")
+        raise NotImplementedError("the in-process grid supports send_and_receive only")
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
