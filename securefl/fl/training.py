@@ -25,7 +25,7 @@ from typing import Literal, TypeAlias
 
 import numpy as np
 import torch
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 from torch import nn
 
 from securefl.datasets.heart import HospitalData, pool
@@ -398,7 +398,7 @@ def federated_training(
         raise ConfigError(f"rounds and local_epochs must be >= 0, got {rounds}, {local_epochs}")
     n_features = _check_hospitals(hospitals)
     net = make_model(n_features, model, hidden=hidden, seed=seed)
-    global_state: StateDict = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    global_state = _snapshot(net)
     weights = [h.n_train for h in hospitals.values()]
     local_seconds: list[float] = []
     aggregate_seconds: list[float] = []
@@ -420,7 +420,7 @@ def federated_training(
                 optimizer=optimizer,
                 generator=generator,
             )
-            updates.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+            updates.append(_snapshot(net))
         aggregated = time.perf_counter()
         new_state = aggregate(updates, list(weights), round_index)
         finished = time.perf_counter()
@@ -447,6 +447,40 @@ def _checked_state(new_state: object, reference: StateDict) -> StateDict:
             raise ValueError(f"aggregate returned a bad tensor for {key!r}")
         checked[key] = value.detach().to(dtype=ref.dtype).clone()
     return checked
+
+
+def _snapshot(net: nn.Module) -> StateDict:
+    """A detached copy of the model's state_dict (later training must not alter it)."""
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _train_fresh(
+    n_features: int,
+    x: NDArray[np.float32],
+    y: NDArray[np.float32],
+    generator_seed: int,
+    *,
+    epochs: int,
+    lr: float,
+    model: ModelKind,
+    seed: int,
+    batch_size: int,
+    optimizer: Optimizer,
+    hidden: int,
+) -> StateDict:
+    """Train a freshly initialised model on (x, y); the baselines' common step."""
+    net = make_model(n_features, model, hidden=hidden, seed=seed)
+    train_local(
+        net,
+        x,
+        y,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        generator=torch.Generator().manual_seed(generator_seed),
+    )
+    return _snapshot(net)
 
 
 def local_only(
@@ -487,22 +521,22 @@ def local_only(
         If there are no hospitals or their feature widths differ.
     """
     n_features = _check_hospitals(hospitals)
-    states: dict[str, StateDict] = {}
-    for client_index, (name, data) in enumerate(hospitals.items()):
-        net = make_model(n_features, model, hidden=hidden, seed=seed)
-        generator = torch.Generator().manual_seed(_seed_for(seed, 2, client_index))
-        train_local(
-            net,
+    return {
+        name: _train_fresh(
+            n_features,
             data.x_train,
             data.y_train,
+            _seed_for(seed, 2, client_index),
             epochs=epochs,
             lr=lr,
+            model=model,
+            seed=seed,
             batch_size=batch_size,
             optimizer=optimizer,
-            generator=generator,
+            hidden=hidden,
         )
-        states[name] = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    return states
+        for client_index, (name, data) in enumerate(hospitals.items())
+    }
 
 
 def centralized(
@@ -543,16 +577,16 @@ def centralized(
         If there are no hospitals or their feature columns differ.
     """
     pooled = pool(hospitals)
-    net = make_model(pooled.n_features, model, hidden=hidden, seed=seed)
-    generator = torch.Generator().manual_seed(_seed_for(seed, 3))
-    train_local(
-        net,
+    return _train_fresh(
+        pooled.n_features,
         pooled.x_train,
         pooled.y_train,
+        _seed_for(seed, 3),
         epochs=epochs,
         lr=lr,
+        model=model,
+        seed=seed,
         batch_size=batch_size,
         optimizer=optimizer,
-        generator=generator,
+        hidden=hidden,
     )
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
