@@ -8,7 +8,6 @@ from securefl.primitives import available_backends
 
 BACKENDS = available_backends()
 """Every AES backend this CPU has; tests run each of them."""
-FAST_BACKENDS = [b for b in BACKENDS if b != "portable"] or ["portable"]
 
 
 def keys_from(rng: np.random.Generator, k: int) -> list[bytes]:

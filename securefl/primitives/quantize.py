@@ -80,7 +80,7 @@ class FixedPoint:
             If even integer precision (p = 0) can wrap the ring.
         """
         # Whether p fits is monotone in p: binary search for the largest that does.
-        low, high = -1, _MAX_FRAC_BITS  # invariant: low fits (or is -1), high + 1 does not
+        low, high = -1, _MAX_FRAC_BITS  # invariant: `best` has p = low; p = high + 1 fails
         best: FixedPoint | None = None
         while low < high:
             mid = (low + high + 1) // 2
@@ -89,13 +89,8 @@ class FixedPoint:
                 low = mid
             except ConfigError:
                 high = mid - 1
-        if low < 0:
-            return cls(clip, 0, bits, max_summands)  # p = 0 fails too: let it explain why
-        return (
-            best
-            if best is not None and best.frac_bits == low
-            else cls(clip, low, bits, max_summands)
-        )
+        # None: even p = 0 fails; constructing it raises the explanation.
+        return best if best is not None else cls(clip, 0, bits, max_summands)
 
     @property
     def max_level(self) -> int:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import BACKENDS, FAST_BACKENDS, keys_from
+from support import BACKENDS, keys_from
 
 from securefl.primitives import masked_accumulate, ring_dtype, sum_mod
 from securefl.testing import reference
@@ -204,10 +204,6 @@ def test_ring_dtype(bits, dtype) -> None:
 def test_ring_dtype_rejects(bits) -> None:
     with pytest.raises(ValueError):
         ring_dtype(bits)
-
-
-def test_fast_backends_listed() -> None:
-    assert FAST_BACKENDS
 
 
 def test_arrays_with_their_own_dtype_objects_are_accepted() -> None:
