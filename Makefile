@@ -18,7 +18,7 @@ $(PY):
 venv: $(PY)
 
 demo: $(PY)
-	$(PIP) install --quiet '.[torch,ckks]'
+	$(PIP) install --quiet '.[torch,ckks,dp]'
 	$(VENV)/bin/securefl demo
 
 test: $(PY)
