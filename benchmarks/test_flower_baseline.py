@@ -1,25 +1,19 @@
 """Flower 1.42 SecAgg+ baseline: correctness of the wrappers, then benchmarks.
 
-Needs ``flwr==1.42.0`` (skipped otherwise). Its dependencies pin ``packaging<26``, so it lives
-in its own virtual environment here:
+Needs ``flwr==1.42.0`` (skipped otherwise; the ``bench`` extra installs it):
 
-    python3 -m venv /work/flwr-venv
-    /work/flwr-venv/bin/pip install flwr==1.42.0 numpy cryptography pytest pytest-benchmark
-    /work/flwr-venv/bin/pytest benchmarks/test_flower_baseline.py --benchmark-only -q
+    pytest benchmarks/test_flower_baseline.py --benchmark-only -q
 
 Flower's output is a weighted *average*; every check compares it with the plain weighted
 average of the survivors' updates within Flower's quantization error
-(``flower_baseline.flower_expected_average``).
+(``securefl.bench.flower.flower_expected_average``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import resource
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,20 +29,8 @@ with warnings.catch_warnings():
     from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
     from flwr.supercore.primitives.asymmetric import bytes_to_private_key, bytes_to_public_key
 
+    from securefl.bench import flower as fb
 
-def _load_baseline():
-    # importlib import mode: benchmarks/ is not on sys.path.
-    name = "flower_baseline"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fb = _load_baseline()
 
 C, Q, M, W = 8.0, 2**22, 2**32, 1000.0
 QUANT = {"clipping_range": C, "quantization_range": Q, "modulus_range": M}

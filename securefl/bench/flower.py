@@ -12,13 +12,17 @@ step is a call into the installed ``flwr`` package (pinned: ``flwr==1.42.0``):
 * full round: ``SecAggPlusWorkflow.__call__`` driving a ``ClientApp(mods=[secaggplus_mod])`` per
   client, i.e. Flower's real workflow and real Mod, in process.
 
-Flower's simulation engine (``flwr.simulation.run_simulation``) is not used: its only backend is
-Ray (the ``flwr[simulation]`` extra, not installed), which runs ClientApps in actor processes.
-Instead a minimal in-process :class:`Grid` (``_LiveGrid``) hands each message to the ClientApp
-of its destination; it only moves messages (each instruction is deep-copied, standing in for the
-serialization of a real Grid: the Mod pops keys from the ConfigRecord it receives). The only
-non-Flower code on the measured path is that transport and a pass-through ``aggregate_fit``
-(``_PassThrough``) that hands the secure aggregate on instead of re-averaging 45 copies of it.
+Flower's simulation engine (``flwr.simulation.run_simulation``) is not used here: it runs
+ClientApps in Ray actor processes, and this module compares computation, not transports, against
+securefl's in-process simulator. Instead a minimal in-process :class:`Grid` (``_LiveGrid``) hands
+each message to the ClientApp of its destination; it only moves messages (each instruction is
+deep-copied, standing in for the serialization of a real Grid: the Mod pops keys from the
+ConfigRecord it receives). The only non-Flower code on the measured path is that transport and a
+pass-through ``aggregate_fit`` (``_PassThrough``) that hands the secure aggregate on instead of
+re-averaging 45 copies of it. (The comparison inside Flower's own simulation engine is
+``benchmarks/test_bench_flower_adapter.py``.)
+
+Used by ``securefl bench --compare flower`` and ``benchmarks/test_flower_baseline.py``.
 
 Flower's SecAgg+ pipeline (what the functions below run)
 --------------------------------------------------------
@@ -85,7 +89,7 @@ import itertools
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -210,13 +214,18 @@ def flower_client_group(
         state = SecAggPlusState()
         state.nid = nid  # secaggplus_mod: state.nid = msg.metadata.dst_node_id
         keys = _setup(state, ConfigRecord(dict(setup_cfg)))
-        public_keys[str(nid)] = [keys[Key.PUBLIC_KEY_1], keys[Key.PUBLIC_KEY_2]]
+        public_keys[str(nid)] = [
+            cast(bytes, keys[Key.PUBLIC_KEY_1]),
+            cast(bytes, keys[Key.PUBLIC_KEY_2]),
+        ]
         states[nid] = state
     # Routing mirrors SecAggPlusWorkflow.share_keys_stage (fwd_srcs / fwd_ciphertexts).
     fwd: dict[int, tuple[list[int], list[bytes]]] = {nid: ([], []) for nid in nids}
     for nid, state in states.items():
         res = _share_keys(state, ConfigRecord(dict(public_keys)))
-        for dst, ct in zip(res[Key.DESTINATION_LIST], res[Key.CIPHERTEXT_LIST], strict=True):
+        destinations = cast(list[int], res[Key.DESTINATION_LIST])
+        ciphertexts = cast(list[bytes], res[Key.CIPHERTEXT_LIST])
+        for dst, ct in zip(destinations, ciphertexts, strict=True):
             fwd[dst][0].append(nid)
             fwd[dst][1].append(ct)
     return FlowerClientGroup(
@@ -282,8 +291,9 @@ def flower_client_masked_input(
     state.max_weight = float(max_weight)
     np.random.seed(seed)
     parameters = ndarrays_to_parameters(_as_list(update))
-    res = _collect_masked_vectors(state, group.stage2_configs[nid], num_examples, parameters)
-    return [bytes_to_ndarray(b) for b in res[Key.MASKED_PARAMETERS]]
+    config = ConfigRecord(dict(group.stage2_configs[nid]))
+    res = _collect_masked_vectors(state, config, num_examples, parameters)
+    return [bytes_to_ndarray(b) for b in cast(list[bytes], res[Key.MASKED_PARAMETERS])]
 
 
 # --------------------------------------------------------------------------------------------
@@ -664,11 +674,12 @@ def flower_expected_average(
     dq = [flower_weight_ratio(int(weights[i]), max_weight, q) for i in survivors]
     total = sum(dq)
     arrays = [_as_list(updates[i]) for i in survivors]
-    expected = [
-        sum(np.clip(r * a[j].astype(np.float64), -c, c) for r, a in zip(dq, arrays, strict=True))
-        / total
-        for j in range(len(arrays[0]))
-    ]
+    expected: list[np.ndarray] = []
+    for j in range(len(arrays[0])):
+        acc = np.zeros(arrays[0][j].shape, np.float64)
+        for r, a in zip(dq, arrays, strict=True):
+            acc += np.clip(r * a[j].astype(np.float64), -c, c)
+        expected.append(acc / total)
     float_slack = max(3 * q * 2.0 ** (-24 if a.dtype == np.float32 else -53) for a in arrays[0])
     bound = len(survivors) * (1.0 + float_slack) * (2 * c / q) / total
     return expected, bound
