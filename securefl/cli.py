@@ -17,8 +17,13 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     import sys
     from dataclasses import asdict
 
+    from securefl.bench.compare import BASELINES, compare, format_comparisons
     from securefl.bench.secagg import Scenario, format_table, load_scenarios, plot, run, sweep
+    from securefl.errors import BackendUnavailable
 
+    baselines = [b.strip() for b in (args.compare or "").split(",") if b.strip()]
+    if set(baselines) - set(BASELINES):
+        parser.error(f"--compare takes a list of {', '.join(BASELINES)}")
     if args.config:
         try:
             scenarios = load_scenarios(args.config)
@@ -32,6 +37,8 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             threshold=args.threshold,
             bits=args.bits,
             processes=args.processes,
+            # Flower's round runs on one thread: so does securefl's, unless told otherwise.
+            threads=args.threads if args.threads or not baselines else 1,
             measure_memory=args.memory,
         )
         scenarios = sweep(base, _numbers(args.clients), _numbers(args.dim))
@@ -45,6 +52,13 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             )
         outcome = run(scenario)
         print(format_table(outcome))
+        if baselines and not outcome.completed:
+            print("comparison skipped: securefl's round aborted")
+        elif baselines:
+            try:
+                print(format_comparisons(compare(scenario, outcome, baselines)))
+            except BackendUnavailable as exc:
+                parser.error(str(exc))
         outcomes.append(outcome)
     if args.json:
         with open(args.json, "w") as f:
@@ -116,7 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument(
         "--processes", type=int, default=None, help="run clients in this many worker processes"
     )
+    bench.add_argument(
+        "--threads", type=int, default=None, help="threads per party (default: all cores)"
+    )
     bench.add_argument("--memory", action="store_true", help="measure server peak memory")
+    bench.add_argument(
+        "--compare",
+        metavar="LIST",
+        help="also run the scenario through flower (Flower's SecAgg+) and/or tenseal "
+        "(TenSEAL's CKKS sum) in this process and print the ratios",
+    )
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
     args = parser.parse_args(argv)

@@ -305,11 +305,25 @@ def _stage_of(msg: Message) -> str:
     return str(msg.content.config_records[RECORD_KEY_CONFIGS][Key.STAGE])
 
 
+def _payload_bytes(msg: Message) -> int:
+    """Bytes values in a reply's ConfigRecords (lists of bytes included)."""
+    total = 0
+    for record in msg.content.config_records.values():
+        for value in record.values():
+            if isinstance(value, bytes):
+                total += len(value)
+            elif isinstance(value, list):
+                total += sum(len(v) for v in value if isinstance(v, bytes))
+    return total
+
+
 class _LiveGrid(Grid):
     """Delivers each message to its destination's ClientApp, in this process.
 
     ``silent``: stage -> node ids that do not answer in that stage (dropouts; they do not
-    compute either). ``record``: stage -> replies, filled when given.
+    compute either). ``record``: stage -> replies, filled when given. ``uploaded``: node id ->
+    bytes of every bytes value its replies carried (keys, ciphertexts, masked vectors, shares),
+    accumulated when given: a lower bound of what Flower's wire would carry.
     """
 
     def __init__(
@@ -317,8 +331,10 @@ class _LiveGrid(Grid):
         apps: dict[int, tuple[ClientApp, Context]],
         silent: dict[str, set[int]] | None = None,
         record: dict[str, list[Message]] | None = None,
+        uploaded: dict[int, int] | None = None,
     ) -> None:
         self.apps, self.silent, self.record = apps, silent or {}, record
+        self.uploaded = uploaded
         self._ids = itertools.count(1)
         self._run: Any = None
 
@@ -367,6 +383,8 @@ class _LiveGrid(Grid):
             replies.append(reply)
             if self.record is not None:
                 self.record.setdefault(stage, []).append(reply)
+            if self.uploaded is not None:
+                self.uploaded[nid] = self.uploaded.get(nid, 0) + _payload_bytes(reply)
         return replies
 
 
@@ -453,11 +471,12 @@ def flower_prepare_round(
     max_weight: float = DEFAULT_MAX_WEIGHT,
     updates: Sequence[Update] | None = None,
     weights: Sequence[int] | None = None,
+    dropped: Sequence[int] | None = None,
     seed: int = 0,
 ) -> FlowerRound:
     """Updates (uniform in [-1, 1), float32, unless given), weights (default ``max_weight``
-    each, i.e. unweighted), node ids and the ``round(dropout * n)`` clients that drop after
-    ShareKeys, all from ``seed``."""
+    each, i.e. unweighted), node ids and the clients that drop after ShareKeys (``dropped``
+    indices, or ``round(dropout * n)`` drawn), all from ``seed``."""
     rng = np.random.default_rng(seed)
     if updates is None:
         ups = [[rng.uniform(-1.0, 1.0, d).astype(np.float32)] for _ in range(n)]
@@ -465,7 +484,12 @@ def flower_prepare_round(
         ups = [_as_list(u) for u in updates]
     n = len(ups)
     ws = [int(max_weight)] * n if weights is None else [int(w) for w in weights]
-    dropped = sorted(int(i) for i in rng.choice(n, round(dropout * n), replace=False))
+    if dropped is None:
+        dropped = sorted(int(i) for i in rng.choice(n, round(dropout * n), replace=False))
+    else:
+        dropped = sorted(int(i) for i in dropped)
+        if any(not 0 <= i < n for i in dropped):
+            raise ValueError(f"dropped indices must be in [0, {n})")
     return FlowerRound(
         updates=ups,
         weights=ws,
@@ -481,7 +505,9 @@ def flower_prepare_round(
 
 
 def _build(
-    rnd: FlowerRound, record: dict[str, list[Message]] | None = None
+    rnd: FlowerRound,
+    record: dict[str, list[Message]] | None = None,
+    uploaded: dict[int, int] | None = None,
 ) -> tuple[SecAggPlusWorkflow, LegacyContext, _LiveGrid]:
     """Fresh ClientApps/Contexts, server LegacyContext and workflow for one run of ``rnd``."""
     apps = {}
@@ -492,7 +518,7 @@ def _build(
         )
         apps[nid] = (app, ctx)
     silent = {Stage.COLLECT_MASKED_VECTORS: {rnd.node_ids[i] for i in rnd.dropped}}
-    grid = _LiveGrid(apps, silent, record)
+    grid = _LiveGrid(apps, silent, record, uploaded)
     n = len(rnd.node_ids)
     manager = SimpleClientManager()
     for nid in rnd.node_ids:
@@ -526,14 +552,22 @@ def _result(context: LegacyContext) -> list[np.ndarray]:
 def flower_run_round(rnd: FlowerRound) -> FlowerRoundResult:
     """Timed part of a full round: ``SecAggPlusWorkflow(grid, context)`` with every client a
     ``ClientApp(mods=[secaggplus_mod])``: key generation, share keys (Shamir + Fernet), masked
-    input, unmasking, all Flower's code. Dropped clients never answer "collect masked vectors"."""
-    workflow, context, grid = _build(rnd)
+    input, unmasking, all Flower's code. Dropped clients never answer "collect masked vectors".
+
+    ``extra["uploaded"]``: node index -> payload bytes its replies carried (see ``_LiveGrid``).
+    """
+    uploaded: dict[int, int] = {}
+    workflow, context, grid = _build(rnd, uploaded=uploaded)
     initial = context.state.array_records[MAIN_PARAMS_RECORD]
     with _task_identity():
         workflow(grid, context)
     if context.state.array_records[MAIN_PARAMS_RECORD] is initial:  # unmask_stage never ran
         raise RuntimeError("Flower's SecAgg+ workflow halted")
-    return FlowerRoundResult(_result(context), rnd.survivors, rnd.dropped)
+    index = {nid: i for i, nid in enumerate(rnd.node_ids)}
+    by_index = {index[nid]: b for nid, b in uploaded.items()}
+    return FlowerRoundResult(
+        _result(context), rnd.survivors, rnd.dropped, extra={"uploaded": by_index}
+    )
 
 
 def flower_full_round(

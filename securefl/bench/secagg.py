@@ -7,10 +7,12 @@ import json
 import math
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 import securefl
 from securefl.primitives import default_backend
@@ -18,7 +20,18 @@ from securefl.secagg.config import GraphKind, SecAggConfig
 from securefl.secagg.messages import Stage
 from securefl.transports.inmemory import run_session
 
-__all__ = ["Scenario", "cpu_model", "format_table", "load_scenarios", "plot", "run", "sweep"]
+__all__ = [
+    "Inputs",
+    "Outcome",
+    "Scenario",
+    "cpu_model",
+    "format_table",
+    "inputs",
+    "load_scenarios",
+    "plot",
+    "run",
+    "sweep",
+]
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,7 @@ class Scenario:
     clip: float = 1.0
     max_weight: int = 1000
     processes: int | None = None
+    threads: int | None = None
     measure_memory: bool = False
 
     def config(self) -> SecAggConfig:
@@ -67,22 +81,56 @@ class Outcome:
     max_abs_error: float | None = None
     server_peak_bytes: int | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    """Filled by ``securefl.bench.compare`` (``--compare``): one entry per baseline."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A scenario's client updates, integer weights and the clients that drop."""
+
+    updates: list[npt.NDArray[np.float32]]
+    weights: list[int]
+    dropped: list[int]
+
+    @property
+    def survivors(self) -> list[int]:
+        gone = set(self.dropped)
+        return [i for i in range(len(self.updates)) if i not in gone]
+
+    def plain_mean(self, clip: float, survivors: Sequence[int]) -> npt.NDArray[np.float64]:
+        """The weighted mean of the ``survivors``' clipped updates, in float64."""
+        acc = np.zeros(self.updates[0].size)
+        for i in survivors:
+            acc += self.weights[i] * np.clip(self.updates[i].astype(np.float64), -clip, clip)
+        out: npt.NDArray[np.float64] = acc / sum(self.weights[i] for i in survivors)
+        return out
+
+
+def inputs(scenario: Scenario) -> Inputs:
+    """Deterministic benchmark data (not masks): every run and baseline gets the same."""
+    n, d = scenario.clients, scenario.dimension
+    data = np.random.default_rng(0)
+    base = data.normal(0.0, 0.2, d).astype(np.float32)
+    dropped = math.floor(scenario.dropout * n)
+    step = n / dropped if dropped else 0
+    return Inputs(
+        updates=[base * np.float32(1 + i / n) for i in range(n)],
+        weights=[1 + (37 * i) % scenario.max_weight for i in range(n)],
+        dropped=sorted({int(i * step) for i in range(dropped)}),
+    )
 
 
 def run(scenario: Scenario) -> Outcome:
     """Run the scenario once; dropped clients vanish after ShareKeys (the costly case)."""
     config = scenario.config()
     n, d = scenario.clients, scenario.dimension
-    data = np.random.default_rng(0)  # benchmark data, not masks
-    base = data.normal(0.0, 0.2, d).astype(np.float32)
-    updates = [base * np.float32(1 + i / n) for i in range(n)]
-    weights = [1 + (37 * i) % scenario.max_weight for i in range(n)]
-    dropped = math.floor(scenario.dropout * n)
-    step = n / dropped if dropped else 0
-    schedule = {int(i * step): Stage.MASKED_INPUT_COLLECTION for i in range(dropped)}
+    data = inputs(scenario)
+    updates, weights = data.updates, data.weights
+    schedule = {i: Stage.MASKED_INPUT_COLLECTION for i in data.dropped}
     t0 = time.perf_counter()
     report = run_session(
         config,
@@ -91,7 +139,7 @@ def run(scenario: Scenario) -> Outcome:
         dropouts=schedule,
         processes=scenario.processes,
         measure_memory=scenario.measure_memory,
-        threads=1 if scenario.processes else None,
+        threads=scenario.threads if scenario.threads or not scenario.processes else 1,
     )
     wall = time.perf_counter() - t0
     outcome = Outcome(
@@ -117,13 +165,7 @@ def run(scenario: Scenario) -> Outcome:
     outcome.upload_over_float32 = outcome.upload_bytes_per_client / (4 * d)
     outcome.server_peak_bytes = report.server_peak_bytes
     if report.result is not None:
-        survivors = report.result.contributors
-        plain = np.zeros(d)
-        for i in survivors:
-            plain += weights[i] * np.clip(
-                updates[i].astype(np.float64), -scenario.clip, scenario.clip
-            )
-        plain /= sum(weights[i] for i in survivors)
+        plain = data.plain_mean(scenario.clip, report.result.contributors)
         outcome.max_abs_error = float(np.max(np.abs(report.result.weighted_mean - plain)))
     return outcome
 
