@@ -33,6 +33,7 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         base = Scenario(
             dropout=args.dropout,
             graph=args.graph,
+            protocol=args.protocol,
             degree=args.degree,
             threshold=args.threshold,
             bits=args.bits,
@@ -112,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     bench = sub.add_parser(
         "bench",
-        help="time one SecAgg / SecAgg+ round in-process",
+        help="time one SecAgg / SecAgg+ / CKKS round in-process",
         description="One secure aggregation round with simulated clients: seconds per "
         "phase, bytes per client, error against the plain weighted mean.",
     )
@@ -122,6 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--plot", metavar="PNG", help="draw time vs clients and vs dimension")
     bench.add_argument(
         "--dropout", type=float, default=0.1, help="fraction of clients that vanish after ShareKeys"
+    )
+    bench.add_argument(
+        "--protocol",
+        choices=["secagg", "secagg+", "ckks"],
+        default=None,
+        help="secagg (complete graph), secagg+ (Harary graph) or ckks (default: by --graph)",
     )
     bench.add_argument("--graph", choices=["complete", "harary"], default="harary")
     bench.add_argument("--degree", type=int, default=10, help="k for the Harary graph")

@@ -241,21 +241,21 @@ def _tenseal(scenario: Scenario, data: Inputs) -> Comparison:
 def format_comparisons(results: list[Comparison]) -> str:
     """A table: seconds, upload per client and error of securefl and of each baseline."""
     lines = [
-        f"{'baseline':<9}{'what':<46}{'securefl':>11}{'baseline':>11}{'ratio':>9}",
+        f"{'baseline':<9}{'what':<52}{'securefl':>13}{'baseline':>13}{'ratio':>9}",
     ]
     for c in results:
         lines.append(
-            f"{c.baseline:<9}{c.what:<46}{c.securefl_seconds:>10.3f}s{c.baseline_seconds:>10.3f}s"
+            f"{c.baseline:<9}{c.what:<52}{c.securefl_seconds:>12.3f}s{c.baseline_seconds:>12.3f}s"
             f"{c.speedup:>8.1f}x"
         )
         lines.append(
-            f"{'':<9}{'upload per client (bytes)':<46}{c.securefl_upload_bytes:>11,}"
-            f"{c.baseline_upload_bytes:>11,}{c.upload_ratio:>8.2f}x"
+            f"{'':<9}{'upload per client (bytes)':<52}{c.securefl_upload_bytes:>13,}"
+            f"{c.baseline_upload_bytes:>13,}{c.upload_ratio:>8.2f}x"
         )
         if c.securefl_max_error is not None and c.baseline_max_error is not None:
             lines.append(
-                f"{'':<9}{'max |aggregate - exact weighted mean|':<46}"
-                f"{c.securefl_max_error:>11.2e}{c.baseline_max_error:>11.2e}"
+                f"{'':<9}{'max |aggregate - exact weighted mean|':<52}"
+                f"{c.securefl_max_error:>13.2e}{c.baseline_max_error:>13.2e}"
             )
         if c.notes:
             lines.append(f"{'':<9}({c.notes})")

@@ -21,6 +21,7 @@ from securefl.secagg.messages import Stage
 from securefl.transports.inmemory import run_session
 
 __all__ = [
+    "PROTOCOLS",
     "Inputs",
     "Outcome",
     "Scenario",
@@ -34,8 +35,16 @@ __all__ = [
 ]
 
 
+PROTOCOLS = ("secagg", "secagg+", "ckks")
+
+
 @dataclass(frozen=True)
 class Scenario:
+    """One benchmark round. ``protocol`` ``None`` follows ``graph`` (harary: SecAgg+,
+    complete: SecAgg); ``"secagg"`` / ``"secagg+"`` set the graph; ``"ckks"`` runs CKKS
+    FedAvg (TenSEAL encryption, securefl's server sum; ``graph``, ``degree``, ``threshold``,
+    ``bits`` and ``clip`` do not apply)."""
+
     clients: int = 50
     dimension: int = 1_000_000
     dropout: float = 0.1
@@ -48,6 +57,23 @@ class Scenario:
     processes: int | None = None
     threads: int | None = None
     measure_memory: bool = False
+    protocol: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.protocol is not None and self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.protocol in ("secagg", "secagg+"):
+            graph = "complete" if self.protocol == "secagg" else "harary"
+            object.__setattr__(self, "graph", graph)
+        if self.graph not in ("complete", "harary"):
+            raise ValueError(f"graph must be 'complete' or 'harary', got {self.graph!r}")
+
+    @property
+    def name(self) -> str:
+        """The protocol's display name."""
+        if self.protocol == "ckks":
+            return "CKKS"
+        return "SecAgg+" if self.graph == "harary" else "SecAgg"
 
     def config(self) -> SecAggConfig:
         kind = GraphKind(self.graph)
@@ -124,8 +150,70 @@ def inputs(scenario: Scenario) -> Inputs:
     )
 
 
+def _environment() -> dict[str, str]:
+    return {
+        "securefl": securefl.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpu": cpu_model(),
+        "aes_backend": default_backend(),
+    }
+
+
+def _run_ckks(scenario: Scenario) -> Outcome:
+    """CKKS FedAvg: every survivor encrypts, the server sums, one client decrypts."""
+    d = scenario.dimension
+    data = inputs(scenario)
+    t0 = time.perf_counter()
+    result = securefl.aggregate(
+        data.updates,
+        data.weights,
+        protocol="ckks",
+        dropouts=dict.fromkeys(data.dropped, Stage.MASKED_INPUT_COLLECTION),
+        threads=scenario.threads,
+    )
+    wall = time.perf_counter() - t0
+    phases = result.phase_seconds
+    survivors = len(result.contributors)
+    outcome = Outcome(
+        scenario=asdict(scenario),
+        completed=True,
+        abort_reason=None,
+        survivors=survivors,
+        wall_seconds=wall,
+        environment=_environment(),
+    )
+    outcome.round_seconds = {
+        "Keys": phases["setup:keys"],
+        "Encrypt": phases["client:encrypt"],
+        "Sum": phases["server:sum"],
+        "Decrypt": phases["client:decrypt"],
+    }
+    outcome.client_seconds_per_client = {
+        "Keys": 0.0,
+        "Encrypt": phases["client:encrypt"] / survivors,
+        "Sum": 0.0,
+        "Decrypt": phases["client:decrypt"],
+    }
+    outcome.server_seconds = {
+        "Keys": 0.0,
+        "Encrypt": 0.0,
+        "Sum": phases["server:sum"],
+        "Decrypt": 0.0,
+    }
+    outcome.upload_bytes_per_client = max(result.bytes_sent.values())
+    outcome.download_bytes_per_client = max(result.bytes_received.values())
+    outcome.upload_over_float32 = outcome.upload_bytes_per_client / (4 * d)
+    mean = np.asarray(result.aggregate, dtype=np.float64)
+    plain = data.plain_mean(np.inf, result.contributors)  # CKKS does not clip
+    outcome.max_abs_error = float(np.max(np.abs(mean - plain)))
+    return outcome
+
+
 def run(scenario: Scenario) -> Outcome:
     """Run the scenario once; dropped clients vanish after ShareKeys (the costly case)."""
+    if scenario.protocol == "ckks":
+        return _run_ckks(scenario)
     config = scenario.config()
     n, d = scenario.clients, scenario.dimension
     data = inputs(scenario)
@@ -148,13 +236,7 @@ def run(scenario: Scenario) -> Outcome:
         abort_reason=report.abort_reason,
         survivors=len(report.result.contributors) if report.result else 0,
         wall_seconds=wall,
-        environment={
-            "securefl": securefl.__version__,
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "cpu": cpu_model(),
-            "aes_backend": default_backend(),
-        },
+        environment=_environment(),
     )
     outcome.round_seconds = {s.value: t for s, t in report.wall_seconds.items()}
     outcome.client_seconds_per_client = {s.value: t / n for s, t in report.client_seconds.items()}
@@ -173,8 +255,8 @@ def run(scenario: Scenario) -> Outcome:
 def format_table(outcome: Outcome) -> str:
     s = outcome.scenario
     lines = [
-        f"SecAgg{'+' if s['graph'] == 'harary' else ''}: n={s['clients']} d={s['dimension']:,} "
-        f"dropout={s['dropout']:.0%} graph={s['graph']} b={s['bits']}",
+        f"{Scenario(**s).name}: n={s['clients']} d={s['dimension']:,} dropout={s['dropout']:.0%}"
+        + ("" if s["protocol"] == "ckks" else f" graph={s['graph']} b={s['bits']}"),
         f"{'phase':<24}{'round wall s':>14}{'client s/client':>17}{'server s':>11}",
     ]
     for phase, wall in outcome.round_seconds.items():
@@ -291,8 +373,7 @@ def plot(outcomes: list[Outcome], path: str) -> None:
         ax.set_ylabel("round wall time (s)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    graph = outcomes[0].scenario["graph"] if outcomes else ""
-    title = "SecAgg+" if graph == "harary" else "SecAgg"
+    title = " / ".join(sorted({Scenario(**o.scenario).name for o in outcomes}))
     fig.suptitle(f"securefl {title}: one round, in-process")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -84,3 +84,35 @@ def test_bench_rejects_unknown_toml_keys(tmp_path) -> None:
     config.write_text("[[scenario]]\nclients = 5\nwarp_speed = 9\n")
     with pytest.raises(SystemExit):
         main(["bench", "--config", str(config)])
+
+
+def test_bench_runs_a_ckks_scenario(tmp_path, capsys) -> None:
+    import pytest
+
+    pytest.importorskip("tenseal")
+    out = tmp_path / "ckks.json"
+    args = ["bench", "--protocol", "ckks", "--clients", "4", "--dim", "3000"]
+    assert main([*args, "--dropout", "0.25", "--json", str(out)]) == 0
+    assert "CKKS: n=4 d=3,000" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["completed"] and data["survivors"] == 3
+    assert set(data["round_seconds"]) == {"Keys", "Encrypt", "Sum", "Decrypt"}
+    assert data["max_abs_error"] < 1e-5  # CKKS noise, ~2^-20 per client, over the weights
+    # One ciphertext: 2 polynomials x 8192 coefficients over the data level's 60- and 40-bit
+    # limbs, bit-packed (>= 204,800 bytes), plus headers.
+    assert 204_800 <= data["upload_bytes_per_client"] < 230_000
+
+
+def test_bench_protocol_sets_the_graph() -> None:
+    import pytest
+
+    from securefl.bench.secagg import Scenario
+
+    assert Scenario(protocol="secagg").graph == "complete"
+    assert Scenario(protocol="secagg", graph="harary").name == "SecAgg"
+    assert Scenario(protocol="secagg+", graph="complete").name == "SecAgg+"
+    assert Scenario(graph="harary").name == "SecAgg+"
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        Scenario(protocol="paillier")
+    with pytest.raises(ValueError, match="graph must be"):
+        Scenario(graph="ring")
