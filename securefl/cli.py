@@ -24,6 +24,8 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     baselines = [b.strip() for b in (args.compare or "").split(",") if b.strip()]
     if set(baselines) - set(BASELINES):
         parser.error(f"--compare takes a list of {', '.join(BASELINES)}")
+    if "flower" in baselines and args.protocol == "ckks":
+        parser.error("--compare flower compares SecAgg rounds: use --protocol secagg(+)")
     if args.config:
         try:
             scenarios = load_scenarios(args.config)

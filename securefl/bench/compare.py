@@ -118,13 +118,16 @@ def compare(scenario: Scenario, outcome: Outcome, baselines: list[str]) -> list[
     Raises
     ------
     ValueError
-        For an unknown baseline name.
+        For an unknown baseline name, or ``flower`` on a CKKS scenario (Flower's SecAgg+
+        is compared with securefl's SecAgg round).
     BackendUnavailable
         If Flower or TenSEAL is not installed (the ``bench`` extra installs both).
     """
     unknown = set(baselines) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown baselines {sorted(unknown)}; expected some of {BASELINES}")
+    if "flower" in baselines and scenario.protocol == "ckks":
+        raise ValueError("--compare flower compares SecAgg rounds: use --protocol secagg(+)")
     data = inputs(scenario)
     results = []
     for name in baselines:

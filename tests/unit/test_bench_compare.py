@@ -74,3 +74,17 @@ def test_compare_is_skipped_when_securefl_aborts(capsys) -> None:
     assert main([*args, "--compare", "flower"]) == 1
     text = capsys.readouterr().out
     assert "ABORTED" in text and "comparison skipped" in text
+
+
+def test_compare_flower_needs_a_secagg_scenario(capsys) -> None:
+    from securefl.bench.compare import compare
+    from securefl.bench.secagg import Outcome, Scenario
+
+    with pytest.raises(SystemExit):
+        main(
+            ["bench", "--protocol", "ckks", "--clients", "4", "--dim", "10", "--compare", "flower"]
+        )
+    assert "compares SecAgg rounds" in capsys.readouterr().err
+    outcome = Outcome(scenario={}, completed=True, abort_reason=None, survivors=4, wall_seconds=1)
+    with pytest.raises(ValueError, match="compares SecAgg rounds"):
+        compare(Scenario(protocol="ckks"), outcome, ["flower"])
