@@ -1,0 +1,305 @@
+"""The client side of securefl inside Flower: a Mod around the user's train function.
+
+A Flower ClientApp answers one message at a time and may run in a fresh process for
+each message (a SuperNode's ``subprocess`` isolation, or another Ray actor in the
+simulation engine); only the node's ``Context.state`` survives between messages. The
+SecAgg+ client (Bonawitz et al. 2017, Bell et al. 2020) needs several exchanges per FL
+round, so this mod keeps, in ``Context.state`` and nowhere else:
+
+- a fresh 32-byte session seed from ``os.urandom``, the only source of the client's
+  randomness for the session (AES-128-CTR keystream of a key derived from it);
+- the flattened model update and its weight;
+- the server messages received so far (public protocol messages).
+
+For each new server message it rebuilds the :class:`SecAggClient` from the seed and
+replays the earlier messages. The replay is deterministic, so the client re-derives
+exactly the keys, shares and masked vector it already sent, and reveals nothing new;
+it costs about one extra masked-vector computation in the Unmasking round. The record
+is deleted when the session completes or aborts, and replaced by the next session.
+
+Security
+--------
+The session seed is equivalent to all of the client's protocol secrets. It lives in
+``Context.state``, which Flower keeps on the client's node and never sends to the
+server; in the simulation engine Ray moves it between worker processes of the same
+machine. It never appears in a reply, a log line or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import numpy.typing as npt
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MessageType, RecordDict
+from flwr.clientapp.typing import ClientAppCallable, Mod
+
+from securefl import vectors
+from securefl.errors import InvalidMessage
+from securefl.primitives import keystream
+from securefl.secagg import codec
+from securefl.secagg.client import SecAggClient
+from securefl.secagg.messages import Abort, SessionStart, Stage
+from securefl.transports.flower.records import (
+    RECORD_KEY,
+    Envelope,
+    read_envelope,
+    unpack_config,
+    write_envelope,
+)
+
+__all__ = ["ERROR_CODE", "STATE_KEY", "make_secagg_mod", "secagg_mod"]
+
+STATE_KEY = "securefl.secagg"
+"""Key of the client's session record in ``Context.state``."""
+
+ERROR_CODE = 7301
+"""Flower error code of a reply in which the mod declines or leaves a session."""
+
+_SEED_BYTES = 32
+_RNG_LABEL = b"securefl/flower/client-session-rng/v1"
+
+
+class _SessionRng:
+    """``rng(n)``: the next n bytes of AES-128-CTR under a key derived from a seed.
+
+    Two instances built from one seed return the same byte sequence for the same
+    sequence of calls: that is what makes replaying a session reproduce it exactly.
+
+    Security
+    --------
+    The seed must be fresh from ``os.urandom`` for every session and never leave the
+    client's node; reusing it across sessions would reuse every key.
+    """
+
+    def __init__(self, seed: bytes) -> None:
+        self._key = hashlib.sha256(_RNG_LABEL + seed).digest()[:16]
+        self._offset = 0
+
+    def __repr__(self) -> str:
+        return "_SessionRng(<secret>)"
+
+    def __call__(self, n: int) -> bytes:
+        block, skip = divmod(self._offset, 16)
+        stream = keystream(self._key, skip + n, counter_block=block.to_bytes(16, "big"))
+        self._offset += n
+        return stream[skip:].tobytes()
+
+
+def _error(msg: Message, reason: str) -> Message:
+    return Message(Error(ERROR_CODE, f"securefl: {reason}"), reply_to=msg)
+
+
+def _reply(msg: Message, session: bytes, payload: bytes) -> Message:
+    content = RecordDict()
+    write_envelope(content, Envelope(session, payload))
+    return Message(content, reply_to=msg)
+
+
+def _single_array_record(content: RecordDict, who: str) -> ArrayRecord:
+    records = list(content.array_records.values())
+    if len(records) != 1:
+        raise InvalidMessage(f"{who} must hold exactly one ArrayRecord, found {len(records)}")
+    return records[0]
+
+
+def _flat(record: ArrayRecord) -> tuple[npt.NDArray[np.float64], vectors.Layout]:
+    flat, layout = vectors.flatten({key: array.numpy() for key, array in record.items()})
+    return flat.astype(np.float64, copy=False), layout
+
+
+def _weight(reply: RecordDict, key: str, max_weight: int) -> int:
+    """The integer weight (e.g. number of examples) the user's train function reported."""
+    for metrics in reply.metric_records.values():
+        if key in metrics:
+            value = metrics[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                break
+            if float(value) != int(value) or not 1 <= int(value) <= max_weight:
+                raise InvalidMessage(
+                    f"weight {key!r} = {value} must be an integer in [1, W = {max_weight}]"
+                )
+            return int(value)
+    raise InvalidMessage(f"the train reply has no numeric {key!r} metric (the FedAvg weight)")
+
+
+class _Session:
+    """The session record kept in ``Context.state`` (see the module docstring)."""
+
+    def __init__(self, record: ConfigRecord) -> None:
+        self.record = record
+
+    @classmethod
+    def create(
+        cls,
+        session: bytes,
+        client_id: int,
+        config: bytes,
+        update: npt.NDArray[np.float64],
+        weight: int,
+    ) -> _Session:
+        return cls(
+            ConfigRecord(
+                {
+                    "session": session,
+                    "seed": os.urandom(_SEED_BYTES),
+                    "client-id": client_id,
+                    "config": config,
+                    "update": update.astype("<f8", copy=False).tobytes(),
+                    "weight": weight,
+                    "history": [],
+                }
+            )
+        )
+
+    @property
+    def session(self) -> bytes:
+        return self._bytes("session")
+
+    def _bytes(self, key: str) -> bytes:
+        value = self.record[key]
+        assert isinstance(value, bytes)
+        return value
+
+    def client(self, threads: int | None) -> SecAggClient:
+        """Rebuild the client and replay the server messages it has already answered."""
+        config = unpack_config(self._bytes("config"))
+        update = np.frombuffer(self._bytes("update"), dtype="<f8")
+        client_id, weight = self.record["client-id"], self.record["weight"]
+        assert isinstance(client_id, int) and isinstance(weight, int)
+        client = SecAggClient(
+            client_id, config, update, weight, rng=_SessionRng(self._bytes("seed")), threads=threads
+        )
+        history = self.record["history"]
+        assert isinstance(history, list)
+        for old in history:
+            assert isinstance(old, bytes)
+            client.handle(codec.decode(old))  # type: ignore[arg-type]
+        return client
+
+    def remember(self, message: bytes) -> None:
+        history = self.record["history"]
+        assert isinstance(history, list)
+        self.record["history"] = [*history, message]
+
+
+def make_secagg_mod(
+    *,
+    weight_key: str = "num-examples",
+    min_threshold: int = 2,
+    threads: int | None = None,
+) -> Mod:
+    """Build the client Mod that runs securefl's SecAgg / SecAgg+ for train messages.
+
+    Add it to the ClientApp (``ClientApp(mods=[secagg_mod])``); the user's
+    ``@app.train()`` function stays unchanged. On a train message from
+    :class:`~securefl.transports.flower.SecAggFedAvg` the mod calls the train
+    function, takes the returned ArrayRecord minus the global model it was sent (the
+    update) and the ``weight_key`` metric (the weight, an integer), and answers the
+    protocol's rounds with them. The user's arrays and metrics are never sent: the
+    server learns only the weighted mean of the updates of the clients that complete
+    the session. Messages without securefl's record pass through untouched.
+
+    Parameters
+    ----------
+    weight_key:
+        The metric holding the client's integer FedAvg weight.
+    min_threshold:
+        The smallest Shamir threshold t the client accepts: a server asking for
+        t = 1 would let any single neighbour rebuild this client's secrets.
+    threads:
+        Threads for quantizing and masking (``None``: all cores).
+
+    Returns
+    -------
+    Mod
+        ``mod(message, context, call_next) -> reply``. Bad input from the server
+        (malformed records or bytes, out-of-round or foreign-session messages, an
+        unacceptable configuration) gets an error reply; it never raises. Errors
+        raised by the user's train function propagate, as without the mod.
+    """
+
+    def secagg(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        if (
+            msg.metadata.message_type != MessageType.TRAIN
+            or RECORD_KEY not in msg.content.config_records
+        ):
+            return call_next(msg, context)
+        try:
+            envelope = read_envelope(msg.content)
+            server_message = codec.decode(envelope.message)
+        except InvalidMessage as exc:
+            return _error(msg, f"malformed request: {exc}")
+        if isinstance(server_message, SessionStart):
+            return _start(msg, context, call_next, envelope)
+        return _continue(msg, context, envelope)
+
+    def _start(
+        msg: Message, context: Context, call_next: ClientAppCallable, envelope: Envelope
+    ) -> Message:
+        # A new session replaces whatever an unfinished one left behind.
+        context.state.config_records.pop(STATE_KEY, None)
+        try:
+            if envelope.client_id is None or envelope.config is None:
+                raise InvalidMessage("SessionStart without client-id or config")
+            config = unpack_config(envelope.config)
+            if config.threshold < min_threshold:
+                raise InvalidMessage(
+                    f"threshold t={config.threshold} below this client's minimum {min_threshold}"
+                )
+            global_flat, layout = _flat(_single_array_record(msg.content, "the train message"))
+        except InvalidMessage as exc:
+            return _error(msg, f"refused session: {exc}")
+        del msg.content[RECORD_KEY]
+        reply = call_next(msg, context)
+        if reply.has_error():
+            return reply
+        try:
+            local_flat, local_layout = _flat(_single_array_record(reply.content, "the train reply"))
+            if local_layout != layout:
+                raise InvalidMessage("the trained arrays differ in names, shapes or dtypes")
+            update = local_flat - global_flat
+            if update.size != config.dimension:
+                raise InvalidMessage(f"update has {update.size} values, session expects d")
+            if not np.all(np.isfinite(update)):
+                raise InvalidMessage("the trained arrays contain NaN or infinity")
+            weight = _weight(reply.content, weight_key, config.max_weight)
+        except (InvalidMessage, TypeError, ValueError) as exc:
+            return _error(msg, f"cannot take part: {exc}")
+        session = _Session.create(
+            envelope.session, envelope.client_id, envelope.config, update, weight
+        )
+        return _step(msg, context, session, envelope.message)
+
+    def _continue(msg: Message, context: Context, envelope: Envelope) -> Message:
+        record = context.state.config_records.get(STATE_KEY)
+        if record is None:
+            return _error(msg, "no session in progress on this node")
+        session = _Session(record)
+        # A message of another (older or forged) session must not reach this one.
+        if envelope.session != session.session:
+            return _error(msg, "message for another session")
+        return _step(msg, context, session, envelope.message)
+
+    def _step(msg: Message, context: Context, session: _Session, payload: bytes) -> Message:
+        client = session.client(threads)
+        server_message = codec.decode(payload)
+        answer = client.handle(server_message)  # type: ignore[arg-type]
+        session.remember(payload)
+        if client.stage in (Stage.COMPLETED, Stage.ABORTED):
+            # Nothing more to answer: the seed and the update leave the node's state.
+            context.state.config_records.pop(STATE_KEY, None)
+        else:
+            context.state.config_records[STATE_KEY] = session.record
+        if answer is None:
+            if isinstance(server_message, Abort):
+                return _error(msg, f"session aborted by the server: {server_message.reason}")
+            return _error(msg, f"left the session: {client.abort_reason}")
+        return _reply(msg, session.session, codec.encode(answer))
+
+    return secagg
+
+
+secagg_mod: Mod = make_secagg_mod()
+"""The mod with default settings: weight from ``"num-examples"``, t >= 2."""

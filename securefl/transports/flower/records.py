@@ -1,0 +1,168 @@
+"""How securefl's protocol messages travel inside Flower's records.
+
+Every message between the securefl strategy and the securefl client mod carries one
+``ConfigRecord`` under the key :data:`RECORD_KEY`. Its values are plain Flower config
+values; the protocol message itself is the binary codec of ``docs/PROTOCOL.md``
+(``securefl.secagg.codec``) stored as one ``bytes`` value, so Flower never sees the
+protocol's structure and the same decoder (size-checked, fuzzed) guards both ends.
+
+=============  ===========  ======================================================
+key            direction    value
+=============  ===========  ======================================================
+``version``    both         :data:`FORMAT_VERSION` (int)
+``session``    both         16 random bytes naming one aggregation session (one
+                            FL round); a reply for another session is rejected
+``message``    both         ``codec.encode`` of the protocol message (bytes)
+``client-id``  to client    the client's protocol id, u32 (int)
+``config``     to client    with ``SessionStart`` only: the :class:`SecAggConfig`
+                            fields, packed (see :func:`pack_config`); the client
+                            checks them against the digest in ``SessionStart``
+=============  ===========  ======================================================
+
+Decoding never trusts the peer: a missing key, a wrong type or malformed bytes
+raise :class:`securefl.errors.InvalidMessage`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from flwr.app import ConfigRecord, RecordDict
+
+from securefl.errors import ConfigError, InvalidMessage
+from securefl.secagg.config import MAX_CLIENT_ID, GraphKind, SecAggConfig
+
+__all__ = [
+    "FORMAT_VERSION",
+    "RECORD_KEY",
+    "SESSION_BYTES",
+    "Envelope",
+    "pack_config",
+    "read_envelope",
+    "unpack_config",
+    "write_envelope",
+]
+
+RECORD_KEY = "securefl"
+"""Key of securefl's ConfigRecord in a message's RecordDict."""
+
+FORMAT_VERSION = 1
+SESSION_BYTES = 16
+
+# n, t, d, b, c, W, p, graph (0 complete / 1 Harary), k, authenticated
+_CONFIG = struct.Struct("<IIQBdQIBIB")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One protocol message with its session tag and, server to client, its routing."""
+
+    session: bytes
+    message: bytes
+    client_id: int | None = None
+    config: bytes | None = None
+
+    def __repr__(self) -> str:
+        # The payload may be a masked vector or encrypted shares: show sizes only.
+        return f"Envelope(session={self.session.hex()}, message={len(self.message)} bytes)"
+
+
+def pack_config(config: SecAggConfig) -> bytes:
+    """The session parameters a client needs to build its own :class:`SecAggConfig`."""
+    return _CONFIG.pack(
+        config.num_clients,
+        config.threshold,
+        config.dimension,
+        config.bits,
+        config.clip,
+        config.max_weight,
+        config.fixed_point.frac_bits,
+        0 if config.graph is GraphKind.COMPLETE else 1,
+        config.degree or 0,
+        int(config.authenticated),
+    )
+
+
+def unpack_config(data: bytes) -> SecAggConfig:
+    """Rebuild the configuration packed by :func:`pack_config`.
+
+    Raises
+    ------
+    InvalidMessage
+        If the bytes have the wrong size or describe an invalid configuration.
+    """
+    if len(data) != _CONFIG.size:
+        raise InvalidMessage(f"config: expected {_CONFIG.size} bytes, got {len(data)}")
+    n, t, d, b, c, w, p, graph, k, authenticated = _CONFIG.unpack(data)
+    if graph not in (0, 1) or authenticated not in (0, 1):
+        raise InvalidMessage("config: bad graph or authenticated flag")
+    try:
+        return SecAggConfig(
+            num_clients=n,
+            threshold=t,
+            dimension=d,
+            bits=b,
+            clip=c,
+            max_weight=w,
+            frac_bits=p,
+            graph=GraphKind.COMPLETE if graph == 0 else GraphKind.HARARY,
+            degree=None if graph == 0 else k,
+            authenticated=bool(authenticated),
+        )
+    except (ConfigError, ValueError) as exc:
+        # A server proposing an unusable session is a bad message, not a local bug.
+        raise InvalidMessage(f"config: {exc}") from None
+
+
+def write_envelope(content: RecordDict, envelope: Envelope) -> None:
+    """Store ``envelope`` in ``content`` under :data:`RECORD_KEY`."""
+    record = ConfigRecord(
+        {
+            "version": FORMAT_VERSION,
+            "session": envelope.session,
+            "message": envelope.message,
+        }
+    )
+    if envelope.client_id is not None:
+        record["client-id"] = envelope.client_id
+    if envelope.config is not None:
+        record["config"] = envelope.config
+    content.config_records[RECORD_KEY] = record
+
+
+def _bytes(record: ConfigRecord, key: str) -> bytes:
+    value = record.get(key)
+    if not isinstance(value, bytes):
+        raise InvalidMessage(f"record field {key!r}: expected bytes")
+    return value
+
+
+def read_envelope(content: RecordDict) -> Envelope:
+    """Read securefl's record from a message's content.
+
+    Raises
+    ------
+    InvalidMessage
+        If the record is missing, of another format version, or a field is missing
+        or has the wrong type or size.
+    """
+    record = content.config_records.get(RECORD_KEY)
+    if record is None:
+        raise InvalidMessage(f"no {RECORD_KEY!r} ConfigRecord in the message")
+    version = record.get("version")
+    # bool is an int in Python: `True` must not pass for version 1.
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise InvalidMessage(f"unsupported record format version {version!r}")
+    session = _bytes(record, "session")
+    if len(session) != SESSION_BYTES:
+        raise InvalidMessage(f"session tag must be {SESSION_BYTES} bytes")
+    client_id = record.get("client-id")
+    if client_id is not None and (
+        type(client_id) is not int or not 0 <= client_id <= MAX_CLIENT_ID
+    ):
+        raise InvalidMessage("record field 'client-id': expected a u32 client id")
+    config = record.get("config")
+    if config is not None and not isinstance(config, bytes):
+        raise InvalidMessage("record field 'config': expected bytes")
+    return Envelope(session, _bytes(record, "message"), client_id, config)

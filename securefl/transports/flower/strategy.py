@@ -1,0 +1,314 @@
+"""The server side of securefl inside Flower: a FedAvg Strategy that aggregates with
+SecAgg / SecAgg+ (Bonawitz et al. 2017; Bell et al. 2020, sparse neighbourhoods).
+
+One Flower training round is one aggregation session. ``configure_train`` samples the
+nodes as :class:`flwr.serverapp.strategy.FedAvg` does, opens a :class:`SecAggServer`
+and sends each node the global model with the session's ``SessionStart``. The replies
+to those train messages are the clients' ``AdvertiseKeys``; ``aggregate_train`` then
+runs the remaining protocol rounds itself through the Grid (``send_and_receive``, one
+call per round, with ``round_timeout``), as Flower's own ``SecAggPlusWorkflow`` runs
+several exchanges inside one FL round. A node that answers with an error or not at
+all before the timeout has dropped; the protocol tolerates it while every
+neighbourhood keeps t members. The result is the global model plus the weighted mean
+of the survivors' updates (FedAvg), to the fixed-point precision of the session.
+
+Clients send updates relative to the global model they received, so ``clip`` bounds
+how far one round may move each coordinate, not the weights themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore import log
+
+from securefl import vectors
+from securefl.errors import ConfigError, InvalidMessage
+from securefl.secagg import codec
+from securefl.secagg.config import SecAggConfig
+from securefl.secagg.messages import ServerMessage, Stage
+from securefl.secagg.server import Rejection, SecAggServer
+from securefl.transports.flower.records import (
+    SESSION_BYTES,
+    Envelope,
+    pack_config,
+    read_envelope,
+    write_envelope,
+)
+
+__all__ = ["RoundReport", "SecAggFedAvg"]
+
+ConfigFactory = Callable[[int, int], SecAggConfig]
+"""``factory(num_clients, dimension) -> SecAggConfig`` for one round's session."""
+
+
+@dataclass
+class RoundReport:
+    """What the server saw in one FL round's aggregation session."""
+
+    server_round: int
+    stage: Stage
+    abort_reason: str | None
+    sampled: tuple[int, ...]
+    """Node ids sent the train message."""
+    config: SecAggConfig | None = None
+    """The session's parameters (precision: ``config.fixed_point.frac_bits``)."""
+    contributors: tuple[int, ...] = ()
+    """Node ids whose update is in the aggregate (U3)."""
+    dropped: tuple[int, ...] = ()
+    """Node ids that shared keys but sent no masked input (their masks were removed)."""
+    total_weight: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+    seconds: dict[Stage, float] = field(default_factory=dict)
+    """Wall time of each protocol round at the server, replies and close included."""
+
+
+@dataclass
+class _Round:
+    server_round: int
+    server: SecAggServer
+    session: bytes
+    node_of: dict[int, int]
+    global_flat: npt.NDArray[np.float64]
+    layout: vectors.Layout
+    grid: Grid
+    started: float
+
+
+class SecAggFedAvg(FedAvg):
+    """FedAvg whose ``aggregate_train`` never sees an individual update.
+
+    Use it with :func:`~securefl.transports.flower.secagg_mod` on the clients. The
+    sampling, evaluation and record keys are FedAvg's; training replies carry only
+    protocol messages, so client train metrics are not aggregated: the returned
+    MetricRecord holds the total weight and the numbers of contributing and dropped
+    nodes.
+
+    Parameters
+    ----------
+    clip:
+        c: each coordinate of a client's update (trained minus global model) is
+        clipped to [-c, c].
+    max_weight:
+        W: the largest integer weight (``weighted_by_key`` metric) a client may use.
+        The mean's rounding error is below 2^-p W / (mean weight), p the precision.
+    bits:
+        b: the ring Z_2^b of the masked vectors (32 or 64; 64 doubles the bytes and
+        buys about 32 more bits of precision).
+    dropout_rate, corruption_rate:
+        Tolerated fraction of nodes that drop out during a round and that collude with
+        the server; with them securefl chooses the SecAgg+ neighbourhood size k and the
+        threshold t (Bell et al. 2020), or the complete graph (SecAgg) where a sparse
+        one would not be smaller.
+    round_timeout:
+        Seconds each protocol round waits for replies; later nodes have dropped.
+    config_factory:
+        Overrides the parameter choice: ``factory(num_clients, dimension)`` returns
+        the :class:`SecAggConfig` of a round.
+    **fedavg:
+        Passed to :class:`flwr.serverapp.strategy.FedAvg` (``fraction_train``,
+        ``min_train_nodes``, ``weighted_by_key``, ...).
+
+    Attributes
+    ----------
+    reports:
+        One :class:`RoundReport` per training round.
+    """
+
+    def __init__(
+        self,
+        *,
+        clip: float = 1.0,
+        max_weight: int = 1000,
+        bits: int = 32,
+        dropout_rate: float = 0.2,
+        corruption_rate: float = 0.1,
+        round_timeout: float = 600.0,
+        config_factory: ConfigFactory | None = None,
+        **fedavg: Any,
+    ) -> None:
+        super().__init__(**fedavg)
+        self.round_timeout = round_timeout
+        self.reports: list[RoundReport] = []
+        self._round: _Round | None = None
+
+        def default_factory(num_clients: int, dimension: int) -> SecAggConfig:
+            return SecAggConfig.from_rates(
+                num_clients,
+                dimension,
+                dropout_rate=dropout_rate,
+                corruption_rate=corruption_rate,
+                bits=bits,
+                clip=clip,
+                max_weight=max_weight,
+            )
+
+        self.config_factory = config_factory or default_factory
+
+    def summary(self) -> None:
+        """Log FedAvg's summary and the secure-aggregation settings."""
+        super().summary()
+        log(INFO, "\t└──> Secure aggregation: securefl SecAgg/SecAgg+ per training round")
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample nodes as FedAvg does and open this round's aggregation session."""
+        self._round = None
+        sampled = sorted(
+            m.metadata.dst_node_id
+            for m in super().configure_train(server_round, arrays, config, grid)
+        )
+        if not sampled:
+            return []
+        global_flat, layout = vectors.flatten({k: a.numpy() for k, a in arrays.items()})
+        try:
+            secagg_config = self.config_factory(len(sampled), layout.size)
+        except ConfigError as exc:
+            log(WARNING, "securefl: round %s skipped, no secure session: %s", server_round, exc)
+            self.reports.append(RoundReport(server_round, Stage.ABORTED, str(exc), tuple(sampled)))
+            return []
+        server = SecAggServer(secagg_config)
+        start = server.start()
+        state = _Round(
+            server_round,
+            server,
+            os.urandom(SESSION_BYTES),
+            dict(enumerate(sampled)),
+            global_flat.astype(np.float64),
+            layout,
+            grid,
+            time.perf_counter(),
+        )
+        self._round = state
+        packed, payload = pack_config(secagg_config), codec.encode(start)
+        messages = []
+        for client_id, node_id in state.node_of.items():
+            content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+            write_envelope(content, Envelope(state.session, payload, client_id, packed))
+            messages.append(Message(content, dst_node_id=node_id, message_type=MessageType.TRAIN))
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Run the session's remaining rounds and return the new global model.
+
+        Returns ``(None, None)`` when the session aborts (too many dropouts, corrupt
+        input): Flower then keeps the previous global model.
+        """
+        state, self._round = self._round, None
+        if state is None or state.server_round != server_round:
+            return None, None
+        server = state.server
+        client_of = {node: cid for cid, node in state.node_of.items()}
+        report = RoundReport(
+            server_round, Stage.ADVERTISE_KEYS, None, tuple(state.node_of.values()), server.config
+        )
+        self.reports.append(report)
+        t0 = state.started
+        while True:
+            stage = server.stage
+            assert stage is not None
+            self._collect(state, client_of, replies)
+            outgoing = server.close_round()
+            report.seconds[stage] = time.perf_counter() - t0
+            if server.stage not in (
+                Stage.SHARE_KEYS,
+                Stage.MASKED_INPUT_COLLECTION,
+                Stage.CONSISTENCY_CHECK,
+                Stage.UNMASKING,
+            ):
+                break
+            t0 = time.perf_counter()
+            replies = state.grid.send_and_receive(
+                self._messages(state, outgoing), timeout=self.round_timeout
+            )
+        report.stage = server.stage or Stage.ABORTED
+        report.rejections = list(server.rejections)
+        if server.result is None:
+            report.abort_reason = server.abort_reason
+            log(WARNING, "securefl: round %s aborted: %s", server_round, server.abort_reason)
+            if outgoing:  # tell the clients still there, so they drop their session state
+                state.grid.send_and_receive(
+                    self._messages(state, outgoing), timeout=self.round_timeout
+                )
+            return None, None
+        result = server.result
+        report.contributors = tuple(state.node_of[c] for c in result.contributors)
+        report.dropped = tuple(state.node_of[c] for c in result.dropped)
+        report.total_weight = result.total_weight
+        log(
+            INFO,
+            "securefl: aggregated %s updates (%s dropped)",
+            len(result.contributors),
+            len(result.dropped),
+        )
+        updated = vectors.unflatten(state.global_flat + result.weighted_mean, state.layout)
+        assert isinstance(updated, dict)
+        arrays = ArrayRecord({str(k): Array(np.asarray(v)) for k, v in updated.items()})
+        metrics = MetricRecord(
+            {
+                self.weighted_by_key: result.total_weight,
+                "securefl-contributors": len(result.contributors),
+                "securefl-dropped": len(result.dropped),
+            }
+        )
+        return arrays, metrics
+
+    def _messages(self, state: _Round, outgoing: dict[int, ServerMessage]) -> list[Message]:
+        messages = []
+        for client_id, message in outgoing.items():
+            content = RecordDict()
+            write_envelope(content, Envelope(state.session, codec.encode(message)))
+            messages.append(
+                Message(
+                    content, dst_node_id=state.node_of[client_id], message_type=MessageType.TRAIN
+                )
+            )
+        return messages
+
+    def _collect(
+        self, state: _Round, client_of: dict[int, int], replies: Iterable[Message]
+    ) -> None:
+        """Hand each valid reply to the server; record why any other is ignored."""
+        server = state.server
+        stage = server.stage or Stage.ADVERTISE_KEYS
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            client_id = client_of.get(node)
+            if client_id is None:  # a node outside this session cannot inject messages
+                server.rejections.append(Rejection(-1, stage, f"reply from unsampled node {node}"))
+                continue
+            if reply.has_error():  # the node left the round: it is a dropout
+                server.rejections.append(
+                    Rejection(client_id, stage, f"error reply: {reply.error.reason}")
+                )
+                continue
+            try:
+                envelope = read_envelope(reply.content)
+                if envelope.session != state.session:
+                    raise InvalidMessage("reply for another session")
+                message = codec.decode(envelope.message, max_dimension=server.config.dimension + 1)
+            except InvalidMessage as exc:
+                server.rejections.append(Rejection(client_id, stage, f"undecodable: {exc}"))
+                continue
+            server.receive(client_id, message)  # type: ignore[arg-type]
