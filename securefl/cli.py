@@ -151,7 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
+    from securefl.transports.service.commands import add_commands
+
+    add_commands(sub)  # serve, join: the network service
+
     args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is not None:
+        return int(args.handler(args))
     if args.command == "bench":
         return _bench(parser, args)
     if args.command == "round":

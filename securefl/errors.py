@@ -14,6 +14,7 @@ __all__ = [
     "InvalidMessage",
     "ProtocolAbort",
     "SecureFLError",
+    "ServiceError",
 ]
 
 
@@ -47,3 +48,14 @@ class DecryptionError(SecureFLError):
 
 class BackendUnavailable(SecureFLError, RuntimeError):
     """The requested implementation (an AES backend, an optional package) is missing."""
+
+
+class ServiceError(SecureFLError):
+    """The network service failed: the server is unreachable or went away, refused this
+    client (not enrolled, bad certificate), rejected a frame, dropped the client from
+    its session, or did not answer within the deadline. ``code`` names the gRPC status
+    (``"UNAVAILABLE"``, ``"PERMISSION_DENIED"``, ...) or ``"DROPPED"``."""
+
+    def __init__(self, message: str, code: str = "UNKNOWN") -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,389 @@
+"""A hospital's side of the network service (``securefl join``).
+
+:class:`AggregationClient` connects to an :class:`~securefl.transports.service.server.
+AggregationServer` over TLS and, for each call of :meth:`AggregationClient.aggregate`,
+joins the next session, runs the protocol's client state machine round by round
+(:class:`securefl.secagg.SecAggClient`, or CKKS encryption and decryption) and returns
+the aggregate. The update and every secret stay in this process; only the protocol's
+messages leave it.
+
+Every call has a deadline, so a client never hangs: a dead server, a refused
+certificate, a dropped client or a late answer raise :class:`securefl.errors.
+ServiceError`; a session the server (or this client) aborted raises
+:class:`securefl.errors.ProtocolAbort` with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from securefl import vectors
+from securefl.errors import ConfigError, InvalidMessage, ProtocolAbort, ServiceError
+from securefl.secagg import codec
+from securefl.secagg.client import SecAggClient
+from securefl.secagg.config import SecAggConfig
+from securefl.secagg.messages import Abort, Stage
+from securefl.transports.service import framing
+from securefl.transports.service.framing import Frame, Kind, Protocol
+from securefl.transports.service.server import METHOD
+from securefl.transports.service.sessions import (
+    ckks_frame_limit,
+    decode_ckks_result,
+    secagg_frame_limit,
+)
+from securefl.transports.service.tls import ClientTLS
+
+if TYPE_CHECKING:
+    import grpc
+    import numpy as np
+    import numpy.typing as npt
+
+    from securefl.ckks.keys import ClientContext
+
+__all__ = ["AggregationClient", "ServiceResult"]
+
+_STATUS_HINTS = {
+    "UNAVAILABLE": "the server is unreachable, went away, or refused the TLS handshake",
+    "DEADLINE_EXCEEDED": "no answer from the server within the deadline",
+    "PERMISSION_DENIED": "the server refused this client (not enrolled)",
+    "UNAUTHENTICATED": "the server refused this client's credentials",
+    "INVALID_ARGUMENT": "the server rejected the message",
+    "FAILED_PRECONDITION": "the server is not in the expected session or round",
+    "RESOURCE_EXHAUSTED": "the message exceeds the server's size limit",
+    "ALREADY_EXISTS": "this client is already taking part",
+}
+
+
+@dataclass(frozen=True)
+class ServiceResult:
+    """A session's outcome as a client receives it."""
+
+    mean: vectors.Update
+    """The weighted mean of the contributors' updates, in the update's structure."""
+    total_weight: int
+    contributors: tuple[int, ...]
+    dropped: tuple[int, ...]
+    session: int
+    """The server's session number (one per training round)."""
+    weighted_mean: npt.NDArray[np.float64] = field(repr=False)
+    """The same mean, flat."""
+
+
+class AggregationClient:
+    """Client of the aggregation service.
+
+    Parameters
+    ----------
+    target:
+        The server's ``host:port``.
+    client_id:
+        This client's enrolled id (also the common name of its certificate).
+    tls:
+        The CA of the server's certificate and, for mutual TLS, this client's
+        certificate and key.
+    config:
+        SecAgg: the session configuration, the same as the server's (clients verify it
+        by digest before doing any work).
+    ckks_context:
+        CKKS: the clients' context with the secret key.
+    identity_key, identity_public_keys:
+        Authenticated SecAgg: this client's Ed25519 key and every enrolled client's
+        public key.
+    timeout:
+        Seconds any single exchange with the server may take: the server's round
+        deadline plus its time to close a round. A server that does not answer within
+        it raises :class:`ServiceError`.
+    join_timeout:
+        Seconds to wait for a session to start (the server may still be starting, or
+        waiting for other clients); default ``timeout``.
+    server_name:
+        Name to check the server's certificate against, if not the host in ``target``.
+    chunk_size, max_message:
+        Bytes per streamed gRPC message, and the per-message limit.
+    threads:
+        Threads for masking (``None``: all cores).
+    progress:
+        Called with a short description of each step (for logs and tests); never with
+        secrets.
+
+    Raises
+    ------
+    ConfigError
+        If neither or both of ``config`` and ``ckks_context`` are given.
+
+    Security
+    --------
+    The update, the CKKS secret key and the identity key never leave this process;
+    :func:`repr` shows none of them, and the client cannot be pickled.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        client_id: int,
+        tls: ClientTLS,
+        *,
+        config: SecAggConfig | None = None,
+        ckks_context: ClientContext | None = None,
+        identity_key: Ed25519PrivateKey | None = None,
+        identity_public_keys: Mapping[int, bytes] | None = None,
+        timeout: float = 120.0,
+        join_timeout: float | None = None,
+        server_name: str | None = None,
+        chunk_size: int = 1 << 20,
+        max_message: int = 4 << 20,
+        threads: int | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        import grpc
+
+        if (config is None) == (ckks_context is None):
+            raise ConfigError("give exactly one of config (SecAgg) and ckks_context (CKKS)")
+        if timeout <= 0:
+            raise ConfigError("timeout must be positive")
+        self.target = target
+        self.client_id = client_id
+        self.config = config
+        self._ckks = ckks_context
+        self._identity_key = identity_key
+        self._identity_public_keys = identity_public_keys
+        self.timeout = timeout
+        self.join_timeout = timeout if join_timeout is None else join_timeout
+        self._chunk_size = chunk_size
+        self._threads = threads
+        self._progress = progress
+        self.protocol = Protocol.SECAGG if config is not None else Protocol.CKKS
+        self._dimension: int | None = config.dimension if config is not None else None
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.max_send_message_length", max_message),
+            ("grpc.enable_retries", 0),
+        ]
+        if server_name is not None:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=tls.server_ca,
+            private_key=tls.private_key,
+            certificate_chain=tls.certificate,
+        )
+        self._channel = grpc.secure_channel(target, credentials, options=options)
+        self._call = self._channel.stream_stream(METHOD)
+
+    def __repr__(self) -> str:
+        return (
+            f"AggregationClient(target={self.target!r}, id={self.client_id}, "
+            f"protocol={self.protocol.name})"
+        )
+
+    def __reduce__(self) -> Any:
+        raise TypeError("AggregationClient holds secret keys and cannot be pickled")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._channel.close()
+
+    def __enter__(self) -> AggregationClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- one session ------------------------------------------------------------------------
+
+    def aggregate(self, update: vectors.Update, weight: int = 1) -> ServiceResult:
+        """Join the next session with ``update`` and return the aggregate.
+
+        Parameters
+        ----------
+        update:
+            A numpy array, a dict/list of arrays or a torch ``state_dict``; every client
+            uses the same structure.
+        weight:
+            This client's integer weight (its number of examples), 1 .. max_weight.
+
+        Returns
+        -------
+        ServiceResult
+            The weighted mean of the contributors' updates.
+
+        Raises
+        ------
+        ServiceError
+            The server is unreachable or went away, refused this client, dropped it from
+            the session (it answered too late), or did not answer within the timeout.
+        ProtocolAbort
+            The session aborted (too many dropouts, or a failed protocol check here or
+            on the server); ``reason`` says why.
+        ValueError, TypeError
+            If the update or weight does not fit the configuration.
+        """
+        flat, layout = self._prepare(update)
+        if self._ckks is not None:
+            return self._run_ckks(self._ckks, flat, layout, weight)
+        assert self.config is not None
+        machine = SecAggClient(
+            self.client_id,
+            self.config,
+            flat,
+            weight,
+            identity_key=self._identity_key,
+            identity_public_keys=self._identity_public_keys,
+            rng=os.urandom,
+            threads=self._threads,
+        )
+        del flat
+        frame = self._exchange(Kind.JOIN, 0, 0, b"", self.join_timeout)
+        session = frame.session
+        while frame.kind is Kind.PROTOCOL:
+            self._check_session(frame, session)
+            try:
+                message = codec.decode(frame.payload)
+            except InvalidMessage as exc:
+                raise ServiceError(f"undecodable message from the server: {exc}") from None
+            stage = machine.stage
+            self._say(f"session {session}: {stage.value}")
+            reply = machine.handle(message)  # type: ignore[arg-type]
+            if reply is None:
+                # The state machine refused the server's message: it has aborted.
+                raise ProtocolAbort(machine.abort_reason or f"no answer in stage {stage.value}")
+            frame = self._exchange(Kind.SUBMIT, session, frame.round, codec.encode(reply))
+        self._check_session(frame, session)
+        if frame.kind is Kind.ABORT:
+            reason = _text(frame.payload)
+            machine.handle(Abort(reason))  # forget the secrets it holds
+            raise ProtocolAbort(f"server aborted session {session}: {reason}")
+        if frame.kind is Kind.DROPPED:
+            raise ServiceError(_text(frame.payload), "DROPPED")
+        if frame.kind is not Kind.RESULT:
+            raise ServiceError(f"unexpected {frame.kind.name} frame from the server")
+        if machine.stage is not Stage.COMPLETED:
+            # Only a client that answered Unmasking can be owed a result.
+            raise ServiceError(f"a result arrived in stage {machine.stage.value}")
+        try:
+            result = framing.decode_result(frame.payload, self.config.dimension)
+        except InvalidMessage as exc:
+            raise ServiceError(f"malformed result from the server: {exc}") from None
+        self._say(f"session {session}: result")
+        return ServiceResult(
+            vectors.unflatten(result.weighted_mean, layout),
+            result.total_weight,
+            result.contributors,
+            result.dropped,
+            session,
+            result.weighted_mean,
+        )
+
+    def _prepare(self, update: vectors.Update) -> tuple[npt.NDArray[np.floating], vectors.Layout]:
+        """Flatten the update. Differential privacy, when configured, will add its noise
+        here, before the update is masked or encrypted."""
+        flat, layout = vectors.flatten(update)
+        if self._dimension is None:
+            self._dimension = layout.size
+        return flat, layout
+
+    def _run_ckks(
+        self,
+        context: ClientContext,
+        flat: npt.NDArray[np.floating],
+        layout: vectors.Layout,
+        weight: int,
+    ) -> ServiceResult:
+        from securefl.ckks.client import decrypt_aggregate, encrypt_update
+
+        frame = self._exchange(Kind.JOIN, 0, 0, b"", self.join_timeout)
+        session = frame.session
+        self._check_session(frame, session)
+        if frame.kind is Kind.PROTOCOL:
+            self._say(f"session {session}: encrypt")
+            message, _ = encrypt_update(context, flat, weight)
+            frame = self._exchange(Kind.SUBMIT, session, frame.round, message)
+            self._check_session(frame, session)
+        if frame.kind is Kind.ABORT:
+            raise ProtocolAbort(f"server aborted session {session}: {_text(frame.payload)}")
+        if frame.kind is Kind.DROPPED:
+            raise ServiceError(_text(frame.payload), "DROPPED")
+        if frame.kind is not Kind.RESULT:
+            raise ServiceError(f"unexpected {frame.kind.name} frame from the server")
+        try:
+            contributors, aggregate = decode_ckks_result(frame.payload)
+            decrypted = decrypt_aggregate(context, aggregate)
+        except InvalidMessage as exc:
+            raise ServiceError(f"malformed result from the server: {exc}") from None
+        if decrypted.weighted_sum.size != layout.size:
+            raise ServiceError(
+                f"the aggregate holds {decrypted.weighted_sum.size} values, "
+                f"the update {layout.size}"
+            )
+        mean = decrypted.mean
+        self._say(f"session {session}: result")
+        return ServiceResult(
+            vectors.unflatten(mean, layout),
+            decrypted.total_weight,
+            contributors,
+            (),
+            session,
+            mean,
+        )
+
+    # ---- transport ----------------------------------------------------------------------------
+
+    def _limit(self) -> int:
+        if self.config is not None:
+            return secagg_frame_limit(self.config)
+        assert self._ckks is not None and self._dimension is not None
+        return ckks_frame_limit(self._ckks.spec, self._dimension, 1 << 16)
+
+    def _check_session(self, frame: Frame, session: int) -> None:
+        # A frame of another session or protocol would feed the wrong state machine.
+        if frame.session != session or frame.protocol is not self.protocol:
+            raise ServiceError(
+                f"the server answered for session {frame.session} ({frame.protocol.name}), "
+                f"expected session {session} ({self.protocol.name})"
+            )
+        if frame.client_id != self.client_id:
+            raise ServiceError(f"the server sent client {frame.client_id}'s frame")
+
+    def _exchange(
+        self,
+        kind: Kind,
+        session: int,
+        round_: int,
+        payload: bytes,
+        timeout: float | None = None,
+    ) -> Frame:
+        """Send one frame and wait for the server's answer (the next round's frame)."""
+        import grpc
+
+        timeout = self.timeout if timeout is None else timeout
+        parts = framing.encode(kind, self.protocol, self.client_id, session, round_, payload)
+        requests: Iterator[bytes] = framing.chunks(parts, self._chunk_size)
+        try:
+            responses = self._call(requests, timeout=timeout, wait_for_ready=kind is Kind.JOIN)
+            return framing.assemble(responses, self._limit())
+        except grpc.RpcError as exc:
+            raise _service_error(exc, self.target, timeout) from None
+        except InvalidMessage as exc:
+            raise ServiceError(f"malformed frame from the server: {exc}") from None
+
+    def _say(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress(text)
+
+
+def _text(payload: memoryview) -> str:
+    return bytes(payload[:4096]).decode("utf-8", "replace")
+
+
+def _service_error(exc: grpc.RpcError, target: str, timeout: float) -> ServiceError:
+    code = exc.code() if hasattr(exc, "code") else None
+    name = code.name if code is not None else "UNKNOWN"
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    hint = _STATUS_HINTS.get(name, "the call failed")
+    if name == "DEADLINE_EXCEEDED":
+        hint = f"no answer from the server within {timeout:g} s"
+    return ServiceError(f"{target}: {hint} ({name}: {details})", name)

@@ -1,0 +1,332 @@
+"""``securefl serve`` and ``securefl join``: the network service on the command line.
+
+:func:`add_commands` registers both subcommands; their handlers import grpc (and
+TenSEAL for CKKS) only when they run, so the rest of the CLI works without them.
+Both sides take the same session options (``--protocol``, ``--clients``, ``--dim``,
+...): the client checks the server's configuration by digest before doing any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from securefl.secagg.config import SecAggConfig
+    from securefl.transports.service.server import SessionOutcome
+
+__all__ = ["add_commands"]
+
+EXIT_ABORTED = 3
+EXIT_SERVICE = 4
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``serve`` and ``join`` on an ``argparse`` subparsers object; each sets
+    ``handler`` to a function of the parsed arguments returning the exit code."""
+    serve = sub.add_parser(
+        "serve",
+        help="run an aggregation server (gRPC over TLS) for enrolled clients",
+        description="Runs secure aggregation sessions back to back, one per training "
+        "round, for the clients enrolled in the PKI. Start it first, then one "
+        "`securefl join` per client.",
+    )
+    _session_args(serve)
+    serve.add_argument("--address", default="127.0.0.1:7443", help="host:port (port 0: any)")
+    serve.add_argument("--port-file", metavar="PATH", help="write the bound port here")
+    serve.add_argument("--rounds", type=int, default=1, help="sessions to run (0: forever)")
+    serve.add_argument("--round-timeout", type=float, default=30.0, help="seconds per round")
+    serve.add_argument(
+        "--join-timeout",
+        type=float,
+        default=60.0,
+        help="seconds after the first join to wait for the other clients",
+    )
+    serve.add_argument("--pki", metavar="DIR", help="ca.pem, server.pem/.key, enrollment.json")
+    serve.add_argument("--cert", help="server certificate (PEM)")
+    serve.add_argument("--key", help="server private key (PEM)")
+    serve.add_argument("--client-ca", help="CA of client certificates: mutual TLS")
+    serve.add_argument(
+        "--no-mutual-tls",
+        action="store_true",
+        help="accept clients without certificates (authenticated SecAgg mode only)",
+    )
+    serve.add_argument("--enrollment", help="JSON: enrolled ids and identity public keys")
+    serve.add_argument(
+        "--init-pki",
+        metavar="DIR",
+        help="create a test CA, server and client certificates, identity keys (and CKKS "
+        "contexts) for --clients ids in DIR, then exit",
+    )
+    serve.add_argument("--json", metavar="PATH", help="write each session's outcome as JSON")
+    serve.set_defaults(handler=_serve)
+
+    join = sub.add_parser(
+        "join",
+        help="join aggregation sessions as a client (a hospital)",
+        description="Connects to `securefl serve`, joins --rounds sessions, each with the "
+        "update read from --update, and writes the aggregate to --out. In paths, {round} "
+        "is replaced by the round number (1, 2, ...).",
+    )
+    _session_args(join)
+    join.add_argument("--server", default="127.0.0.1:7443", help="the server's host:port")
+    join.add_argument("--id", type=int, required=True, help="this client's enrolled id")
+    join.add_argument("--update", required=True, help=".npy file of the update")
+    join.add_argument("--weight", type=int, default=1, help="number of examples")
+    join.add_argument("--out", help=".npy file for the weighted mean")
+    join.add_argument("--rounds", type=int, default=1)
+    join.add_argument("--timeout", type=float, default=120.0, help="seconds per exchange")
+    join.add_argument("--join-timeout", type=float, default=None, help="seconds to wait to join")
+    join.add_argument("--pki", metavar="DIR", help="ca.pem, client-<id>.pem/.key/.ed25519")
+    join.add_argument("--ca", help="CA of the server certificate (PEM)")
+    join.add_argument("--cert", help="client certificate (PEM)")
+    join.add_argument("--key", help="client private key (PEM)")
+    join.add_argument("--identity-key", help="Ed25519 identity key (hex), authenticated mode")
+    join.add_argument("--enrollment", help="JSON: enrolled ids and identity public keys")
+    join.add_argument("--server-name", help="name in the server certificate, if not the host")
+    join.set_defaults(handler=_join)
+
+
+def _session_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("session (identical on the server and every client)")
+    g.add_argument("--protocol", choices=["secagg", "secagg+", "ckks"], default="secagg+")
+    g.add_argument("--clients", type=int, default=5, help="n, the most clients per session")
+    g.add_argument("--dim", type=int, default=None, help="d, the update's length")
+    g.add_argument("--threshold", type=int, default=None, help="t (default: n/2+1 or k/2+1)")
+    g.add_argument("--degree", type=int, default=None, help="SecAgg+: k (default: from rates)")
+    g.add_argument("--dropout-rate", type=float, default=0.1, help="SecAgg+ without --degree")
+    g.add_argument("--corruption-rate", type=float, default=0.1, help="SecAgg+ without --degree")
+    g.add_argument("--bits", type=int, default=32)
+    g.add_argument("--clip", type=float, default=1.0)
+    g.add_argument("--max-weight", type=int, default=1000)
+    g.add_argument("--authenticated", action="store_true", help="sign with identity keys")
+    g.add_argument("--min-clients", type=int, default=2, help="CKKS: fewest contributions")
+    g.add_argument("--ckks-context", help="CKKS context (server: public, client: secret)")
+
+
+def secagg_config(args: argparse.Namespace) -> SecAggConfig:
+    """The SecAgg configuration the session options describe."""
+    from securefl.errors import ConfigError
+    from securefl.secagg.config import GraphKind, SecAggConfig
+
+    if args.dim is None:
+        raise ConfigError("--dim is required")
+    n = args.clients
+    common = {
+        "bits": args.bits,
+        "clip": args.clip,
+        "max_weight": args.max_weight,
+        "authenticated": args.authenticated,
+    }
+    if args.protocol == "secagg+" and args.degree is None:
+        return SecAggConfig.from_rates(
+            n,
+            args.dim,
+            dropout_rate=args.dropout_rate,
+            corruption_rate=args.corruption_rate,
+            **common,
+        )
+    if args.protocol == "secagg+" and args.degree < n - 1:
+        k = args.degree
+        return SecAggConfig(
+            n,
+            args.threshold or k // 2 + 1,
+            args.dim,
+            graph=GraphKind.HARARY,
+            degree=k,
+            **common,
+        )
+    return SecAggConfig(n, args.threshold or n // 2 + 1, args.dim, **common)
+
+
+def _pki(args: argparse.Namespace, name: str, default: str | None) -> str | None:
+    explicit: str | None = getattr(args, name)
+    if explicit is not None or args.pki is None or default is None:
+        return explicit
+    return str(Path(args.pki) / default)
+
+
+def _enrollment(path: str | None) -> dict[int, bytes]:
+    from securefl.errors import ConfigError
+
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+        return {int(k): bytes.fromhex(v) for k, v in data["clients"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"cannot read the enrollment file {path}: {exc}") from None
+
+
+def _init_pki(args: argparse.Namespace) -> int:
+    from securefl.transports.service.tls import write_pki
+
+    out = write_pki(args.init_pki, range(args.clients))
+    if args.protocol == "ckks":
+        from securefl.ckks.keys import ClientContext
+
+        ctx = ClientContext.generate()
+        (out / "ckks-server.ctx").write_bytes(ctx.server_bytes())
+        secret = out / "ckks-client.ctx"
+        secret.touch(mode=0o600)
+        secret.write_bytes(ctx.to_bytes())
+    print(f"wrote a test PKI for clients 0..{args.clients - 1} to {out}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from securefl.errors import ConfigError, SecureFLError
+
+    if args.init_pki:
+        return _init_pki(args)
+    try:
+        return _run_server(args)
+    except (ConfigError, SecureFLError, OSError) as exc:
+        print(f"securefl serve: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_server(args: argparse.Namespace) -> int:
+    from securefl.errors import ConfigError
+    from securefl.transports.service.server import AggregationServer, ServiceOptions
+    from securefl.transports.service.sessions import CKKSSession, SecAggSession
+    from securefl.transports.service.tls import ServerTLS
+
+    cert, key = _pki(args, "cert", "server.pem"), _pki(args, "key", "server.key")
+    client_ca = None if args.no_mutual_tls else _pki(args, "client_ca", "ca.pem")
+    if cert is None or key is None:
+        raise ConfigError("the server needs --cert and --key (or --pki)")
+    tls = ServerTLS.from_files(cert, key, client_ca)
+    enrolled = _enrollment(_pki(args, "enrollment", "enrollment.json"))
+    session: SecAggSession | CKKSSession
+    if args.protocol == "ckks":
+        from securefl.ckks.keys import ServerContext
+
+        context = _pki(args, "ckks_context", "ckks-server.ctx")
+        if context is None or args.dim is None:
+            raise ConfigError("CKKS needs --ckks-context (the public context) and --dim")
+        session = CKKSSession(
+            ServerContext.from_bytes(Path(context).read_bytes()),
+            args.clients,
+            args.dim,
+            args.min_clients,
+        )
+    else:
+        config = secagg_config(args)
+        keys = {i: k for i, k in enrolled.items() if i < config.num_clients}
+        session = SecAggSession(config, keys if config.authenticated else None)
+    ids = sorted(enrolled) if enrolled else None
+    options = ServiceOptions(round_timeout=args.round_timeout, join_timeout=args.join_timeout)
+    server = AggregationServer(session, tls, enrolled=ids, options=options, address=args.address)
+    if args.port_file:
+        Path(args.port_file).write_text(f"{server.port}\n")
+    print(f"securefl serve: {server.address}, {args.protocol}, {session}", flush=True)
+    records: list[dict[str, Any]] = []
+
+    def report(outcome: SessionOutcome) -> None:
+        line = (
+            f"session {outcome.session}: {outcome.stage.value}, "
+            f"{len(outcome.contributors)} of {len(outcome.members)} clients contributed, "
+            f"{outcome.closed - outcome.started:.3f} s"
+        )
+        if outcome.abort_reason:
+            line += f" ({outcome.abort_reason})"
+        print(line, flush=True)
+        records.append(
+            {
+                "session": outcome.session,
+                "stage": outcome.stage.value,
+                "members": list(outcome.members),
+                "contributors": list(outcome.contributors),
+                "abort_reason": outcome.abort_reason,
+                "seconds": outcome.closed - outcome.started,
+                "rejections": [f"{r.sender}: {r.reason}" for r in outcome.rejections],
+            }
+        )
+        if args.json:
+            Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
+
+    try:
+        outcomes = server.run(args.rounds or None, on_outcome=report)
+    except KeyboardInterrupt:
+        server.stop()
+        return 130
+    completed = [o for o in outcomes if o.stage.value == "Completed"]
+    return 0 if outcomes and len(completed) == len(outcomes) else 1
+
+
+def _join(args: argparse.Namespace) -> int:
+    from securefl.errors import ConfigError, ProtocolAbort, ServiceError
+
+    try:
+        return _run_client(args)
+    except ProtocolAbort as exc:
+        print(f"securefl join: aborted: {exc.reason}", file=sys.stderr)
+        return EXIT_ABORTED
+    except ServiceError as exc:
+        print(f"securefl join: service error: {exc}", file=sys.stderr)
+        return EXIT_SERVICE
+    except (ConfigError, ValueError, TypeError, OSError) as exc:
+        print(f"securefl join: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    import numpy as np
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from securefl.errors import ConfigError
+    from securefl.transports.service.client import AggregationClient
+    from securefl.transports.service.tls import ClientTLS
+
+    cid = args.id
+    ca = _pki(args, "ca", "ca.pem")
+    if ca is None:
+        raise ConfigError("the client needs --ca (or --pki)")
+    tls = ClientTLS.from_files(
+        ca, _pki(args, "cert", f"client-{cid}.pem"), _pki(args, "key", f"client-{cid}.key")
+    )
+    kwargs: dict[str, Any] = {}
+    if args.protocol == "ckks":
+        from securefl.ckks.keys import ClientContext
+
+        context = _pki(args, "ckks_context", "ckks-client.ctx")
+        if context is None:
+            raise ConfigError("CKKS needs --ckks-context (the clients' secret context)")
+        kwargs["ckks_context"] = ClientContext.from_bytes(Path(context).read_bytes())
+    else:
+        config = secagg_config(args)
+        kwargs["config"] = config
+        if config.authenticated:
+            key_path = _pki(args, "identity_key", f"client-{cid}.ed25519")
+            if key_path is None:
+                raise ConfigError("authenticated mode needs --identity-key (or --pki)")
+            raw = bytes.fromhex(Path(key_path).read_text().strip())
+            kwargs["identity_key"] = Ed25519PrivateKey.from_private_bytes(raw)
+            kwargs["identity_public_keys"] = _enrollment(
+                _pki(args, "enrollment", "enrollment.json")
+            )
+    with AggregationClient(
+        args.server,
+        cid,
+        tls,
+        timeout=args.timeout,
+        join_timeout=args.join_timeout,
+        server_name=args.server_name,
+        progress=lambda text: print(f"client {cid}: {text}", flush=True),
+        **kwargs,
+    ) as client:
+        for r in range(1, args.rounds + 1):
+            update = np.load(args.update.format(round=r), allow_pickle=False)
+            result = client.aggregate(update, args.weight)
+            print(
+                f"client {cid}: session {result.session}: mean of {len(result.contributors)} "
+                f"clients, total weight {result.total_weight}",
+                flush=True,
+            )
+            if args.out:
+                np.save(args.out.format(round=r), result.weighted_mean, allow_pickle=False)
+    return 0

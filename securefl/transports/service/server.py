@@ -1,0 +1,630 @@
+"""The aggregation server of the network service (``securefl serve``).
+
+A gRPC server (TLS, mutual TLS by default) that runs aggregation sessions back to back,
+one per training round. It drives the same sans-IO state machines as the in-process
+simulator (:mod:`securefl.transports.inmemory`): :class:`securefl.secagg.SecAggServer`
+for SecAgg / SecAgg+ and :class:`securefl.ckks.Aggregator` for CKKS. The transport
+decides only what the state machines leave to it (docs/PROTOCOL.md, "Parties and
+rounds"): when a round's collection window closes. A round closes when every client
+still expected has answered or when its deadline passes; whoever has not answered by
+then has dropped out for good.
+
+Each client long-polls with one gRPC call per round, ``/securefl.Aggregation/Exchange``:
+it streams its frame for the round (``framing.Kind.SUBMIT``, in chunks) and the call
+returns, when the round closes, the frame that opens the next one (or the result, or an
+abort). A call that ends before its answer could be delivered (the client was killed)
+marks the client gone, so the rounds after it need not wait for its deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from securefl.errors import InvalidMessage, SecureFLError
+from securefl.secagg import codec
+from securefl.secagg.messages import Stage
+from securefl.secagg.server import AggregateResult, Rejection, SecAggServer
+from securefl.transports.service import framing
+from securefl.transports.service.framing import Kind, Protocol
+from securefl.transports.service.sessions import (
+    CKKSSession,
+    SecAggSession,
+    ckks_frame_limit,
+    encode_ckks_result,
+    secagg_frame_limit,
+)
+from securefl.transports.service.tls import ServerTLS, parse_client_id
+
+if TYPE_CHECKING:
+    import grpc
+
+    from securefl.ckks.server import Aggregator
+
+__all__ = ["METHOD", "AggregationServer", "ServiceOptions", "SessionOutcome"]
+
+log = logging.getLogger(__name__)
+
+SERVICE = "securefl.Aggregation"
+METHOD = f"/{SERVICE}/Exchange"
+
+_ROUNDS = (
+    Stage.ADVERTISE_KEYS,
+    Stage.SHARE_KEYS,
+    Stage.MASKED_INPUT_COLLECTION,
+    Stage.CONSISTENCY_CHECK,
+    Stage.UNMASKING,
+)
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """Deadlines and limits of the service.
+
+    Parameters
+    ----------
+    round_timeout:
+        Seconds a round collects answers; clients that have not answered by then are
+        dropouts. It bounds how long a session waits for a dead or slow client.
+    join_timeout:
+        Seconds, from the first client's join, that the server waits for the others
+        before it starts the session with those present (at least the protocol's
+        minimum, else the joined clients get an abort and joining starts over).
+    chunk_size:
+        Bytes per gRPC message of a streamed frame.
+    max_message:
+        gRPC's per-message limit (``grpc.max_receive_message_length``); must exceed
+        ``chunk_size``. Frames are limited separately, by what the session can need.
+    threads:
+        Threads of the state machines' native kernels (``None``: all cores).
+    """
+
+    round_timeout: float = 30.0
+    join_timeout: float = 60.0
+    chunk_size: int = 1 << 20
+    max_message: int = 4 << 20
+    threads: int | None = None
+    # A differential-privacy configuration (noise added by clients before masking, and
+    # its accounting across sessions) will be a field here, applied in
+    # ``AggregationClient._prepare`` and reported in ``SessionOutcome``.
+
+    def __post_init__(self) -> None:
+        if self.round_timeout <= 0 or self.join_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        if not framing.HEADER <= self.chunk_size < self.max_message:
+            raise ValueError("need frame header size <= chunk_size < max_message")
+
+
+@dataclass
+class SessionOutcome:
+    """What one session (training round) ended with, as the server saw it."""
+
+    session: int
+    protocol: Protocol
+    members: tuple[int, ...]
+    """Clients that joined it."""
+    stage: Stage
+    abort_reason: str | None = None
+    result: AggregateResult | None = None
+    """SecAgg: the weighted mean (the server learns it; clients receive it)."""
+    contributors: tuple[int, ...] = ()
+    rejections: list[Rejection] = field(default_factory=list)
+    started: float = 0.0
+    """``time.perf_counter()`` when the session's first round opened."""
+    closed: float = 0.0
+    """When its last round closed."""
+    delivered: float = 0.0
+    """When the last client finished receiving its final frame (0 if none did)."""
+
+
+class _Refuse(Exception):
+    """End a call with a gRPC status (raised inside the handler's lock-free parts)."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+@dataclass
+class _Call:
+    """One client's pending long-poll: ``answered`` once its reply is being sent."""
+
+    client: int
+    answered: bool = False
+
+
+class AggregationServer:
+    """Runs aggregation sessions over gRPC for enrolled clients.
+
+    Parameters
+    ----------
+    session:
+        The protocol and its parameters: :class:`SecAggSession` or :class:`CKKSSession`.
+    tls:
+        Server certificate and key; ``tls.client_ca`` set means mutual TLS: a client's
+        id is its certificate's common name (``securefl-client-<id>``). Without it, only
+        the authenticated SecAgg mode is allowed (identity keys enroll clients).
+    enrolled:
+        Ids allowed to join (default: the identity keys' ids in authenticated mode,
+        else 0 .. num_clients - 1).
+    options:
+        Deadlines and limits.
+    address:
+        ``host:port`` to bind; port 0 picks a free one (see :attr:`port`).
+
+    Raises
+    ------
+    ConfigError
+        If neither mutual TLS nor the authenticated mode enrolls clients.
+    """
+
+    def __init__(
+        self,
+        session: SecAggSession | CKKSSession,
+        tls: ServerTLS,
+        *,
+        enrolled: Iterable[int] | None = None,
+        options: ServiceOptions | None = None,
+        address: str = "127.0.0.1:0",
+    ) -> None:
+        from securefl.errors import ConfigError
+
+        secagg = isinstance(session, SecAggSession)
+        if tls.client_ca is None and not (secagg and session.config.authenticated):
+            raise ConfigError(
+                "only enrolled clients may take part: use mutual TLS (a client CA) or the "
+                "authenticated SecAgg mode (identity keys)"
+            )
+        self.session = session
+        self.options = options or ServiceOptions()
+        self.protocol = Protocol.SECAGG if secagg else Protocol.CKKS
+        if enrolled is None:
+            keys = session.identity_public_keys if isinstance(session, SecAggSession) else None
+            enrolled = keys.keys() if keys else range(session.num_clients)
+        self.enrolled = frozenset(enrolled)
+        self._mutual = tls.client_ca is not None
+        if isinstance(session, SecAggSession):
+            self._limit = secagg_frame_limit(session.config)
+            self._dimension = session.config.dimension
+        else:
+            spec = session.context.spec
+            self._limit = ckks_frame_limit(spec, session.dimension, session.num_clients)
+            self._dimension = session.dimension
+        self.outcomes: list[SessionOutcome] = []
+        self._cv = threading.Condition()
+        self._number = 0  # current session number (1, 2, ...)
+        self._joining: dict[int, _Call] = {}  # clients waiting for the session to start
+        self._accepting = False
+        self._first_join = 0.0
+        self._members: frozenset[int] = frozenset()
+        self._round = -1  # the open round of the current session
+        # (session, round) -> the frame each client receives when that round opens.
+        self._outbox: dict[tuple[int, int], dict[int, list[bytes | memoryview]]] = {}
+        self._expected: set[int] = set()
+        self._answered: set[int] = set()
+        self._gone: set[int] = set()
+        self._machine: SecAggServer | Aggregator | None = None
+        self._stopped = False
+        self._undelivered: dict[int, int] = {}  # session -> final frames not yet sent
+        self._outcome: SessionOutcome | None = None
+        self._outcomes: dict[int, SessionOutcome] = {}  # by session number
+        self._server = self._build(tls, address)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def _build(self, tls: ServerTLS, address: str) -> grpc.Server:
+        import grpc
+
+        opts = self.options
+        workers = 2 * self.session.num_clients + 8  # every client may hold a long-poll
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="securefl-rpc"),
+            options=[
+                ("grpc.max_receive_message_length", opts.max_message),
+                ("grpc.max_send_message_length", opts.max_message),
+            ],
+            maximum_concurrent_rpcs=workers,
+        )
+        handler = grpc.stream_stream_rpc_method_handler(self._exchange)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, {"Exchange": handler}),)
+        )
+        credentials = grpc.ssl_server_credentials(
+            [(tls.private_key, tls.certificate)],
+            root_certificates=tls.client_ca,
+            require_client_auth=self._mutual,
+        )
+        self.port = server.add_secure_port(address, credentials)
+        if self.port == 0:
+            raise SecureFLError(f"cannot bind {address}")
+        self.address = f"{address.rsplit(':', 1)[0]}:{self.port}"
+        return server
+
+    def run(
+        self,
+        sessions: int | None = None,
+        *,
+        on_outcome: Callable[[SessionOutcome], None] | None = None,
+    ) -> list[SessionOutcome]:
+        """Start serving and run ``sessions`` sessions (``None``: until :meth:`stop`).
+
+        Returns the outcome of every session run; each is also passed to
+        ``on_outcome`` as soon as it ends.
+        """
+        self._server.start()
+        try:
+            done = 0
+            while (sessions is None or done < sessions) and not self._stopped:
+                outcome = self._run_session()
+                if outcome is None:
+                    continue
+                done += 1
+                self.outcomes.append(outcome)
+                if on_outcome is not None:
+                    on_outcome(outcome)
+            self._wait_delivered()
+        finally:
+            self.stop()
+        return self.outcomes
+
+    def stop(self, grace: float = 1.0) -> None:
+        """Stop serving; calls still in flight end (their clients see an error)."""
+        with self._cv:
+            self._stopped = True
+            self._cv.notify_all()
+        self._server.stop(grace).wait()
+
+    def _wait_delivered(self) -> None:
+        # Let the last session's results reach their clients before shutting down.
+        deadline = time.monotonic() + self.options.round_timeout
+        with self._cv:
+            while any(self._undelivered.values()) and not self._stopped:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cv.wait(left)
+
+    # ---- the driver: one session ----------------------------------------------------------
+
+    def _run_session(self) -> SessionOutcome | None:
+        """Gather joins, then run one session's rounds; ``None`` if too few joined."""
+        opts = self.options
+        with self._cv:
+            self._number += 1
+            self._joining = {}
+            self._gone = set()
+            self._round = -1
+            self._accepting = True
+            self._first_join = 0.0
+            self._cv.notify_all()
+            want = min(len(self.enrolled), self.session.num_clients)
+            while not self._stopped:
+                live = len(self._joining)
+                if live >= want:
+                    break
+                if self._first_join:
+                    left = self._first_join + opts.join_timeout - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cv.wait(left)
+                else:
+                    self._cv.wait()
+            self._accepting = False
+            if self._stopped:
+                return None
+            members = frozenset(self._joining)
+            if len(members) < self.session.min_clients:
+                reason = (
+                    f"only {len(members)} clients joined session {self._number} within "
+                    f"{opts.join_timeout:g} s; need {self.session.min_clients}"
+                )
+                log.warning(reason)
+                frames = {c: self._frame(Kind.ABORT, c, 0, reason.encode()) for c in members}
+                self._publish(0, frames)
+                return None
+            self._members = members
+            outcome = SessionOutcome(
+                self._number, self.protocol, tuple(sorted(members)), Stage.ADVERTISE_KEYS
+            )
+            self._outcome = outcome
+            self._outcomes[self._number] = outcome
+            outcome.started = time.perf_counter()
+            if isinstance(self.session, SecAggSession):
+                self._open_secagg(self.session)
+            else:
+                self._open_ckks(self.session)
+            while True:
+                deadline = time.monotonic() + opts.round_timeout
+                while not self._stopped:
+                    pending = self._expected - self._answered - self._gone
+                    left = deadline - time.monotonic()
+                    if not pending or left <= 0:
+                        break
+                    self._cv.wait(left)
+                if self._stopped:
+                    return None
+                if self._close_round(outcome):
+                    break
+            outcome.closed = time.perf_counter()
+            return outcome
+
+    def _open_secagg(self, session: SecAggSession) -> None:
+        machine = SecAggServer(
+            session.config,
+            identity_public_keys=session.identity_public_keys,
+            threads=self.options.threads,
+        )
+        self._machine = machine
+        start = codec.encode(machine.start())
+        assert self._outcome is not None
+        self._outcome.rejections = machine.rejections
+        self._publish(0, {c: self._frame(Kind.PROTOCOL, c, 0, start) for c in self._members})
+        self._expected = set(self._members)
+
+    def _open_ckks(self, session: CKKSSession) -> None:
+        from securefl.ckks.server import Aggregator
+
+        self._machine = Aggregator(session.context, threads=self.options.threads)
+        self._publish(0, {c: self._frame(Kind.PROTOCOL, c, 0) for c in self._members})
+        self._expected = set(self._members)
+
+    def _close_round(self, outcome: SessionOutcome) -> bool:
+        """Close the open round (lock held); publish the next frames. True when the
+        session is over."""
+        machine = self._machine
+        r = self._round
+        waiting = self._answered - self._gone  # clients blocked on this round's answer
+        if isinstance(machine, SecAggServer):
+            messages = machine.close_round()
+            stage = machine.stage
+            assert stage is not None
+            outcome.stage = stage
+            if stage in _ROUNDS:
+                frames = {
+                    c: self._frame(Kind.PROTOCOL, c, r + 1, codec.encode(m))
+                    for c, m in messages.items()
+                    if c not in self._gone
+                }
+                self._publish(r + 1, frames)
+                self._expected = set(frames)
+                return False
+            if stage is Stage.COMPLETED:
+                result = machine.result
+                assert result is not None
+                outcome.result = result
+                outcome.contributors = result.contributors
+                payload = framing.encode_result(
+                    framing.Result(
+                        result.weighted_mean,
+                        result.total_weight,
+                        result.contributors,
+                        result.dropped,
+                    )
+                )
+                self._publish_final(r + 1, dict.fromkeys(waiting, (Kind.RESULT, payload)))
+            else:
+                outcome.abort_reason = machine.abort_reason
+                reason = (machine.abort_reason or "aborted").encode()
+                notify = waiting | (set(messages) - self._gone)
+                self._publish_final(r + 1, dict.fromkeys(notify, (Kind.ABORT, [reason])))
+            return True
+        assert machine is not None
+        contributors = tuple(sorted(int(c) for c in machine.clients))
+        outcome.contributors = contributors
+        need = self.session.min_clients
+        if len(contributors) < need:
+            reason = f"only {len(contributors)} clients sent an update; need {need}"
+            outcome.stage = Stage.ABORTED
+            outcome.abort_reason = reason
+            self._publish_final(r + 1, dict.fromkeys(waiting, (Kind.ABORT, [reason.encode()])))
+            return True
+        payload = encode_ckks_result(contributors, machine.result("packed"))
+        outcome.stage = Stage.COMPLETED
+        self._publish_final(r + 1, dict.fromkeys(waiting, (Kind.RESULT, payload)))
+        return True
+
+    def _frame(
+        self, kind: Kind, client: int, round_: int, *payload: bytes | memoryview
+    ) -> list[bytes | memoryview]:
+        return framing.encode(kind, self.protocol, client, self._number, round_, *payload)
+
+    def _publish(self, round_: int, frames: dict[int, list[bytes | memoryview]]) -> None:
+        self._round = round_
+        self._answered = set()
+        self._outbox[self._number, round_] = frames
+        for key in [k for k in self._outbox if k[0] < self._number - 1]:
+            del self._outbox[key]  # nobody can still wait for those
+        self._cv.notify_all()
+
+    def _publish_final(
+        self, round_: int, what: Mapping[int, tuple[Kind, list[bytes] | list[bytes | memoryview]]]
+    ) -> None:
+        frames = {c: self._frame(kind, c, round_, *payload) for c, (kind, payload) in what.items()}
+        self._undelivered[self._number] = len(frames)
+        self._publish(round_, frames)
+        self._expected = set()
+
+    # ---- the RPC handler ---------------------------------------------------------------------
+
+    def _exchange(
+        self, requests: Iterator[bytes], context: grpc.ServicerContext
+    ) -> Iterator[bytes]:
+        import grpc
+
+        try:
+            frame = framing.assemble(requests, self._limit)
+        except InvalidMessage as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed frame: {exc}")
+        except Exception:  # the client went away mid-upload: nothing to answer
+            return
+        try:
+            client = self._identify(frame, context)
+            if frame.protocol != self.protocol:
+                raise _Refuse(
+                    "FAILED_PRECONDITION",
+                    f"this server runs {self.protocol.name}, not {frame.protocol.name}",
+                )
+            call = _Call(client)
+            if frame.kind is Kind.JOIN:
+                if len(frame.payload):
+                    raise _Refuse("INVALID_ARGUMENT", "a join frame has no payload")
+                parts = self._join(call, context)
+            elif frame.kind is Kind.SUBMIT:
+                parts = self._submit(call, frame, context)
+            else:
+                raise _Refuse("INVALID_ARGUMENT", f"a client cannot send {frame.kind.name}")
+        except _Refuse as exc:
+            context.abort(getattr(grpc.StatusCode, exc.code), exc.details)
+        if parts is None:
+            return
+        final = framing.kind_of(parts) in (Kind.RESULT, Kind.ABORT)
+        try:
+            yield from framing.chunks(parts, self.options.chunk_size)
+        finally:
+            if final:
+                self._delivered(frame.session)
+
+    def _delivered(self, session: int) -> None:
+        with self._cv:
+            left = self._undelivered.get(session, 0) - 1
+            self._undelivered[session] = left
+            if left <= 0:
+                del self._undelivered[session]
+                outcome = self._outcomes.get(session)
+                if outcome is not None:
+                    outcome.delivered = time.perf_counter()
+            self._cv.notify_all()
+
+    def _identify(self, frame: framing.Frame, context: grpc.ServicerContext) -> int:
+        claimed = frame.client_id
+        if self._mutual:
+            names = context.auth_context().get("x509_common_name", [])
+            ids = {parse_client_id(n.decode("utf-8", "replace")) for n in names}
+            # A certificate names exactly one client; the frame must not claim another.
+            if len(ids) != 1 or claimed not in ids:
+                raise _Refuse(
+                    "PERMISSION_DENIED",
+                    f"the client certificate does not identify client {claimed}",
+                )
+        if claimed not in self.enrolled:
+            raise _Refuse("PERMISSION_DENIED", f"client {claimed} is not enrolled")
+        return claimed
+
+    def _watch(self, call: _Call, context: grpc.ServicerContext) -> bool:
+        """Mark the client gone if its call ends before its answer is sent; False if
+        the call has ended already."""
+
+        def ended() -> None:
+            with self._cv:
+                if not call.answered:
+                    self._gone.add(call.client)
+                    if self._accepting:
+                        self._joining.pop(call.client, None)
+                    self._cv.notify_all()
+
+        return bool(context.add_callback(ended))
+
+    def _join(self, call: _Call, context: grpc.ServicerContext) -> list[bytes | memoryview] | None:
+        client = call.client
+        with self._cv:
+            # Wait for a session that accepts joins (the current one may be running).
+            while not self._accepting:
+                if not self._wait(context):
+                    return None
+            if client in self._joining:
+                raise _Refuse("ALREADY_EXISTS", f"client {client} has already joined")
+            if not self._watch(call, context):
+                return None
+            self._joining[client] = call
+            if not self._first_join:
+                self._first_join = time.monotonic()
+            self._cv.notify_all()
+            number = self._number
+            while self._number == number and self._round < 0:
+                if not self._wait(context):
+                    return None
+            call.answered = True
+            parts = self._outbox.get((number, 0), {}).get(client)
+            if parts is None:
+                raise _Refuse("UNAVAILABLE", f"session {number} was cancelled")
+            return parts
+
+    def _submit(
+        self, call: _Call, frame: framing.Frame, context: grpc.ServicerContext
+    ) -> list[bytes | memoryview] | None:
+        client = call.client
+        with self._cv:
+            self._check_turn(client, frame)
+        # Decoding (the large masked vector) needs no lock.
+        message: Any = frame.payload
+        if self.protocol is Protocol.SECAGG:
+            try:
+                message = codec.decode(frame.payload, max_dimension=self._dimension + 1)
+            except InvalidMessage as exc:
+                self._reject(client, f"undecodable: {exc}")
+                raise _Refuse("INVALID_ARGUMENT", f"undecodable message: {exc}") from None
+        with self._cv:
+            self._check_turn(client, frame)
+            machine = self._machine
+            if isinstance(machine, SecAggServer):
+                if not machine.receive(client, message):
+                    reason = machine.rejections[-1].reason
+                    raise _Refuse("INVALID_ARGUMENT", f"rejected: {reason}")
+            else:
+                assert machine is not None
+                try:
+                    machine.add(str(client), message)
+                except InvalidMessage as exc:
+                    raise _Refuse("INVALID_ARGUMENT", f"rejected: {exc}") from None
+            self._answered.add(client)
+            self._cv.notify_all()
+            if not self._watch(call, context):
+                return None
+            r = frame.round
+            while self._round == r and self._number == frame.session:
+                if not self._wait(context):
+                    return None
+            call.answered = True
+            parts = self._outbox.get((frame.session, r + 1), {}).get(client)
+            if parts is None:
+                return self._frame(
+                    Kind.DROPPED,
+                    client,
+                    r + 1,
+                    f"the server dropped client {client} from session {frame.session} "
+                    f"after round {r}".encode(),
+                )
+            return parts
+
+    def _check_turn(self, client: int, frame: framing.Frame) -> None:
+        # Late, replayed or foreign-session frames are refused by number, before decoding.
+        if frame.session != self._number or frame.round != self._round:
+            raise _Refuse(
+                "FAILED_PRECONDITION",
+                f"session {frame.session} round {frame.round} is not open (open: session "
+                f"{self._number} round {self._round}); a late client has dropped out",
+            )
+        if client not in self._expected or client in self._gone:
+            raise _Refuse("FAILED_PRECONDITION", f"client {client} is not expected this round")
+        if client in self._answered:
+            raise _Refuse("ALREADY_EXISTS", f"client {client} has already answered this round")
+
+    def _reject(self, client: int, reason: str) -> None:
+        with self._cv:
+            if isinstance(self._machine, SecAggServer):
+                stage = self._machine.stage or Stage.ADVERTISE_KEYS
+                self._machine.rejections.append(Rejection(client, stage, reason))
+
+    def _wait(self, context: grpc.ServicerContext) -> bool:
+        """Wait for a change (lock held); False if the call or the server ended."""
+        if self._stopped or not context.is_active():
+            return False
+        remaining = context.time_remaining()
+        self._cv.wait(0.5 if remaining is None else max(0.0, min(0.5, remaining)))
+        return not self._stopped and context.is_active()
