@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -20,6 +20,10 @@ from securefl import vectors
 from securefl.errors import ConfigError
 from securefl.secagg.config import GraphKind, SecAggConfig
 from securefl.secagg.messages import Stage
+
+if TYPE_CHECKING:
+    from securefl.dp import DPConfig, DPPlan
+    from securefl.transports.inmemory import SessionReport
 
 __all__ = ["PROTOCOLS", "AggregationResult", "Protocol", "aggregate", "ckks_available"]
 
@@ -52,6 +56,8 @@ class AggregationResult:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     bytes_sent: dict[int, int] = field(default_factory=dict)
     bytes_received: dict[int, int] = field(default_factory=dict)
+    dp: DPPlan | None = None
+    """With ``dp=``: the calibrated plan (noise, gamma, epsilon per round and in total)."""
 
     @property
     def seconds(self) -> float:
@@ -72,6 +78,7 @@ def aggregate(
     authenticated: bool = False,
     rng: Callable[[int], bytes] | None = None,
     threads: int | None = None,
+    dp: DPConfig | DPPlan | None = None,
 ) -> AggregationResult:
     """Aggregate ``updates`` (one per client) with ``protocol``.
 
@@ -104,6 +111,13 @@ def aggregate(
         SecAgg's authenticated mode (Ed25519 identities, ConsistencyCheck round).
     rng, threads:
         Randomness (tests inject a seeded DRBG) and threads per party.
+    dp:
+        Distributed differential privacy (``securefl.dp``, SecAgg / SecAgg+ only): a
+        ``DPConfig`` (calibrated here for the updates' dimension) or a ready
+        ``DPPlan``. Each client clips its update to L2 norm ``dp.clip``, folds in the
+        public weight n_k / W, and adds its share of the noise inside the ring; the
+        result is the noisy weighted mean, and ``result.dp`` says what it cost in
+        epsilon. ``clip`` and ``bits`` above are then unused (the plan has its own).
 
     Raises
     ------
@@ -121,36 +135,68 @@ def aggregate(
     if len(weights) != n or min(weights) < 1:
         raise ConfigError("give one integer weight >= 1 per client")
     dropouts = dict(dropouts or {})
+    if dp is not None and protocol not in ("secagg", "secagg+"):
+        raise ConfigError(f"dp= needs protocol 'secagg' or 'secagg+', got {protocol!r}")
     if protocol == "plain":
         return _plain(updates, weights, dropouts)
     if protocol == "ckks":
         return _ckks(updates, weights, dropouts, threads)
     if protocol not in ("secagg", "secagg+"):
         raise ConfigError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    if dp is not None:
+        return _secagg_dp(
+            updates,
+            weights,
+            dp,
+            protocol=protocol,
+            dropouts=dropouts,
+            max_weight=max_weight,
+            threshold=threshold,
+            degree=degree,
+            authenticated=authenticated,
+            rng=rng,
+            threads=threads,
+        )
 
     from securefl.transports.inmemory import flatten_updates, run_session
 
     _, layout = flatten_updates(updates[:1])
+    config = SecAggConfig(
+        num_clients=n,
+        dimension=layout.size,
+        bits=bits,
+        clip=clip,
+        max_weight=max_weight if max_weight is not None else max(weights),
+        authenticated=authenticated,
+        **_graph_options(protocol, n, threshold, degree),
+    )
+    report = run_session(config, updates, weights, dropouts=dropouts, rng=rng, threads=threads)
+    if report.result is None:
+        raise ProtocolAbort(report.abort_reason or "session aborted")
+    return _secagg_result(protocol, n, report, report.aggregate)
+
+
+def _graph_options(
+    protocol: str, n: int, threshold: int | None, degree: int | None
+) -> dict[str, object]:
+    """graph, degree and threshold for ``protocol`` with the documented defaults."""
     if protocol == "secagg":
         graph, k = GraphKind.COMPLETE, n - 1
     else:
         k = degree if degree is not None else max(4, 2 * round(np.log2(n)))
         k = min(k, n - 1)
         graph = GraphKind.HARARY if k < n - 1 else GraphKind.COMPLETE
-    config = SecAggConfig(
-        num_clients=n,
-        threshold=threshold if threshold is not None else k // 2 + 1,
-        dimension=layout.size,
-        bits=bits,
-        clip=clip,
-        max_weight=max_weight if max_weight is not None else max(weights),
-        graph=graph,
-        degree=k if graph is GraphKind.HARARY else None,
-        authenticated=authenticated,
-    )
-    report = run_session(config, updates, weights, dropouts=dropouts, rng=rng, threads=threads)
-    if report.result is None:
-        raise ProtocolAbort(report.abort_reason or "session aborted")
+    return {
+        "threshold": threshold if threshold is not None else k // 2 + 1,
+        "graph": graph,
+        "degree": k if graph is GraphKind.HARARY else None,
+    }
+
+
+def _secagg_result(
+    protocol: str, n: int, report: SessionReport, aggregate: vectors.Update
+) -> AggregationResult:
+    assert report.result is not None
     phases: dict[str, float] = {}
     for stage, seconds in report.client_seconds.items():
         phases[f"client:{stage.value}"] = seconds
@@ -158,7 +204,7 @@ def aggregate(
         phases[f"server:{stage.value}"] = seconds
     return AggregationResult(
         protocol=protocol,
-        aggregate=report.aggregate,
+        aggregate=aggregate,
         contributors=report.result.contributors,
         dropped=tuple(i for i in range(n) if i not in report.result.contributors),
         total_weight=report.result.total_weight,
@@ -166,6 +212,80 @@ def aggregate(
         bytes_sent=report.bytes_up,
         bytes_received=report.bytes_down,
     )
+
+
+def _secagg_dp(
+    updates: Sequence[vectors.Update],
+    weights: list[int],
+    dp: DPConfig | DPPlan,
+    *,
+    protocol: str,
+    dropouts: Mapping[int, Stage],
+    max_weight: int | None,
+    threshold: int | None,
+    degree: int | None,
+    authenticated: bool,
+    rng: Callable[[int], bytes] | None,
+    threads: int | None,
+) -> AggregationResult:
+    """SecAgg over DP-encoded updates: encode per client, ring sum, decode (securefl.dp)."""
+    import os
+    import time
+
+    from securefl import dp as dpmod
+    from securefl.errors import ProtocolAbort
+    from securefl.transports.inmemory import run_session
+
+    n = len(updates)
+    _, layout = vectors.flatten(updates[0])
+    plan = dp if isinstance(dp, dpmod.DPPlan) else dpmod.calibrate(dp, layout.size)
+    if plan.dimension != layout.size:
+        raise ConfigError(f"the DP plan is for d={plan.dimension}, the updates have {layout.size}")
+    if n > plan.config.num_clients:
+        raise ConfigError(f"{n} clients but the DP plan is sized for {plan.config.num_clients}")
+    source = rng or os.urandom
+    round_seed = source(32)  # public: it only fixes this round's rotation
+    top = max_weight if max_weight is not None else max(weights)
+    if max(weights) > top:
+        raise ConfigError(f"a weight exceeds max_weight={top}")
+    t0 = time.perf_counter()
+    encoded = [
+        dpmod.encode_update(
+            u,
+            plan,
+            round_seed=round_seed,
+            secret=source(32),
+            session=round_seed,
+            client_id=i,
+            weight=w / top,
+            threads=threads,
+        ).ring
+        for i, (u, w) in enumerate(zip(updates, weights, strict=True))
+    ]
+    encode_seconds = time.perf_counter() - t0
+    config = dpmod.secagg_config(
+        plan,
+        max_weight=top,
+        authenticated=authenticated,
+        **_graph_options(protocol, n, threshold, degree),
+    )
+    report = run_session(config, encoded, weights, dropouts=dropouts, rng=rng, threads=threads)
+    if report.result is None or report.result.ring_sum is None:
+        raise ProtocolAbort(report.abort_reason or "session aborted")
+    t0 = time.perf_counter()
+    decoded = dpmod.decode_aggregate(
+        report.result.ring_sum,
+        plan,
+        round_seed=round_seed,
+        survivors=len(report.result.contributors),
+        total_weight=report.result.total_weight / top,
+        threads=threads,
+    )
+    result = _secagg_result(protocol, n, report, decoded.unflatten(layout))
+    result.phase_seconds["client:dp-encode"] = encode_seconds
+    result.phase_seconds["server:dp-decode"] = time.perf_counter() - t0
+    result.dp = plan
+    return result
 
 
 def _plain(

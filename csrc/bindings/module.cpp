@@ -4,6 +4,7 @@
 namespace py = pybind11;
 
 namespace securefl::bindings {
+void bind_dp(py::module_& m);
 void bind_keystream(py::module_& m);
 void bind_masking(py::module_& m);
 void bind_quantize(py::module_& m);
@@ -13,6 +14,7 @@ void bind_shamir(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "securefl native core: AES-CTR keystream, masking, quantization, Shamir, RNS sums";
+  securefl::bindings::bind_dp(m);
   securefl::bindings::bind_keystream(m);
   securefl::bindings::bind_masking(m);
   securefl::bindings::bind_quantize(m);

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Mapping
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -96,14 +96,16 @@ class SecAggClient:
     ) -> None:
         if not 0 <= client_id <= MAX_CLIENT_ID:
             raise ConfigError(f"client id must be in [0, {MAX_CLIENT_ID}], got {client_id}")
-        if not isinstance(update, np.ndarray) or update.dtype not in (np.float32, np.float64):
+        if config.ring_input:
+            update = _ring_update(update, config)
+        elif not isinstance(update, np.ndarray) or update.dtype not in (np.float32, np.float64):
             raise TypeError("update must be a float32 or float64 numpy array")
         if update.ndim != 1 or update.size != config.dimension:
             raise ValueError(
                 f"update must be a flat vector of {config.dimension} values, "
                 f"got shape {update.shape}"
             )
-        if not np.all(np.isfinite(update)):
+        if not config.ring_input and not np.all(np.isfinite(update)):
             raise ValueError("update contains NaN or infinity")
         if not 1 <= weight <= config.max_weight:
             raise ValueError(f"weight must be in [1, {config.max_weight}], got {weight}")
@@ -113,7 +115,7 @@ class SecAggClient:
         self.config = config
         self.stage = Stage.ADVERTISE_KEYS
         self.abort_reason: str | None = None
-        self._update = update
+        self._update: npt.NDArray[Any] = update
         self._weight = int(weight)
         self._identity_key = identity_key
         self._identity_public_keys = dict(identity_public_keys or {})
@@ -349,16 +351,19 @@ class SecAggClient:
             ids=(self.client_id,),
             length=16,
         )
-        # The weight is folded in before rounding, n_k / W <= 1, so the encoding keeps
-        # the whole precision of the ring (the ring needs room for n values, not n W).
-        quantize(
-            self._update,
-            fp,
-            rounding_key,
-            weight=self._weight / cfg.max_weight,
-            out=y[:d],
-            threads=self._threads,
-        )
+        if cfg.ring_input:
+            y[:d] = self._update  # already in Z_2^b (checked on construction)
+        else:
+            # The weight is folded in before rounding, n_k / W <= 1, so the encoding
+            # keeps the whole precision of the ring (room for n values, not n W).
+            quantize(
+                self._update,
+                fp,
+                rounding_key,
+                weight=self._weight / cfg.max_weight,
+                out=y[:d],
+                threads=self._threads,
+            )
         y[d] = self._weight
         keys = [
             crypto.derive(
@@ -437,3 +442,20 @@ class SecAggClient:
                 f"only {len(valid)} valid consistency signatures; "
                 f"threshold t={self.config.threshold}"
             )
+
+
+def _ring_update(update: object, config: SecAggConfig) -> npt.NDArray[Any]:
+    """A ring-input update as the ring's dtype: unsigned words, or floats holding
+    exact integers (what transports that flatten to floats carry), all < 2^b."""
+    if not isinstance(update, np.ndarray) or update.dtype.kind not in "uf":
+        raise TypeError("a ring-input update must be an unsigned or float numpy array")
+    if update.dtype.kind == "f":
+        if not np.all(np.isfinite(update)) or np.any(update != np.floor(update)):
+            raise ValueError("a ring-input update must hold integers")
+        if update.size and (update.min() < 0 or update.max() >= 2.0**config.bits):
+            raise ValueError(f"a ring-input update must hold values in [0, 2^{config.bits})")
+        return update.astype(config.fixed_point.dtype)
+    # Values above the ring would leak through the masked sum's high bits.
+    if update.size and int(update.max()) >= 2**config.bits:
+        raise ValueError(f"a ring-input update must hold values in [0, 2^{config.bits})")
+    return update.astype(config.fixed_point.dtype, copy=False)

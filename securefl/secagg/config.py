@@ -64,6 +64,11 @@ class SecAggConfig:
     authenticated:
         Clients sign their keys and the survivor set with enrolled Ed25519 identity
         keys, and a ConsistencyCheck round runs (Bonawitz et al. 2017, section 4.2).
+    ring_input:
+        Clients hand over vectors already encoded in Z_2^b (``securefl.dp``'s
+        encodings) instead of floats; ``clip`` and ``frac_bits`` are then unused and
+        the server returns the raw ring sum (``AggregateResult.ring_sum``). Needs
+        b <= 53 so the sum is exact in float64 for transports that carry floats.
 
     Raises
     ------
@@ -81,6 +86,7 @@ class SecAggConfig:
     graph: GraphKind = GraphKind.COMPLETE
     degree: int | None = None
     authenticated: bool = False
+    ring_input: bool = False
     fixed_point: FixedPoint = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +109,8 @@ class SecAggConfig:
                 f"n * W = {self.num_clients * self.max_weight} total weight does not fit "
                 f"a ring of b={self.bits} bits"
             )
+        if self.ring_input and self.bits > 53:
+            raise ConfigError(f"ring_input needs bits <= 53, got {self.bits}")
         summands = self.num_clients
         if self.frac_bits is None:
             fp = FixedPoint.for_ring(bits=self.bits, clip=self.clip, max_summands=summands)
@@ -189,4 +197,6 @@ class SecAggConfig:
             self.degree or 0,
             int(self.authenticated),
         )
+        if self.ring_input:  # appended only when set: existing digests are unchanged
+            encoded += b"ring"
         return hashlib.sha256(b"securefl/secagg/config/v1" + encoded).digest()

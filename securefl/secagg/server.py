@@ -61,6 +61,10 @@ class AggregateResult:
     total_weight: int
     contributors: tuple[int, ...]
     dropped: tuple[int, ...]
+    ring_sum: npt.NDArray[np.uint32] | npt.NDArray[np.uint64] | None = None
+    """With ``config.ring_input``: the raw sum in Z_2^b of the survivors' encoded
+    vectors; ``weighted_mean`` then holds the same integers as float64 (exact for
+    b <= 53), not a mean, so that transports which unflatten it keep working."""
 
 
 @dataclass(frozen=True)
@@ -453,6 +457,18 @@ class SecAggServer:
         total_weight = int(acc[d])
         if not len(survivors) <= total_weight <= len(survivors) * cfg.max_weight:
             raise _Abort("unmasked total weight is out of range: the aggregate is corrupted")
+        if cfg.ring_input:  # the caller (securefl.dp) decodes the ring sum itself
+            ring_sum = acc[:d].copy()
+            self.result = AggregateResult(
+                weighted_mean=ring_sum.astype(np.float64),
+                total_weight=total_weight,
+                contributors=survivors,
+                dropped=tuple(sorted(set(self._u1) - set(survivors))),
+                ring_sum=ring_sum,
+            )
+            self.stage = Stage.COMPLETED
+            self._acc = None
+            return {}
         try:
             # sum_u clip(x_u) n_u / W over the survivors...
             total = dequantize(acc[:d], cfg.fixed_point, len(survivors), threads=self._threads)

@@ -1,0 +1,104 @@
+// Distributed differential privacy inside the ring: the client's encoding and the
+// server's decoding for the distributed discrete Gaussian (Kairouz, Liu, Steinke,
+// ICML 2021, "KLS") and the distributed Skellam mechanism (Agarwal, Kairouz, Liu,
+// NeurIPS 2021, "AKL").
+//
+// Client (encode), for a vector x of length d, padded length D = 2^ceil(log2 d):
+//   1. clip:    x <- x * w * min(1, c / ||x||_2)           (w in (0, 1] a public weight)
+//   2. rotate:  y = H diag(s) x / sqrt(D)                  (s_i = +-1 from the rotation
+//               key's keystream, bit i; H the D x D Walsh-Hadamard matrix; KLS sec. 4.2)
+//   3. scale:   v = y / gamma
+//   4. round:   r_i = floor(v_i) + (u_i < frac(v_i)), u_i from the rounding key; the whole
+//               vector is redrawn (fresh coins, next attempt) until ||r||_2 <= norm_bound
+//               and ||r - v||_2 <= error_bound: KLS's conditional randomized rounding.
+//   5. noise:   r_i += Z_i, Z_i discrete Gaussian N_Z(0, sigma^2) or Skellam with
+//               variance mu (Poisson(mu/2) - Poisson(mu/2)), from the noise key.
+//   6. wrap:    out_i = r_i mod 2^b.
+// Server (decode) of a ring sum S: centre S_i into [-2^(b-1), 2^(b-1)), multiply by
+// gamma, undo the rotation, drop the padding.
+//
+// Randomness. Every coin is AES-128-CTR keystream (aes.hpp), so results are a
+// deterministic function of the keys whatever the thread count:
+//   rotation signs: key R, counter from 0, bit i of the stream (byte i / 8, bit i % 8);
+//   rounding attempt a: key U, initial counter block (a, 0) (two big-endian u64), the
+//               little-endian u64 word i for element i, u = (word >> 11) * 2^-53;
+//   noise:      key N; coordinates are cut into chunks of 1024 and chunk j reads its
+//               own stream from counter block (j, 0), one u64 word at a time.
+//
+// Samplers (precision, stated honestly). The discrete Gaussian follows Canonne, Kamath
+// and Steinke 2020, Algorithm 3 (rejection from a discrete Laplace of scale
+// t = floor(sigma) + 1), but its Bernoulli trials compare 53-bit uniforms against
+// probabilities computed in binary64 (exp/log to within an ulp), and the discrete
+// Laplace is drawn by inverting its geometric CDF, |Y| = floor(-t ln u). CKS's own
+// algorithms are exact in rational arithmetic; this one is exact up to those roundings
+// (per-sample statistical distance of the order of 2^-50) and truncates |Y| at about
+// 36.7 t, where the discrete Gaussian has mass below e^-600. Poisson draws use
+// Hoermann's PTRS (transformed rejection with squeeze, 1993) for means >= 10 and
+// multiplication of uniforms below, also in binary64.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "securefl/aes.hpp"
+
+namespace securefl::dp {
+
+enum class Noise : int {
+  kNone = 0,              // no noise: the pipeline is a rotated fixed-point code
+  kDiscreteGaussian = 1,  // param = sigma > 0, the standard deviation parameter
+  kSkellam = 2,           // param = mu > 0, the variance (each Poisson has mean mu / 2)
+};
+
+struct NoiseSpec {
+  Noise kind;
+  double param;
+};
+
+struct EncodeSpec {
+  double clip;          // c > 0: L2 clip of the input
+  double weight;        // w in (0, 1]: public weight folded in after clipping
+  double gamma;         // > 0: the real value of one integer step
+  unsigned bits;        // b in [2, 64]: the ring Z_{2^b}
+  double norm_bound;    // > 0: redraw the rounding while ||r||_2 exceeds it
+  double error_bound;   // > 0: redraw the rounding while ||r - v||_2 exceeds it
+  unsigned max_tries;   // >= 1: give up (throw) after this many rounding attempts
+  NoiseSpec noise;
+};
+
+// The padded length: the smallest power of two >= d (d >= 1).
+// @throws std::invalid_argument if d is 0 or above 2^40.
+std::size_t padded_dimension(std::size_t d);
+
+// In place on x[0..D): forward y = H diag(s) x * scale, inverse x = diag(s) H y * scale,
+// with scale = 1 / sqrt(D) when `normalize`, else 1 (then inverse(forward(x)) = D x,
+// exactly for integer-valued x below 2^53 / D).
+// @throws std::invalid_argument if D is not a power of two.
+void rotate(double* x, std::size_t D, const std::uint8_t key[aes::kKeyBytes], bool inverse,
+            bool normalize, unsigned threads, aes::Backend backend);
+
+// out[i] = independent noise samples (see above), i < n.
+// @throws std::invalid_argument if the parameter is not finite and > 0 (or kind unknown).
+void sample_noise(std::int64_t* out, std::size_t n, const NoiseSpec& noise,
+                  const std::uint8_t key[aes::kKeyBytes], unsigned threads, aes::Backend backend);
+
+// The client's pipeline above: x[0..d) -> out[0..D) in Z_{2^b}, D = padded_dimension(d).
+// Returns the number of rounding attempts used (1 unless a norm check failed).
+// @throws std::invalid_argument for a bad spec, a non-finite input (naming the first
+//         index), words narrower than b, or max_tries failed attempts (with the norms).
+template <class F, class T>
+unsigned encode(const F* x, std::size_t d, T* out, const EncodeSpec& spec,
+                const std::uint8_t rotation_key[aes::kKeyBytes],
+                const std::uint8_t rounding_key[aes::kKeyBytes],
+                const std::uint8_t noise_key[aes::kKeyBytes], unsigned threads,
+                aes::Backend backend);
+
+// The server's decoding of a ring sum sum[0..D) into out[0..d): centre, times gamma,
+// inverse rotation, first d coordinates.
+// @throws std::invalid_argument for a bad gamma/bits, words narrower than b, or d > D.
+template <class T>
+void decode(const T* sum, std::size_t D, double* out, std::size_t d, double gamma,
+            unsigned bits, const std::uint8_t rotation_key[aes::kKeyBytes], unsigned threads,
+            aes::Backend backend);
+
+}  // namespace securefl::dp
