@@ -18,7 +18,7 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from securefl.secagg import codec
 from securefl.secagg.messages import ShareRouting
-from securefl.transports.flower import RECORD_KEY, secagg_mod
+from securefl.transports.flower import RECORD_KEY, RoundReport, secagg_mod
 
 SHAPES = {"w": (3, 4), "b": (4,)}
 DROP_PARTITION = 2
@@ -53,7 +53,7 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     assert isinstance(config, ConfigRecord)
     server_round = int(config["server-round"])  # type: ignore[arg-type]
-    if server_round == 2 and partition == RAISE_PARTITION:
+    if server_round == 2 and partition == RAISE_PARTITION and config.get("faults", True):
         raise RuntimeError("simulated training failure")
     arrays = msg.content["arrays"]
     assert isinstance(arrays, ArrayRecord)
@@ -85,7 +85,46 @@ def fault_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
     return call_next(msg, context)
 
 
-def make_client_app() -> ClientApp:
-    app = ClientApp(mods=[fault_mod, secagg_mod])
+def make_client_app(*, faults: bool = True) -> ClientApp:
+    """The test ClientApp; ``faults=False`` leaves out the dropout of round 1 (the
+    server can turn off the failure of round 2 with ``"faults": False`` in the train
+    config)."""
+    app = ClientApp(mods=[fault_mod, secagg_mod] if faults else [secagg_mod])
     app.train()(train)
     return app
+
+
+def participants_with_faults(server_round: int, num_nodes: int) -> list[int]:
+    """The partitions whose update is in round ``server_round``'s aggregate."""
+    gone = {1: DROP_PARTITION, 2: RAISE_PARTITION}.get(server_round)
+    return [p for p in range(num_nodes) if p != gone]
+
+
+def check_models(
+    reports: list[RoundReport],
+    history: list[dict[str, npt.NDArray[np.float32]]],
+    participants: dict[int, list[int]],
+    max_weight: int,
+) -> None:
+    """Assert each round's global model is FedAvg over ``participants[round]``'s known
+    updates, within the quantization bound; ``history[r]`` is the model after round r."""
+    for server_round, parts in sorted(participants.items()):
+        report = reports[server_round - 1]
+        assert report.config is not None
+        total = sum(weight(p) for p in parts)
+        assert report.total_weight == total
+        assert len(report.contributors) == len(parts)
+        before = history[server_round - 1]
+        for k, value in history[server_round].items():
+            mean = sum(weight(p) * np.clip(update(p, server_round)[k], -CLIP, CLIP) for p in parts)
+            # The server adds the mean to the float32 model in float64 and stores float32.
+            expected = (before[k].astype(np.float64) + mean / total).astype(np.float32)
+            # Each client's n_u x_u / W is rounded to 2^-p: the mean's error is below
+            # 2^-p |U3| W / N; the two float32 roundings differ by at most one ulp.
+            bound = 2.0**-report.config.fixed_point.frac_bits * len(parts) * max_weight / total
+            ulp = np.spacing(np.max(np.abs(expected)))
+            assert value.dtype == np.float32
+            err = np.max(np.abs(value.astype(np.float64) - expected))
+            assert err <= bound + ulp, (server_round, k, err, bound)
+        # The updates did move the model, so this check can fail.
+        assert not np.allclose(history[server_round]["w"], history[server_round - 1]["w"])

@@ -8,14 +8,18 @@ round, so this mod keeps, in ``Context.state`` and nowhere else:
 
 - a fresh 32-byte session seed from ``os.urandom``, the only source of the client's
   randomness for the session (AES-128-CTR keystream of a key derived from it);
-- the flattened model update and its weight;
-- the server messages received so far (public protocol messages).
+- the server messages received so far (public protocol messages, a few KiB).
 
 For each new server message it rebuilds the :class:`SecAggClient` from the seed and
 replays the earlier messages. The replay is deterministic, so the client re-derives
-exactly the keys, shares and masked vector it already sent, and reveals nothing new;
-it costs about one extra masked-vector computation in the Unmasking round. The record
-is deleted when the session completes or aborts, and replaced by the next session.
+exactly the keys and shares it already sent, and reveals nothing new. As in Flower's
+own SecAgg+ mod, the user's train function runs when the server's ShareRouting
+arrives (MaskedInputCollection), with the global model carried by that message; the
+update is used at once and never stored. Replaying ShareRouting in the Unmasking round
+uses a zero update instead: the client's state after it (held shares, peers) does not
+depend on the update, only the discarded masked vector does; it costs one extra
+masked-vector computation, milliseconds. The record is deleted when the session
+completes or aborts, and replaced by the next session.
 
 Security
 --------
@@ -40,7 +44,8 @@ from securefl.errors import InvalidMessage
 from securefl.primitives import keystream
 from securefl.secagg import codec
 from securefl.secagg.client import SecAggClient
-from securefl.secagg.messages import Abort, SessionStart, Stage
+from securefl.secagg.config import SecAggConfig
+from securefl.secagg.messages import Abort, SessionStart, ShareRouting, Stage
 from securefl.transports.flower.records import (
     RECORD_KEY,
     Envelope,
@@ -131,14 +136,7 @@ class _Session:
         self.record = record
 
     @classmethod
-    def create(
-        cls,
-        session: bytes,
-        client_id: int,
-        config: bytes,
-        update: npt.NDArray[np.float64],
-        weight: int,
-    ) -> _Session:
+    def create(cls, session: bytes, client_id: int, config: bytes) -> _Session:
         return cls(
             ConfigRecord(
                 {
@@ -146,8 +144,6 @@ class _Session:
                     "seed": os.urandom(_SEED_BYTES),
                     "client-id": client_id,
                     "config": config,
-                    "update": update.astype("<f8", copy=False).tobytes(),
-                    "weight": weight,
                     "history": [],
                 }
             )
@@ -157,17 +153,28 @@ class _Session:
     def session(self) -> bytes:
         return self._bytes("session")
 
+    @property
+    def config(self) -> SecAggConfig:
+        return unpack_config(self._bytes("config"))
+
     def _bytes(self, key: str) -> bytes:
         value = self.record[key]
         assert isinstance(value, bytes)
         return value
 
-    def client(self, threads: int | None) -> SecAggClient:
-        """Rebuild the client and replay the server messages it has already answered."""
-        config = unpack_config(self._bytes("config"))
-        update = np.frombuffer(self._bytes("update"), dtype="<f8")
-        client_id, weight = self.record["client-id"], self.record["weight"]
-        assert isinstance(client_id, int) and isinstance(weight, int)
+    def client(
+        self, threads: int | None, update: npt.NDArray[np.float64] | None = None, weight: int = 1
+    ) -> SecAggClient:
+        """Rebuild the client and replay the server messages it has already answered.
+
+        ``update`` is needed only to answer ShareRouting; elsewhere a zero vector
+        stands in (see the module docstring).
+        """
+        config = self.config
+        if update is None:
+            update = np.zeros(config.dimension)
+        client_id = self.record["client-id"]
+        assert isinstance(client_id, int)
         client = SecAggClient(
             client_id, config, update, weight, rng=_SessionRng(self._bytes("seed")), threads=threads
         )
@@ -193,13 +200,14 @@ def make_secagg_mod(
     """Build the client Mod that runs securefl's SecAgg / SecAgg+ for train messages.
 
     Add it to the ClientApp (``ClientApp(mods=[secagg_mod])``); the user's
-    ``@app.train()`` function stays unchanged. On a train message from
-    :class:`~securefl.transports.flower.SecAggFedAvg` the mod calls the train
-    function, takes the returned ArrayRecord minus the global model it was sent (the
-    update) and the ``weight_key`` metric (the weight, an integer), and answers the
-    protocol's rounds with them. The user's arrays and metrics are never sent: the
-    server learns only the weighted mean of the updates of the clients that complete
-    the session. Messages without securefl's record pass through untouched.
+    ``@app.train()`` function stays unchanged. When
+    :class:`~securefl.transports.flower.SecAggFedAvg`'s message with the global model
+    arrives (with the protocol's ShareRouting), the mod calls the train function,
+    takes the returned ArrayRecord minus the global model (the update) and the
+    ``weight_key`` metric (the weight, an integer), and masks them. The user's arrays
+    and metrics are never sent: the server learns only the weighted mean of the
+    updates of the clients that complete the session. Messages without securefl's
+    record pass through untouched.
 
     Parameters
     ----------
@@ -232,12 +240,19 @@ def make_secagg_mod(
         except InvalidMessage as exc:
             return _error(msg, f"malformed request: {exc}")
         if isinstance(server_message, SessionStart):
-            return _start(msg, context, call_next, envelope)
-        return _continue(msg, context, envelope)
+            return _start(msg, context, envelope)
+        record = context.state.config_records.get(STATE_KEY)
+        if record is None:
+            return _error(msg, "no session in progress on this node")
+        session = _Session(record)
+        # A message of another (older or forged) session must not reach this one.
+        if envelope.session != session.session:
+            return _error(msg, "message for another session")
+        if isinstance(server_message, ShareRouting):
+            return _train_and_mask(msg, context, call_next, session, envelope.message)
+        return _step(msg, context, session, envelope.message, session.client(threads))
 
-    def _start(
-        msg: Message, context: Context, call_next: ClientAppCallable, envelope: Envelope
-    ) -> Message:
+    def _start(msg: Message, context: Context, envelope: Envelope) -> Message:
         # A new session replaces whatever an unfinished one left behind.
         context.state.config_records.pop(STATE_KEY, None)
         try:
@@ -248,9 +263,25 @@ def make_secagg_mod(
                 raise InvalidMessage(
                     f"threshold t={config.threshold} below this client's minimum {min_threshold}"
                 )
-            global_flat, layout = _flat(_single_array_record(msg.content, "the train message"))
+            if config.authenticated:
+                raise InvalidMessage("the Flower adapter has no identity keys (authenticated mode)")
         except InvalidMessage as exc:
             return _error(msg, f"refused session: {exc}")
+        session = _Session.create(envelope.session, envelope.client_id, envelope.config)
+        return _step(msg, context, session, envelope.message, session.client(threads))
+
+    def _train_and_mask(
+        msg: Message,
+        context: Context,
+        call_next: ClientAppCallable,
+        session: _Session,
+        payload: bytes,
+    ) -> Message:
+        config = session.config
+        try:
+            global_flat, layout = _flat(_single_array_record(msg.content, "the train message"))
+        except (InvalidMessage, TypeError, ValueError) as exc:
+            return _error(msg, f"malformed train message: {exc}")
         del msg.content[RECORD_KEY]
         reply = call_next(msg, context)
         if reply.has_error():
@@ -261,34 +292,24 @@ def make_secagg_mod(
                 raise InvalidMessage("the trained arrays differ in names, shapes or dtypes")
             update = local_flat - global_flat
             if update.size != config.dimension:
-                raise InvalidMessage(f"update has {update.size} values, session expects d")
+                raise InvalidMessage(f"update has {update.size} values, the session expects d")
             if not np.all(np.isfinite(update)):
                 raise InvalidMessage("the trained arrays contain NaN or infinity")
             weight = _weight(reply.content, weight_key, config.max_weight)
         except (InvalidMessage, TypeError, ValueError) as exc:
+            context.state.config_records.pop(STATE_KEY, None)
             return _error(msg, f"cannot take part: {exc}")
-        session = _Session.create(
-            envelope.session, envelope.client_id, envelope.config, update, weight
-        )
-        return _step(msg, context, session, envelope.message)
+        client = session.client(threads, update, weight)
+        return _step(msg, context, session, payload, client)
 
-    def _continue(msg: Message, context: Context, envelope: Envelope) -> Message:
-        record = context.state.config_records.get(STATE_KEY)
-        if record is None:
-            return _error(msg, "no session in progress on this node")
-        session = _Session(record)
-        # A message of another (older or forged) session must not reach this one.
-        if envelope.session != session.session:
-            return _error(msg, "message for another session")
-        return _step(msg, context, session, envelope.message)
-
-    def _step(msg: Message, context: Context, session: _Session, payload: bytes) -> Message:
-        client = session.client(threads)
+    def _step(
+        msg: Message, context: Context, session: _Session, payload: bytes, client: SecAggClient
+    ) -> Message:
         server_message = codec.decode(payload)
         answer = client.handle(server_message)  # type: ignore[arg-type]
         session.remember(payload)
         if client.stage in (Stage.COMPLETED, Stage.ABORTED):
-            # Nothing more to answer: the seed and the update leave the node's state.
+            # Nothing more to answer: the seed leaves the node's state.
             context.state.config_records.pop(STATE_KEY, None)
         else:
             context.state.config_records[STATE_KEY] = session.record

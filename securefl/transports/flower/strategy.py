@@ -3,14 +3,16 @@ SecAgg / SecAgg+ (Bonawitz et al. 2017; Bell et al. 2020, sparse neighbourhoods)
 
 One Flower training round is one aggregation session. ``configure_train`` samples the
 nodes as :class:`flwr.serverapp.strategy.FedAvg` does, opens a :class:`SecAggServer`
-and sends each node the global model with the session's ``SessionStart``. The replies
-to those train messages are the clients' ``AdvertiseKeys``; ``aggregate_train`` then
-runs the remaining protocol rounds itself through the Grid (``send_and_receive``, one
-call per round, with ``round_timeout``), as Flower's own ``SecAggPlusWorkflow`` runs
-several exchanges inside one FL round. A node that answers with an error or not at
-all before the timeout has dropped; the protocol tolerates it while every
-neighbourhood keeps t members. The result is the global model plus the weighted mean
-of the survivors' updates (FedAvg), to the fixed-point precision of the session.
+and sends each node the session's ``SessionStart`` (a train message). The replies are
+the clients' ``AdvertiseKeys``; ``aggregate_train`` then runs the remaining protocol
+rounds itself through the Grid (``send_and_receive``, one call per round, with
+``round_timeout``), as Flower's own ``SecAggPlusWorkflow`` runs several exchanges
+inside one FL round. The global model and the train config travel with ShareRouting,
+where the clients train, so an update exists only while it is being masked (the
+client mod keeps no copy). A node that answers with an error or not at all before the
+timeout has dropped; the protocol tolerates it while every neighbourhood keeps t
+members. The result is the global model plus the weighted mean of the survivors'
+updates (FedAvg), to the fixed-point precision of the session.
 
 Clients send updates relative to the global model they received, so ``clip`` bounds
 how far one round may move each coordinate, not the weights themselves.
@@ -44,7 +46,7 @@ from securefl import vectors
 from securefl.errors import ConfigError, InvalidMessage
 from securefl.secagg import codec
 from securefl.secagg.config import SecAggConfig
-from securefl.secagg.messages import ServerMessage, Stage
+from securefl.secagg.messages import ServerMessage, ShareRouting, Stage
 from securefl.secagg.server import Rejection, SecAggServer
 from securefl.transports.flower.records import (
     SESSION_BYTES,
@@ -87,6 +89,8 @@ class _Round:
     server: SecAggServer
     session: bytes
     node_of: dict[int, int]
+    arrays: ArrayRecord
+    train_config: ConfigRecord
     global_flat: npt.NDArray[np.float64]
     layout: vectors.Layout
     grid: Grid
@@ -193,6 +197,8 @@ class SecAggFedAvg(FedAvg):
             server,
             os.urandom(SESSION_BYTES),
             dict(enumerate(sampled)),
+            arrays,
+            config,
             global_flat.astype(np.float64),
             layout,
             grid,
@@ -202,7 +208,7 @@ class SecAggFedAvg(FedAvg):
         packed, payload = pack_config(secagg_config), codec.encode(start)
         messages = []
         for client_id, node_id in state.node_of.items():
-            content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+            content = RecordDict()
             write_envelope(content, Envelope(state.session, payload, client_id, packed))
             messages.append(Message(content, dst_node_id=node_id, message_type=MessageType.TRAIN))
         return messages
@@ -278,6 +284,9 @@ class SecAggFedAvg(FedAvg):
         messages = []
         for client_id, message in outgoing.items():
             content = RecordDict()
+            if isinstance(message, ShareRouting):  # the clients train now: send the model
+                content[self.arrayrecord_key] = state.arrays
+                content[self.configrecord_key] = state.train_config
             write_envelope(content, Envelope(state.session, codec.encode(message)))
             messages.append(
                 Message(
