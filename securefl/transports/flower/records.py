@@ -69,7 +69,15 @@ class Envelope:
 
 
 def pack_config(config: SecAggConfig) -> bytes:
-    """The session parameters a client needs to build its own :class:`SecAggConfig`."""
+    """The session parameters a client needs to build its own :class:`SecAggConfig`.
+
+    Raises
+    ------
+    ConfigError
+        For a ring-input session: the mod masks float updates only.
+    """
+    if config.ring_input:
+        raise ConfigError("the Flower adapter masks float updates: ring_input is not supported")
     return _CONFIG.pack(
         config.num_clients,
         config.threshold,

@@ -186,6 +186,7 @@ class SecAggFedAvg(FedAvg):
         global_flat, layout = vectors.flatten({k: a.numpy() for k, a in arrays.items()})
         try:
             secagg_config = self.config_factory(len(sampled), layout.size)
+            packed = pack_config(secagg_config)
         except ConfigError as exc:
             log(WARNING, "securefl: round %s skipped, no secure session: %s", server_round, exc)
             self.reports.append(RoundReport(server_round, Stage.ABORTED, str(exc), tuple(sampled)))
@@ -205,7 +206,7 @@ class SecAggFedAvg(FedAvg):
             time.perf_counter(),
         )
         self._round = state
-        packed, payload = pack_config(secagg_config), codec.encode(start)
+        payload = codec.encode(start)
         messages = []
         for client_id, node_id in state.node_of.items():
             content = RecordDict()

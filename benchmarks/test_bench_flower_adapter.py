@@ -1,0 +1,191 @@
+"""securefl's Flower adapter against Flower's own SecAgg+ on the same simulation.
+
+Both run in Flower's simulation engine (``flwr.simulation.run_simulation``, Ray
+backend, 10 supernodes on two single-CPU actors) with the same app: a model of one
+float32 array of d = 1M values, a train function that adds a fixed, per-node update
+(0.01 sin), and FedAvg weights 10 (n + 1). Each FL round is timed at the ServerApp,
+from the end of one round's aggregation to the end of the next (``evaluate_fn``
+timestamps; evaluation itself is off); the first round also pays Ray's actor start
+and imports, so the ratio is taken over the medians of rounds 2..R.
+
+- securefl: :class:`securefl.transports.flower.SecAggFedAvg` + ``secagg_mod``, SecAgg+
+  parameters chosen for n = 10, 20% dropout, 10% corruption (k = 6, t = 4), 32-bit ring.
+- Flower: ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(num_shares=7,
+  reconstruction_threshold=4))`` with the legacy FedAvg and a NumPyClient behind
+  ``secaggplus_mod`` (Flower's documented SecAgg+ setup; 6 neighbours + itself, t = 4).
+
+Both global models are checked against the float64 FedAvg of the known updates.
+
+Run: ``pytest benchmarks/test_bench_flower_adapter.py --benchmark-only -s``.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import statistics
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+import securefl.transports.flower as sfl  # first import of flwr (silences click's warning)
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.client import NumPyClient
+    from flwr.client.mod import secaggplus_mod
+    from flwr.clientapp import ClientApp
+    from flwr.common import ndarrays_to_parameters
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.strategy import FedAvg as LegacyFedAvg
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+
+N, D, ROUNDS = 10, 1_000_000, 4
+BACKEND = {"client_resources": {"num_cpus": 1}, "init_args": {"num_cpus": 2}}
+
+
+def _delta(partition: int, server_round: int) -> npt.NDArray[np.float64]:
+    return 0.01 * np.sin(np.arange(D) * (partition + 1) * 1e-3 + server_round)
+
+
+def _weight(partition: int) -> int:
+    return 10 * (partition + 1)
+
+
+def _expected(rounds: int) -> npt.NDArray[np.float64]:
+    model = np.zeros(D, np.float64)
+    total = sum(_weight(p) for p in range(N))
+    for r in range(1, rounds + 1):
+        model += sum(_weight(p) * _delta(p, r) for p in range(N)) / total
+    return model
+
+
+def _simulate(server: ServerApp, client: ClientApp) -> None:
+    run_simulation(server_app=server, client_app=client, num_supernodes=N, backend_config=BACKEND)
+    gc.collect()  # Ray's helper-process handles, under this test's ResourceWarning filter
+
+
+def _securefl_run() -> tuple[list[float], npt.NDArray[np.float32]]:
+    client = ClientApp(mods=[sfl.secagg_mod])
+
+    @client.train()
+    def train(msg: Message, context: Context) -> Message:
+        partition = int(context.node_config["partition-id"])
+        server_round = int(msg.content["config"]["server-round"])  # type: ignore[index]
+        model = msg.content["arrays"]["model"].numpy()  # type: ignore[index, union-attr]
+        trained = (model + _delta(partition, server_round)).astype(np.float32)
+        metrics = MetricRecord({"num-examples": _weight(partition)})
+        reply = RecordDict({"arrays": ArrayRecord({"model": Array(trained)}), "metrics": metrics})
+        return Message(reply, reply_to=msg)
+
+    stamps: list[float] = []
+    out: dict[str, Any] = {}
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy = sfl.SecAggFedAvg(
+            fraction_evaluate=0.0, min_train_nodes=N, min_available_nodes=N, max_weight=1000
+        )
+
+        def evaluate(server_round: int, arrays: ArrayRecord) -> None:
+            stamps.append(time.perf_counter())
+            out["model"] = arrays["model"].numpy()
+
+        initial = ArrayRecord({"model": Array(np.zeros(D, np.float32))})
+        strategy.start(grid=grid, initial_arrays=initial, num_rounds=ROUNDS, evaluate_fn=evaluate)
+        out["reports"] = strategy.reports
+
+    _simulate(server, client)
+    assert all(r.total_weight == sum(_weight(p) for p in range(N)) for r in out["reports"])
+    return [b - a for a, b in itertools.pairwise(stamps)], out["model"]
+
+
+class _FlowerClient(NumPyClient):  # type: ignore[misc]
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+
+    def fit(self, parameters: list[Any], config: dict[str, Any]) -> Any:
+        server_round = int(config["server_round"])
+        trained = (parameters[0] + _delta(self.partition, server_round)).astype(np.float32)
+        return [trained], _weight(self.partition), {}
+
+
+def _flower_run() -> tuple[list[float], npt.NDArray[np.float32]]:
+    def client_fn(context: Context) -> Any:
+        return _FlowerClient(int(context.node_config["partition-id"])).to_client()
+
+    client = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
+    stamps: list[float] = []
+    out: dict[str, Any] = {}
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        def evaluate(server_round: int, parameters: list[Any], config: Any) -> None:
+            stamps.append(time.perf_counter())
+            out["model"] = parameters[0]
+
+        strategy = LegacyFedAvg(
+            fraction_evaluate=0.0,
+            min_fit_clients=N,
+            min_available_clients=N,
+            initial_parameters=ndarrays_to_parameters([np.zeros(D, np.float32)]),
+            evaluate_fn=evaluate,
+            on_fit_config_fn=lambda r: {"server_round": r},
+        )
+        legacy = LegacyContext(context, config=ServerConfig(num_rounds=ROUNDS), strategy=strategy)
+        workflow = DefaultWorkflow(
+            fit_workflow=SecAggPlusWorkflow(num_shares=7, reconstruction_threshold=4)
+        )
+        workflow(grid, legacy)
+
+    _simulate(server, client)
+    return [b - a for a, b in itertools.pairwise(stamps)], out["model"]
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning:flwr"
+)  # the legacy API Flower's SecAgg+ needs
+def test_flower_adapter_round_vs_flower_secaggplus(
+    monkeypatch: pytest.MonkeyPatch, benchmark
+) -> None:
+    monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # else Ray's FutureWarning
+    monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
+    results: dict[str, tuple[list[float], npt.NDArray[np.float32]]] = {}
+
+    def both() -> None:
+        results["securefl"] = _securefl_run()
+        results["flower"] = _flower_run()
+
+    benchmark.pedantic(both, rounds=1, iterations=1)
+    expected = _expected(ROUNDS)
+    ours, flower = results["securefl"], results["flower"]
+    # securefl: 2^-27 precision at W = 1000 (mean weight 55): error ~1e-6 per round at most.
+    assert np.max(np.abs(ours[1] - expected)) < 1e-5
+    # Flower: 2^22 levels over [-8, 8], same weight folding: a few 1e-5 per round.
+    assert np.max(np.abs(flower[1] - expected)) < 1e-3
+    ours_median = statistics.median(ours[0][1:])
+    flower_median = statistics.median(flower[0][1:])
+    benchmark.extra_info.update(
+        {
+            "securefl_round_seconds": ours[0],
+            "flower_round_seconds": flower[0],
+            "securefl_median_s": ours_median,
+            "flower_median_s": flower_median,
+            "ratio": flower_median / ours_median,
+        }
+    )
+    print(
+        f"\nper-round seconds, n={N}, d={D}: securefl {[f'{s:.2f}' for s in ours[0]]} "
+        f"median(2..) {ours_median:.2f}; Flower SecAgg+ {[f'{s:.2f}' for s in flower[0]]} "
+        f"median(2..) {flower_median:.2f}; ratio {flower_median / ours_median:.2f}x"
+    )

@@ -1,0 +1,326 @@
+"""The adapter's message handling, in-process (no Ray): FedAvg values, dropouts in
+each protocol round, tampered, replayed and foreign replies on the server side, and
+malformed or out-of-round requests on the client side."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+
+from flower import sim_app
+from flower.local_grid import Intercept, LocalGrid, task_identity
+from securefl.errors import InvalidMessage
+from securefl.secagg import codec
+from securefl.secagg.config import SecAggConfig
+from securefl.secagg.messages import (
+    AdvertiseKeys,
+    MaskedInput,
+    SessionStart,
+    ShareKeys,
+    ShareRouting,
+    Stage,
+    UnmaskingResponse,
+)
+from securefl.transports.flower import ERROR_CODE, RECORD_KEY, SecAggFedAvg, make_secagg_mod
+from securefl.transports.flower.mod import STATE_KEY
+from securefl.transports.flower.records import (
+    Envelope,
+    pack_config,
+    read_envelope,
+    unpack_config,
+    write_envelope,
+)
+
+NODES = 5
+MAX_WEIGHT = 100
+
+
+@pytest.fixture(autouse=True)
+def _identity() -> Iterator[None]:
+    with task_identity():
+        yield
+
+
+def _run(
+    rounds: int, *, faults: bool = False, intercept: Intercept | None = None, **options: Any
+) -> tuple[SecAggFedAvg, list[dict[str, np.ndarray]], LocalGrid]:
+    grid = LocalGrid(sim_app.make_client_app(faults=faults), NODES, intercept)
+    strategy = SecAggFedAvg(
+        fraction_evaluate=0.0,
+        min_train_nodes=NODES,
+        min_available_nodes=NODES,
+        clip=sim_app.CLIP,
+        max_weight=MAX_WEIGHT,
+        **options,
+    )
+    history: list[dict[str, np.ndarray]] = []
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord({k: Array(v) for k, v in sim_app.initial_arrays().items()}),
+        num_rounds=rounds,
+        train_config=ConfigRecord({"faults": faults}),
+        evaluate_fn=lambda r, a: history.append({k: x.numpy().copy() for k, x in a.items()}),
+    )
+    return strategy, history, grid
+
+
+def _kind(reply: Message) -> type | None:
+    if reply.has_error():
+        return None
+    return type(codec.decode(read_envelope(reply.content).message))
+
+
+def _partition(node: int) -> int:
+    return node - 1000
+
+
+def test_rounds_with_failures_match_fedavg() -> None:
+    strategy, history, grid = _run(3, faults=True)
+    participants = {r: sim_app.participants_with_faults(r, NODES) for r in (1, 2, 3)}
+    sim_app.check_models(strategy.reports, history, participants, MAX_WEIGHT)
+    # No session state is left on any node once its session is over.
+    assert all(STATE_KEY not in c.state.config_records for c in grid.contexts.values())
+
+
+@pytest.mark.parametrize("stage", [AdvertiseKeys, ShareKeys, MaskedInput, UnmaskingResponse])
+def test_a_node_vanishing_before_any_round_leaves_the_others_aggregate(stage: type) -> None:
+    gone = 3
+
+    def drop(node: int, reply: Message) -> Message | None:
+        return None if _partition(node) == gone and _kind(reply) is stage else reply
+
+    strategy, history, _ = _run(1, intercept=drop)
+    report = strategy.reports[0]
+    assert report.stage is Stage.COMPLETED
+    # A node lost after sending its masked input is still in the sum (Unmasking needs
+    # only t of its neighbours); before that, it is left out.
+    parts = list(range(NODES)) if stage is UnmaskingResponse else [0, 1, 2, 4]
+    sim_app.check_models(strategy.reports, history, {1: parts}, MAX_WEIGHT)
+
+
+def test_replies_carry_only_protocol_messages() -> None:
+    seen: list[Message] = []
+
+    def watch(node: int, reply: Message) -> Message:
+        seen.append(reply)
+        return reply
+
+    _run(1, intercept=watch)
+    assert len(seen) == 4 * NODES
+    for reply in seen:
+        # No arrays, no metrics (not even the weight): one record with three fields.
+        assert list(reply.content.keys()) == [RECORD_KEY]
+        assert set(reply.content[RECORD_KEY].keys()) == {"version", "session", "message"}
+
+
+def _truncate_masked_input(p: int, kind: type | None, record: Any, sent: dict) -> None:
+    if p == 1 and kind is MaskedInput:
+        record["message"] = record["message"][:-7]
+
+
+def _replay_advertise_in_share_keys(p: int, kind: type | None, record: Any, sent: dict) -> None:
+    if p == 1 and kind is ShareKeys:
+        record["message"] = sent[AdvertiseKeys]
+
+
+def _foreign_session_in_unmasking(p: int, kind: type | None, record: Any, sent: dict) -> None:
+    if p == 1 and kind is UnmaskingResponse:
+        record["session"] = bytes(16)
+
+
+def _unsampled_sender(p: int, kind: type | None, record: Any, sent: dict) -> None:
+    pass  # see the intercept below: the reply claims another source node
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason", "in_sum"),
+    [
+        (_truncate_masked_input, "undecodable", False),
+        (_replay_advertise_in_share_keys, "", False),  # the server's out-of-round reason
+        (_foreign_session_in_unmasking, "another session", True),
+        (_unsampled_sender, "unsampled node", True),
+    ],
+)
+def test_tampered_replayed_and_foreign_replies_are_rejected(
+    tamper: Any, reason: str, in_sum: bool
+) -> None:
+    """Node 1's reply is damaged: it is rejected with a reason and node 1 counts as
+    dropped from that round on; the aggregate of the others is exact. A node lost at
+    Unmasking stays in the sum (t others unmask it)."""
+    sent: dict[type, bytes] = {}
+
+    def intercept(node: int, reply: Message) -> Message:
+        p, kind = _partition(node), _kind(reply)
+        record = reply.content[RECORD_KEY]
+        if p == 1 and kind is not None:
+            sent[kind] = record["message"]
+        tamper(p, kind, record, sent)
+        if tamper is _unsampled_sender and p == 1 and kind is MaskedInput:
+            reply.metadata.__dict__["_src_node_id"] = 999  # a node outside the session
+        return reply
+
+    strategy, history, _ = _run(1, intercept=intercept)
+    report = strategy.reports[0]
+    assert report.stage is Stage.COMPLETED
+    rejected = [r for r in report.rejections if r.sender in (1, -1)]
+    assert len(rejected) == 1 and reason in rejected[0].reason
+    parts = list(range(NODES)) if in_sum else [0, 2, 3, 4]
+    if tamper is _unsampled_sender:
+        parts = [0, 2, 3, 4]  # its masked input was refused
+    sim_app.check_models(strategy.reports, history, {1: parts}, MAX_WEIGHT)
+
+
+def test_too_many_dropouts_abort_and_keep_the_model() -> None:
+    def drop(node: int, reply: Message) -> Message | None:
+        return None if _partition(node) < 3 and _kind(reply) is MaskedInput else reply
+
+    strategy, history, grid = _run(1, intercept=drop)
+    report = strategy.reports[0]
+    assert report.stage is Stage.ABORTED and report.abort_reason
+    for k, v in history[1].items():
+        np.testing.assert_array_equal(v, history[0][k])
+    # The abort notice reached the survivors: no session state is left anywhere.
+    assert all(STATE_KEY not in c.state.config_records for c in grid.contexts.values())
+
+
+# ---- client side: the mod faces a bad or malicious server ------------------------------
+
+
+def _context() -> Context:
+    return Context(
+        run_id=1, node_id=7, node_config={"partition-id": 0}, state=RecordDict(), run_config={}
+    )
+
+
+def _request(envelope: Envelope, *, arrays: bool = False) -> Message:
+    content = RecordDict()
+    if arrays:
+        content["arrays"] = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
+    write_envelope(content, envelope)
+    return Message(content, dst_node_id=7, message_type=MessageType.TRAIN)
+
+
+def _never(msg: Message, context: Context) -> Message:
+    raise AssertionError("the user's train function must not run")
+
+
+def _passthrough(msg: Message, context: Context) -> Message:
+    return Message(RecordDict({"seen": ConfigRecord({"ok": True})}), reply_to=msg)
+
+
+def _passthrough_train(msg: Message, context: Context) -> Message:
+    """A train function that returns the model unchanged, with a weight."""
+    arrays = msg.content["arrays"]
+    metrics = MetricRecord({"num-examples": 1})
+    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+
+CONFIG = SecAggConfig(num_clients=3, threshold=2, dimension=3)
+
+
+def _start(config: SecAggConfig = CONFIG, session: bytes = b"s" * 16) -> Envelope:
+    return Envelope(
+        session, codec.encode(SessionStart(bytes(32), config.digest())), 0, pack_config(config)
+    )
+
+
+def _error_reason(reply: Message) -> str:
+    assert reply.has_error() and reply.error.code == ERROR_CODE
+    return reply.error.reason or ""
+
+
+def test_mod_passes_other_messages_through() -> None:
+    mod = make_secagg_mod()
+    evaluate = Message(RecordDict(), dst_node_id=7, message_type=MessageType.EVALUATE)
+    assert "seen" in mod(evaluate, _context(), _passthrough).content
+    plain_train = Message(RecordDict(), dst_node_id=7, message_type=MessageType.TRAIN)
+    assert "seen" in mod(plain_train, _context(), _passthrough).content
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda r: r.__setitem__("message", b"SFL\x01\x01junk"), "malformed request"),
+        (lambda r: r.__setitem__("version", True), "malformed request"),
+        (lambda r: r.__setitem__("session", b"short"), "malformed request"),
+        (lambda r: r.pop("config"), "refused session"),
+        (lambda r: r.__setitem__("config", b"\x00" * 10), "refused session"),
+    ],
+)
+def test_mod_refuses_malformed_requests(change: Any, reason: str) -> None:
+    msg = _request(_start())
+    change(msg.content[RECORD_KEY])
+    context = _context()
+    assert reason in _error_reason(make_secagg_mod()(msg, context, _never))
+    assert STATE_KEY not in context.state.config_records
+
+
+def test_mod_refuses_a_weak_threshold_and_authenticated_mode() -> None:
+    weak = SecAggConfig(num_clients=3, threshold=1, dimension=3)
+    assert "threshold" in _error_reason(
+        make_secagg_mod()(_request(_start(weak)), _context(), _never)
+    )
+    authenticated = SecAggConfig(num_clients=3, threshold=2, dimension=3, authenticated=True)
+    reply = make_secagg_mod()(_request(_start(authenticated)), _context(), _never)
+    assert "authenticated" in _error_reason(reply)
+
+
+def test_mod_refuses_out_of_session_and_out_of_round_messages() -> None:
+    mod, context = make_secagg_mod(), _context()
+    routing = Envelope(b"s" * 16, codec.encode(ShareRouting(())))
+    assert "no session" in _error_reason(mod(_request(routing, arrays=True), context, _never))
+    reply = mod(_request(_start()), context, _never)
+    assert _kind(reply) is AdvertiseKeys
+    saved = dict(context.state.config_records[STATE_KEY])
+    # Another session's message is refused and the running session is untouched.
+    foreign = Envelope(b"t" * 16, routing.message)
+    assert "another session" in _error_reason(mod(_request(foreign, arrays=True), context, _never))
+    assert dict(context.state.config_records[STATE_KEY]) == saved
+    # ShareRouting before KeyDirectory: the client aborts and forgets the session.
+    assert "left the session" in _error_reason(
+        mod(_request(routing, arrays=True), context, _passthrough_train)
+    )
+    assert STATE_KEY not in context.state.config_records
+
+
+def test_session_state_holds_no_update_and_no_secret_in_the_clear() -> None:
+    context = _context()
+    make_secagg_mod()(_request(_start()), context, _never)
+    record = context.state.config_records[STATE_KEY]
+    assert set(record.keys()) == {"session", "seed", "client-id", "config", "history"}
+    assert len(record["seed"]) == 32
+
+
+def test_records_round_trip_and_reject_bad_fields() -> None:
+    content = RecordDict()
+    write_envelope(content, Envelope(b"x" * 16, b"payload", 5, pack_config(CONFIG)))
+    envelope = read_envelope(content)
+    assert (envelope.session, envelope.message, envelope.client_id) == (b"x" * 16, b"payload", 5)
+    assert unpack_config(envelope.config or b"").digest() == CONFIG.digest()
+    assert "payload" not in repr(envelope)
+    with pytest.raises(InvalidMessage):
+        read_envelope(RecordDict())
+    for key, value in [("client-id", -1), ("client-id", 2**32), ("message", "text"), ("config", 3)]:
+        content[RECORD_KEY][key] = value
+        with pytest.raises(InvalidMessage):
+            read_envelope(content)
+        write_envelope(content, Envelope(b"x" * 16, b"payload", 5, pack_config(CONFIG)))
+    with pytest.raises(InvalidMessage):
+        unpack_config(pack_config(CONFIG)[:-1])
+    bad = bytearray(pack_config(CONFIG))
+    bad[4:8] = (9).to_bytes(4, "little")  # threshold above the neighbourhood size
+    with pytest.raises(InvalidMessage):
+        unpack_config(bytes(bad))
