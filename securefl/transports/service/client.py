@@ -16,9 +16,10 @@ ServiceError`; a session the server (or this client) aborted raises
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -39,7 +40,7 @@ from securefl.transports.service.sessions import (
 from securefl.transports.service.tls import ClientTLS
 
 if TYPE_CHECKING:
-    import grpc
+    import grpc  # type: ignore[import-untyped, unused-ignore]
     import numpy as np
     import numpy.typing as npt
 
@@ -140,7 +141,7 @@ class AggregationClient:
         threads: int | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
-        import grpc
+        import grpc  # type: ignore[import-untyped, unused-ignore]
 
         if (config is None) == (ckks_context is None):
             raise ConfigError("give exactly one of config (SecAgg) and ckks_context (CKKS)")
@@ -172,7 +173,7 @@ class AggregationClient:
             certificate_chain=tls.certificate,
         )
         self._channel = grpc.secure_channel(target, credentials, options=options)
-        self._call = self._channel.stream_stream(METHOD)
+        self._call: Any = self._channel.stream_stream(METHOD)
 
     def __repr__(self) -> str:
         return (
@@ -237,12 +238,12 @@ class AggregationClient:
             threads=self._threads,
         )
         del flat
-        frame = self._exchange(Kind.JOIN, 0, 0, b"", self.join_timeout)
+        frame = self._join()
         session = frame.session
         while frame.kind is Kind.PROTOCOL:
             self._check_session(frame, session)
             try:
-                message = codec.decode(frame.payload)
+                message = codec.decode(cast("bytes", frame.payload))  # reads any buffer
             except InvalidMessage as exc:
                 raise ServiceError(f"undecodable message from the server: {exc}") from None
             stage = machine.stage
@@ -295,7 +296,7 @@ class AggregationClient:
     ) -> ServiceResult:
         from securefl.ckks.client import decrypt_aggregate, encrypt_update
 
-        frame = self._exchange(Kind.JOIN, 0, 0, b"", self.join_timeout)
+        frame = self._join()
         session = frame.session
         self._check_session(frame, session)
         if frame.kind is Kind.PROTOCOL:
@@ -348,6 +349,24 @@ class AggregationClient:
         if frame.client_id != self.client_id:
             raise ServiceError(f"the server sent client {frame.client_id}'s frame")
 
+    def _join(self) -> Frame:
+        """Join the next session, waiting for a server that is still starting; a TLS
+        handshake the server refuses fails at once."""
+        deadline = time.monotonic() + self.join_timeout
+        delay = 0.1
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self._exchange(Kind.JOIN, 0, 0, b"", max(left, 0.001))
+            except ServiceError as exc:
+                text = str(exc).lower()
+                if exc.code != "UNAVAILABLE" or "handshake" in text or "ssl" in text:
+                    raise
+                if left <= delay:
+                    raise
+            time.sleep(delay)
+            delay = min(2 * delay, 1.0)
+
     def _exchange(
         self,
         kind: Kind,
@@ -357,13 +376,13 @@ class AggregationClient:
         timeout: float | None = None,
     ) -> Frame:
         """Send one frame and wait for the server's answer (the next round's frame)."""
-        import grpc
+        import grpc  # type: ignore[import-untyped, unused-ignore]
 
         timeout = self.timeout if timeout is None else timeout
         parts = framing.encode(kind, self.protocol, self.client_id, session, round_, payload)
         requests: Iterator[bytes] = framing.chunks(parts, self._chunk_size)
         try:
-            responses = self._call(requests, timeout=timeout, wait_for_ready=kind is Kind.JOIN)
+            responses = self._call(requests, timeout=timeout)
             return framing.assemble(responses, self._limit())
         except grpc.RpcError as exc:
             raise _service_error(exc, self.target, timeout) from None

@@ -231,7 +231,7 @@ def encode_result(result: Result) -> list[bytes | memoryview]:
         + _pack_ids(result.dropped)
         + struct.pack("<Q", mean.size)
     )
-    return [head, memoryview(mean).cast("B")]
+    return [head, memoryview(mean.data).cast("B")]
 
 
 def decode_result(payload: memoryview, dimension: int) -> Result:

@@ -21,10 +21,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from securefl.errors import InvalidMessage, SecureFLError
 from securefl.secagg import codec
@@ -42,7 +42,7 @@ from securefl.transports.service.sessions import (
 from securefl.transports.service.tls import ServerTLS, parse_client_id
 
 if TYPE_CHECKING:
-    import grpc
+    import grpc  # type: ignore[import-untyped, unused-ignore]
 
     from securefl.ckks.server import Aggregator
 
@@ -176,7 +176,8 @@ class AggregationServer:
         from securefl.errors import ConfigError
 
         secagg = isinstance(session, SecAggSession)
-        if tls.client_ca is None and not (secagg and session.config.authenticated):
+        authenticated = isinstance(session, SecAggSession) and session.config.authenticated
+        if tls.client_ca is None and not authenticated:
             raise ConfigError(
                 "only enrolled clients may take part: use mutual TLS (a client CA) or the "
                 "authenticated SecAgg mode (identity keys)"
@@ -219,7 +220,7 @@ class AggregationServer:
     # ---- lifecycle --------------------------------------------------------------------------
 
     def _build(self, tls: ServerTLS, address: str) -> grpc.Server:
-        import grpc
+        import grpc  # type: ignore[import-untyped, unused-ignore]
 
         opts = self.options
         workers = 2 * self.session.num_clients + 8  # every client may hold a long-poll
@@ -231,7 +232,7 @@ class AggregationServer:
             ],
             maximum_concurrent_rpcs=workers,
         )
-        handler = grpc.stream_stream_rpc_method_handler(self._exchange)
+        handler: Any = grpc.stream_stream_rpc_method_handler(self._exchange)
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {"Exchange": handler}),)
         )
@@ -410,9 +411,9 @@ class AggregationServer:
                 self._publish_final(r + 1, dict.fromkeys(waiting, (Kind.RESULT, payload)))
             else:
                 outcome.abort_reason = machine.abort_reason
-                reason = (machine.abort_reason or "aborted").encode()
+                text = (machine.abort_reason or "aborted").encode()
                 notify = waiting | (set(messages) - self._gone)
-                self._publish_final(r + 1, dict.fromkeys(notify, (Kind.ABORT, [reason])))
+                self._publish_final(r + 1, dict.fromkeys(notify, (Kind.ABORT, [text])))
             return True
         assert machine is not None
         contributors = tuple(sorted(int(c) for c in machine.clients))
@@ -424,9 +425,9 @@ class AggregationServer:
             outcome.abort_reason = reason
             self._publish_final(r + 1, dict.fromkeys(waiting, (Kind.ABORT, [reason.encode()])))
             return True
-        payload = encode_ckks_result(contributors, machine.result("packed"))
+        aggregate = encode_ckks_result(contributors, machine.result())
         outcome.stage = Stage.COMPLETED
-        self._publish_final(r + 1, dict.fromkeys(waiting, (Kind.RESULT, payload)))
+        self._publish_final(r + 1, dict.fromkeys(waiting, (Kind.RESULT, aggregate)))
         return True
 
     def _frame(
@@ -443,7 +444,7 @@ class AggregationServer:
         self._cv.notify_all()
 
     def _publish_final(
-        self, round_: int, what: Mapping[int, tuple[Kind, list[bytes] | list[bytes | memoryview]]]
+        self, round_: int, what: Mapping[int, tuple[Kind, Sequence[bytes | memoryview]]]
     ) -> None:
         frames = {c: self._frame(kind, c, round_, *payload) for c, (kind, payload) in what.items()}
         self._undelivered[self._number] = len(frames)
@@ -455,7 +456,7 @@ class AggregationServer:
     def _exchange(
         self, requests: Iterator[bytes], context: grpc.ServicerContext
     ) -> Iterator[bytes]:
-        import grpc
+        import grpc  # type: ignore[import-untyped, unused-ignore]
 
         try:
             frame = framing.assemble(requests, self._limit)
@@ -504,8 +505,8 @@ class AggregationServer:
     def _identify(self, frame: framing.Frame, context: grpc.ServicerContext) -> int:
         claimed = frame.client_id
         if self._mutual:
-            names = context.auth_context().get("x509_common_name", [])
-            ids = {parse_client_id(n.decode("utf-8", "replace")) for n in names}
+            names: Any = context.auth_context().get("x509_common_name", [])
+            ids = {parse_client_id(bytes(n).decode("utf-8", "replace")) for n in names}
             # A certificate names exactly one client; the frame must not claim another.
             if len(ids) != 1 or claimed not in ids:
                 raise _Refuse(
@@ -528,7 +529,8 @@ class AggregationServer:
                         self._joining.pop(call.client, None)
                     self._cv.notify_all()
 
-        return bool(context.add_callback(ended))
+        added: bool = context.add_callback(ended)
+        return added
 
     def _join(self, call: _Call, context: grpc.ServicerContext) -> list[bytes | memoryview] | None:
         client = call.client
@@ -565,7 +567,9 @@ class AggregationServer:
         message: Any = frame.payload
         if self.protocol is Protocol.SECAGG:
             try:
-                message = codec.decode(frame.payload, max_dimension=self._dimension + 1)
+                # The codec reads any buffer: no copy of the masked vector.
+                payload = cast("bytes", frame.payload)
+                message = codec.decode(payload, max_dimension=self._dimension + 1)
             except InvalidMessage as exc:
                 self._reject(client, f"undecodable: {exc}")
                 raise _Refuse("INVALID_ARGUMENT", f"undecodable message: {exc}") from None

@@ -1,0 +1,140 @@
+"""Who may take part, and what the server does with frames it cannot accept.
+
+An unenrolled client, a certificate from another CA or a certificate that names another
+client is refused; a malformed, oversized or out-of-round frame is rejected with a
+status naming the problem, and the session of the honest clients completes unchanged.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from securefl.errors import ServiceError
+from securefl.secagg.config import SecAggConfig
+from securefl.secagg.messages import Stage
+from securefl.transports.service import AggregationClient, ClientTLS, SecAggSession, framing
+from securefl.transports.service.framing import Kind, Protocol
+from securefl.transports.service.server import METHOD
+
+from .conftest import UNENROLLED, assert_secagg_mean, finish
+
+CONFIG = SecAggConfig(num_clients=6, threshold=3, dimension=100, max_weight=10)
+
+
+def client_tls(pki: Path, name: str) -> ClientTLS:
+    return ClientTLS.from_files(
+        str(pki / "ca.pem"), str(pki / f"{name}.pem"), str(pki / f"{name}.key")
+    )
+
+
+@pytest.mark.parametrize(
+    ("cid", "cert", "code"),
+    [
+        (UNENROLLED, f"client-{UNENROLLED}", "PERMISSION_DENIED"),  # CA-signed, not enrolled
+        (1, "client-2", "PERMISSION_DENIED"),  # claims another client's id
+        (0, "foreign-client-0", "UNAVAILABLE"),  # another CA: the TLS handshake fails
+    ],
+    ids=["unenrolled", "wrong-id", "foreign-ca"],
+)
+def test_unenrolled_client_is_refused(serve, pki, cid: int, cert: str, code: str) -> None:
+    running = serve(SecAggSession(CONFIG), enrolled=range(6))
+    # A refused handshake looks like an unreachable server: the client retries until
+    # its join deadline, then fails.
+    client = AggregationClient(
+        running.target, cid, client_tls(pki, cert), config=CONFIG, timeout=5, join_timeout=1
+    )
+    with client, pytest.raises(ServiceError) as info:
+        client.aggregate(np.zeros(CONFIG.dimension), 1)
+    assert info.value.code == code
+    if code == "PERMISSION_DENIED":
+        assert "not enrolled" in str(info.value) or "does not identify" in str(info.value)
+    assert running.server.outcomes == []  # nothing started on its behalf
+
+
+def test_client_without_certificate_is_refused_under_mutual_tls(serve, pki) -> None:
+    running = serve(SecAggSession(CONFIG))
+    tls = ClientTLS(server_ca=(pki / "ca.pem").read_bytes())
+    client = AggregationClient(running.target, 0, tls, config=CONFIG, timeout=5, join_timeout=1)
+    with client, pytest.raises(ServiceError) as info:
+        client.aggregate(np.zeros(CONFIG.dimension), 1)
+    assert info.value.code == "UNAVAILABLE"
+
+
+class Rogue:
+    """An enrolled client (id 5) that speaks raw frames."""
+
+    def __init__(self, target: str, pki: Path) -> None:
+        tls = client_tls(pki, "client-5")
+        creds = grpc.ssl_channel_credentials(tls.server_ca, tls.private_key, tls.certificate)
+        self.channel = grpc.secure_channel(
+            target, creds, options=[("grpc.max_send_message_length", 64 << 20)]
+        )
+        self.call = self.channel.stream_stream(METHOD)
+
+    def send(self, pieces: list[bytes]) -> bytes:
+        """Send raw gRPC messages; return the answer's bytes (raises grpc.RpcError)."""
+        return b"".join(self.call(iter(pieces), timeout=10, wait_for_ready=True))
+
+    def status(self, pieces: list[bytes]) -> tuple[grpc.StatusCode, str]:
+        with pytest.raises(grpc.RpcError) as info:
+            self.send(pieces)
+        return info.value.code(), info.value.details()
+
+
+def frame(kind: Kind, session: int, round_: int, payload: bytes = b"") -> bytes:
+    return b"".join(
+        bytes(p) for p in framing.encode(kind, Protocol.SECAGG, 5, session, round_, payload)
+    )
+
+
+def test_malformed_and_oversized_frames_do_not_disturb_the_round(
+    serve, clients, pki, tmp_path
+) -> None:
+    """Client 5 joins, then sends garbage, a frame announcing too large a payload, a
+    gRPC message above the size limit, a truncated frame, an undecodable protocol
+    message and a replay of another round; each is refused with a reason. The five
+    honest client processes complete and receive their mean."""
+    running = serve(SecAggSession(CONFIG), round_timeout=2.0)
+    rogue = Rogue(running.target, pki)
+    honest = [clients(i, running.target, config=CONFIG, seed=3) for i in range(5)]
+    start: list[bytes] = []
+    joiner = threading.Thread(target=lambda: start.append(rogue.send([frame(Kind.JOIN, 0, 0)])))
+    joiner.start()
+    joiner.join(30)
+    (opening,) = start
+    assert opening[:4] == b"SFLS" and opening[5] == Kind.PROTOCOL
+
+    code, details = rogue.status([b"\x00" * 100])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a securefl service frame" in details
+    header = bytearray(frame(Kind.SUBMIT, 1, 0))
+    struct.pack_into("<Q", header, 20, 1 << 40)
+    code, details = rogue.status([bytes(header)])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "exceeds the limit" in details
+    code, _ = rogue.status([frame(Kind.SUBMIT, 1, 0, b"\x01" * (5 << 20))])
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED  # above grpc.max_receive_message_length
+    code, details = rogue.status([frame(Kind.SUBMIT, 1, 0, b"abc")[:-1]])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "truncated" in details
+    code, details = rogue.status([frame(Kind.SUBMIT, 1, 0, b"SFL\x01\x41garbage")])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "undecodable" in details
+    code, details = rogue.status([frame(Kind.SUBMIT, 1, 3, b"late")])
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "not open" in details
+    code, details = rogue.status([frame(Kind.RESULT, 1, 0)])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+    reports = [finish(p) for p in honest]
+    running.join()
+    rogue.channel.close()
+    (outcome,) = running.server.outcomes
+    assert outcome.stage is Stage.COMPLETED
+    assert outcome.result.contributors == (0, 1, 2, 3, 4)  # client 5 dropped, nothing else
+    assert any("undecodable" in r.reason for r in outcome.rejections)
+    for cid, (record,) in enumerate(reports):
+        assert record["contributors"] == [0, 1, 2, 3, 4]
+        mean = np.load(tmp_path / f"mean-{cid}-1.npy")
+        assert_secagg_mean(CONFIG, mean, range(5), seed=3, round_=1)

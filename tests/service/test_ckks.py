@@ -1,0 +1,60 @@
+"""A CKKS FedAvg session over the service: clients encrypt, the server adds ciphertexts
+it cannot decrypt, clients decrypt the weighted mean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tenseal")
+
+from securefl.ckks.keys import CKKSParams, ClientContext
+from securefl.secagg.messages import Stage
+from securefl.transports.service import CKKSSession
+
+from .conftest import expected_mean, finish
+
+D = 500
+
+
+@pytest.fixture(scope="module")
+def ckks_pki(pki):
+    """The clients' secret context in the PKI directory (client_proc reads it)."""
+    ctx = ClientContext.generate(
+        CKKSParams(poly_modulus_degree=4096, coeff_mod_bit_sizes=(40, 20, 40), scale_bits=20)
+    )
+    (pki / "ckks-client.ctx").write_bytes(ctx.to_bytes())
+    return ctx
+
+
+def test_ckks_rounds_with_a_client_killed(serve, clients, tmp_path, ckks_pki) -> None:
+    """Five client processes, two training rounds; client 0 is killed before it
+    uploads in round 2. Each round's mean is the weighted mean of who uploaded."""
+    session = CKKSSession(ckks_pki.server_context(), num_clients=5, dimension=D)
+    running = serve(session, sessions=2, round_timeout=3.0)
+    procs = [
+        clients(
+            i,
+            running.target,
+            ckks=True,
+            dim=D,
+            rounds=2,
+            seed=11,
+            die_at=[2, "encrypt"] if i == 0 else None,
+        )
+        for i in range(5)
+    ]
+    reports = [finish(p) for p in procs]
+    running.join()
+    assert [o.stage for o in running.server.outcomes] == [Stage.COMPLETED] * 2
+    assert running.server.outcomes[1].contributors == (1, 2, 3, 4)
+    for cid in range(1, 5):
+        for record in reports[cid]:
+            r = record["round"]
+            who = range(5) if r == 1 else range(1, 5)
+            assert record["contributors"] == list(who)
+            want, weight = expected_mean(D, 11, r, who, clip=np.inf)
+            assert record["total_weight"] == weight
+            mean = np.load(tmp_path / f"mean-{cid}-{r}.npy")
+            # CKKS noise at these small parameters (scale 2^20): well below 1e-3.
+            assert np.max(np.abs(mean - want)) < 1e-3

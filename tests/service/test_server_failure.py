@@ -1,0 +1,83 @@
+"""A server that dies mid-session: every client fails with a clear error, none hangs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from securefl.secagg.config import SecAggConfig
+
+from .conftest import finish
+
+
+def test_server_killed_mid_session_fails_every_client(pki: Path, clients, tmp_path: Path) -> None:
+    """`securefl serve` in its own process is SIGKILLed while four clients wait for
+    ShareKeys to close (a fifth stalls, so the round stays open for 60 s): each of the
+    four gets a ServiceError (UNAVAILABLE) long before that deadline."""
+    port_file = tmp_path / "port"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "securefl",
+            "serve",
+            "--pki",
+            str(pki),
+            "--protocol",
+            "secagg",
+            "--clients",
+            "5",
+            "--threshold",
+            "3",
+            "--dim",
+            "64",
+            "--max-weight",
+            "10",
+            "--address",
+            "127.0.0.1:0",
+            "--port-file",
+            str(port_file),
+            "--round-timeout",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(300):
+            if port_file.exists() and port_file.read_text().strip():
+                break
+            assert server.poll() is None, server.communicate()
+            time.sleep(0.05)
+        target = f"127.0.0.1:{port_file.read_text().strip()}"
+        config = SecAggConfig(num_clients=5, threshold=3, dimension=64, max_weight=10)
+        procs = [
+            clients(
+                i, target, config=config, timeout=90, stall_at=[1, "ShareKeys"] if i == 4 else None
+            )
+            for i in range(5)
+        ]
+        # Wait until the four live clients have reached ShareKeys (they then submit and wait).
+        for proc in procs[:4]:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if json.loads(line).get("progress") == "session 1: ShareKeys":
+                    break
+        time.sleep(0.5)
+        server.send_signal(signal.SIGKILL)
+        server.communicate(timeout=10)
+        for proc in procs[:4]:
+            # Far below the 60 s round deadline and the 90 s call timeout: no hang.
+            (record,) = finish(proc, timeout=30)
+            assert record["error"] == "ServiceError"
+            assert record["code"] == "UNAVAILABLE"
+            assert "unreachable, went away" in record["message"]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()

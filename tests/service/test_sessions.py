@@ -1,0 +1,119 @@
+"""Whole sessions over the network service: a server and client processes on loopback.
+
+The server runs in a thread of the test process (a real gRPC server on a loopback port,
+TLS with client certificates); every client is its own process, so a SIGKILL is a real
+crash that closes its connection mid-protocol.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from securefl.secagg.config import GraphKind, SecAggConfig
+from securefl.secagg.messages import Stage
+from securefl.transports.service import SecAggSession
+
+from .conftest import assert_secagg_mean, enrolled_keys, finish
+
+
+def test_several_rounds_give_the_weighted_mean(serve, clients, tmp_path) -> None:
+    """Six client processes, three training rounds of SecAgg+ (a Harary graph): every
+    client receives the weighted mean of all six updates of that round."""
+    config = SecAggConfig(
+        num_clients=6, threshold=3, dimension=300, max_weight=10, graph=GraphKind.HARARY, degree=4
+    )
+    running = serve(SecAggSession(config), sessions=3)
+    procs = [clients(i, running.target, config=config, rounds=3, seed=5) for i in range(6)]
+    reports = [finish(p) for p in procs]
+    running.join()
+    assert [o.stage for o in running.server.outcomes] == [Stage.COMPLETED] * 3
+    for cid, report in enumerate(reports):
+        assert [r["round"] for r in report] == [1, 2, 3], report
+        for r in report:
+            assert r["contributors"] == list(range(6))
+            mean = np.load(tmp_path / f"mean-{cid}-{r['round']}.npy")
+            assert_secagg_mean(config, mean, range(6), seed=5, round_=r["round"])
+    # The server learnt the same mean it sent.
+    for r, outcome in enumerate(running.server.outcomes, 1):
+        assert outcome.session == r
+        assert_secagg_mean(config, outcome.result.weighted_mean, range(6), seed=5, round_=r)
+
+
+KILLS = {
+    0: "AdvertiseKeys",
+    1: "ShareKeys",
+    2: "MaskedInputCollection",
+    3: "ConsistencyCheck",
+    4: "Unmasking",
+}
+
+
+def test_a_client_killed_in_each_round_leaves_the_survivors_mean(
+    serve, clients, tmp_path, pki
+) -> None:
+    """Authenticated SecAgg, nine clients, t = 3: one is SIGKILLed as each round's
+    message reaches it. Those killed before MaskedInputCollection are not in the sum;
+    those killed after it are (the others' shares remove their masks); the four left
+    hold t shares of every secret."""
+    config = SecAggConfig(
+        num_clients=9, threshold=3, dimension=200, max_weight=10, authenticated=True
+    )
+    keys = {i: k for i, k in enrolled_keys(pki).items() if i < 9}
+    running = serve(SecAggSession(config, keys), round_timeout=1.5)
+    procs = {
+        i: clients(
+            i, running.target, config=config, seed=9, die_at=[1, KILLS[i]] if i in KILLS else None
+        )
+        for i in range(9)
+    }
+    reports = {i: finish(p) for i, p in procs.items()}
+    running.join()
+    for i in KILLS:
+        assert procs[i].returncode == -9  # really killed
+    (outcome,) = running.server.outcomes
+    assert outcome.stage is Stage.COMPLETED, outcome.abort_reason
+    contributors = (3, 4, 5, 6, 7, 8)  # everyone who sent a masked input
+    assert outcome.result.contributors == contributors
+    for i in (5, 6, 7, 8):
+        (record,) = reports[i]
+        assert tuple(record["contributors"]) == contributors
+        mean = np.load(tmp_path / f"mean-{i}-1.npy")
+        assert_secagg_mean(config, mean, contributors, seed=9, round_=1)
+
+
+def test_too_many_kills_abort_every_live_client(serve, clients) -> None:
+    """Two of six clients die before MaskedInputCollection with t = 4: fewer than t + 1
+    masked inputs arrive, and every live client gets the abort and its reason."""
+    config = SecAggConfig(num_clients=6, threshold=4, dimension=100, max_weight=10)
+    running = serve(SecAggSession(config), round_timeout=1.5)
+    die = {0: [1, "MaskedInputCollection"], 1: [1, "MaskedInputCollection"]}
+    procs = {i: clients(i, running.target, config=config, die_at=die.get(i)) for i in range(6)}
+    reports = {i: finish(p) for i, p in procs.items()}
+    running.join()
+    (outcome,) = running.server.outcomes
+    assert outcome.stage is Stage.ABORTED
+    assert outcome.result is None
+    for i in range(2, 6):
+        (record,) = reports[i]
+        assert record["error"] == "ProtocolAbort"
+        assert "only 4 clients" in record["message"]
+        assert procs[i].returncode == 3
+
+
+@pytest.mark.parametrize("stage", ["ShareKeys", "MaskedInputCollection"])
+def test_late_client_is_told_it_was_dropped(serve, clients, stage: str) -> None:
+    """A client that stalls past the round deadline is dropped; the others complete."""
+    config = SecAggConfig(num_clients=5, threshold=3, dimension=50, max_weight=10)
+    running = serve(SecAggSession(config), round_timeout=1.5)
+    procs = {
+        i: clients(i, running.target, config=config, stall_at=[1, stage] if i == 0 else None)
+        for i in range(5)
+    }
+    reports = {i: finish(p) for i, p in procs.items() if i != 0}
+    running.join()
+    (outcome,) = running.server.outcomes
+    assert outcome.stage is Stage.COMPLETED
+    assert 0 not in outcome.result.contributors
+    for i in range(1, 5):
+        assert reports[i][0]["contributors"] == [1, 2, 3, 4]
