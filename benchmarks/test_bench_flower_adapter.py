@@ -14,7 +14,11 @@ and imports, so the ratio is taken over the medians of rounds 2..R.
   reconstruction_threshold=4))`` with the legacy FedAvg and a NumPyClient behind
   ``secaggplus_mod`` (Flower's documented SecAgg+ setup; 6 neighbours + itself, t = 4).
 
-Both global models are checked against the float64 FedAvg of the known updates.
+Flower's plaintext FedAvg runs on the same app too, as the floor: in this engine every
+server<->client exchange waits on two 0.1 s polling loops (``InMemoryGrid.pull_interval``
+and the simulation's message queue), and a SecAgg round needs four exchanges where
+FedAvg needs one. All three global models are checked against the float64 FedAvg of
+the known updates.
 
 Run: ``pytest benchmarks/test_bench_flower_adapter.py --benchmark-only -s``.
 """
@@ -45,6 +49,7 @@ with warnings.catch_warnings():
     from flwr.server.strategy import FedAvg as LegacyFedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
     from flwr.serverapp import Grid, ServerApp
+    from flwr.serverapp.strategy import FedAvg
     from flwr.simulation import run_simulation
 
 N, D, ROUNDS = 10, 1_000_000, 4
@@ -72,8 +77,9 @@ def _simulate(server: ServerApp, client: ClientApp) -> None:
     gc.collect()  # Ray's helper-process handles, under this test's ResourceWarning filter
 
 
-def _securefl_run() -> tuple[list[float], npt.NDArray[np.float32]]:
-    client = ClientApp(mods=[sfl.secagg_mod])
+def _fedavg_run(*, secure: bool) -> tuple[list[float], npt.NDArray[np.float32], list[Any]]:
+    """securefl's adapter (``secure``) or Flower's plaintext FedAvg on the same app."""
+    client = ClientApp(mods=[sfl.secagg_mod] if secure else [])
 
     @client.train()
     def train(msg: Message, context: Context) -> Message:
@@ -91,9 +97,8 @@ def _securefl_run() -> tuple[list[float], npt.NDArray[np.float32]]:
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        strategy = sfl.SecAggFedAvg(
-            fraction_evaluate=0.0, min_train_nodes=N, min_available_nodes=N, max_weight=1000
-        )
+        common = {"fraction_evaluate": 0.0, "min_train_nodes": N, "min_available_nodes": N}
+        strategy = sfl.SecAggFedAvg(max_weight=1000, **common) if secure else FedAvg(**common)
 
         def evaluate(server_round: int, arrays: ArrayRecord) -> None:
             stamps.append(time.perf_counter())
@@ -101,11 +106,11 @@ def _securefl_run() -> tuple[list[float], npt.NDArray[np.float32]]:
 
         initial = ArrayRecord({"model": Array(np.zeros(D, np.float32))})
         strategy.start(grid=grid, initial_arrays=initial, num_rounds=ROUNDS, evaluate_fn=evaluate)
-        out["reports"] = strategy.reports
+        out["reports"] = getattr(strategy, "reports", [])
 
     _simulate(server, client)
     assert all(r.total_weight == sum(_weight(p) for p in range(N)) for r in out["reports"])
-    return [b - a for a, b in itertools.pairwise(stamps)], out["model"]
+    return [b - a for a, b in itertools.pairwise(stamps)], out["model"], out["reports"]
 
 
 class _FlowerClient(NumPyClient):  # type: ignore[misc]
@@ -160,32 +165,45 @@ def test_flower_adapter_round_vs_flower_secaggplus(
 ) -> None:
     monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # else Ray's FutureWarning
     monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
-    results: dict[str, tuple[list[float], npt.NDArray[np.float32]]] = {}
+    results: dict[str, Any] = {}
 
-    def both() -> None:
-        results["securefl"] = _securefl_run()
+    def all_three() -> None:
+        results["securefl"] = _fedavg_run(secure=True)
         results["flower"] = _flower_run()
+        results["plaintext"] = _fedavg_run(secure=False)
 
-    benchmark.pedantic(both, rounds=1, iterations=1)
+    benchmark.pedantic(all_three, rounds=1, iterations=1)
     expected = _expected(ROUNDS)
-    ours, flower = results["securefl"], results["flower"]
+    ours, flower, plain = results["securefl"], results["flower"], results["plaintext"]
     # securefl: 2^-27 precision at W = 1000 (mean weight 55): error ~1e-6 per round at most.
     assert np.max(np.abs(ours[1] - expected)) < 1e-5
     # Flower: 2^22 levels over [-8, 8], same weight folding: a few 1e-5 per round.
     assert np.max(np.abs(flower[1] - expected)) < 1e-3
+    assert np.max(np.abs(plain[1] - expected)) < 1e-5
     ours_median = statistics.median(ours[0][1:])
     flower_median = statistics.median(flower[0][1:])
+    plain_median = statistics.median(plain[0][1:])
+    # Where securefl's round goes: wall time per protocol round, medians of rounds 2..R.
+    stages = {
+        stage.value: statistics.median(r.seconds[stage] for r in ours[2][1:])
+        for stage in ours[2][0].seconds
+    }
     benchmark.extra_info.update(
         {
             "securefl_round_seconds": ours[0],
             "flower_round_seconds": flower[0],
+            "plaintext_round_seconds": plain[0],
             "securefl_median_s": ours_median,
             "flower_median_s": flower_median,
+            "plaintext_median_s": plain_median,
+            "securefl_stage_median_s": stages,
             "ratio": flower_median / ours_median,
         }
     )
     print(
         f"\nper-round seconds, n={N}, d={D}: securefl {[f'{s:.2f}' for s in ours[0]]} "
         f"median(2..) {ours_median:.2f}; Flower SecAgg+ {[f'{s:.2f}' for s in flower[0]]} "
-        f"median(2..) {flower_median:.2f}; ratio {flower_median / ours_median:.2f}x"
+        f"median(2..) {flower_median:.2f}; ratio {flower_median / ours_median:.2f}x; "
+        f"plaintext FedAvg {[f'{s:.2f}' for s in plain[0]]} median(2..) {plain_median:.2f}; "
+        f"securefl stages { ({k: round(v, 3) for k, v in stages.items()}) }"
     )
