@@ -8,6 +8,7 @@ tamper with or drop replies on their way back.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -74,7 +75,8 @@ class LocalGrid(Grid):
             self.sent.append(message)
             node = message.metadata.dst_node_id
             try:
-                reply = self.app(message, self.contexts[node])
+                # A copy, as off the wire: a mod may edit what it receives.
+                reply = self.app(copy.deepcopy(message), self.contexts[node])
             except Exception as exc:  # the runtime's behaviour: an error reply
                 reply = Message(Error(0, repr(exc)), reply_to=message)
             if self.intercept is not None:

@@ -3,7 +3,8 @@
 A client Mod (:data:`secagg_mod`, :func:`make_secagg_mod`) wraps an unchanged
 ``@app.train()`` function; a server Strategy (:class:`SecAggFedAvg`, FedAvg semantics)
 aggregates the updates with SecAgg / SecAgg+ so that the ServerApp learns only their
-weighted mean. See ``docs/FLOWER.md``.
+weighted mean. :class:`CKKSFedAvg` with :func:`make_ckks_mod` does FedAvg over CKKS
+ciphertexts instead. See ``docs/FLOWER.md``.
 """
 
 import warnings
@@ -13,6 +14,13 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r"'click\.utils\.", category=DeprecationWarning)
     import flwr.app  # noqa: F401  (the first import of flwr happens here)
 
+from securefl.transports.flower.ckks import (
+    CKKSFedAvg,
+    CKKSRoundReport,
+    context_from_file,
+    decrypt_arrays,
+    make_ckks_mod,
+)
 from securefl.transports.flower.mod import ERROR_CODE, make_secagg_mod, secagg_mod
 from securefl.transports.flower.records import RECORD_KEY
 from securefl.transports.flower.strategy import RoundReport, SecAggFedAvg
@@ -20,8 +28,13 @@ from securefl.transports.flower.strategy import RoundReport, SecAggFedAvg
 __all__ = [
     "ERROR_CODE",
     "RECORD_KEY",
+    "CKKSFedAvg",
+    "CKKSRoundReport",
     "RoundReport",
     "SecAggFedAvg",
+    "context_from_file",
+    "decrypt_arrays",
+    "make_ckks_mod",
     "make_secagg_mod",
     "secagg_mod",
 ]

@@ -1,0 +1,322 @@
+"""CKKS-encrypted FedAvg inside Flower (docs/CKKS.md): the server adds ciphertexts and
+never holds the global model in the clear after the first round.
+
+Each FL round is one exchange. The server's train message carries the global model:
+in the clear in round 1, afterwards the encrypted aggregate of the previous round (an
+``ArrayRecord`` holding the ``SFCK`` bytes and the model's layout). The client mod
+decrypts it with the clients' shared CKKS secret key into the weighted mean of the
+previous round's trained models, hands that to the user's unchanged train function,
+encrypts ``n_k * trained`` and ``n_k`` (:func:`securefl.ckks.encrypt_update`) and
+replies with the ciphertext only. The strategy sums the ciphertexts with
+:class:`securefl.ckks.Aggregator` and returns the sum, still encrypted, as the next
+global "arrays". Evaluate messages are decrypted the same way before the user's
+evaluate function sees them. A node that fails simply contributes nothing: there are
+no masks to remove.
+
+Key distribution is outside Flower: every client loads the same
+:class:`~securefl.ckks.ClientContext` (with the secret key) from its own storage
+through ``load_context``; the server gets only ``ClientContext.server_bytes()``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from logging import INFO, WARNING
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp.typing import ClientAppCallable, Mod
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore import log
+
+from securefl.ckks import Aggregator, ClientContext, ServerContext, decrypt_mean, encrypt_update
+from securefl.errors import DecryptionError, InvalidMessage, SecureFLError
+from securefl.transports.flower.mod import ERROR_CODE
+from securefl.vectors import Layout
+
+__all__ = [
+    "CKKS_RECORD_KEY",
+    "CKKSFedAvg",
+    "CKKSRoundReport",
+    "context_from_file",
+    "decrypt_arrays",
+    "make_ckks_mod",
+]
+
+CKKS_RECORD_KEY = "securefl-ckks"
+"""Key of the ConfigRecord of a CKKS round: ``version``, ``session`` (16 random bytes)
+and, in a client's reply, ``update`` (``SFCK`` bytes) and ``layout``."""
+
+AGGREGATE_KEY = "securefl-ckks-aggregate"
+LAYOUT_KEY = "securefl-ckks-layout"
+_FORMAT_VERSION = 1
+_SESSION_BYTES = 16
+
+ContextLoader = Callable[[Context], ClientContext]
+
+
+def _u8(data: bytes) -> Array:
+    return Array(np.frombuffer(data, dtype=np.uint8).copy())
+
+
+def _is_encrypted(arrays: ArrayRecord) -> bool:
+    return set(arrays.keys()) == {AGGREGATE_KEY, LAYOUT_KEY}
+
+
+def _encrypted_parts(arrays: ArrayRecord) -> tuple[bytes, Layout]:
+    """The aggregate and layout of an encrypted model record.
+
+    Raises
+    ------
+    InvalidMessage
+        If the record does not hold exactly a byte-array aggregate and a valid layout.
+    """
+    if not _is_encrypted(arrays):
+        raise InvalidMessage("not an encrypted securefl model record")
+    blob, layout = arrays[AGGREGATE_KEY].numpy(), arrays[LAYOUT_KEY].numpy()
+    if blob.dtype != np.uint8 or layout.dtype != np.uint8:
+        raise InvalidMessage("encrypted model record: expected uint8 arrays")
+    try:
+        return blob.tobytes(), Layout.from_bytes(layout.tobytes())
+    except ValueError as exc:
+        raise InvalidMessage(f"encrypted model record: bad layout: {exc}") from None
+
+
+def decrypt_arrays(context: ClientContext, arrays: ArrayRecord) -> ArrayRecord:
+    """The plaintext model of an encrypted model record (a key holder's view).
+
+    ``arrays`` in the clear is returned as it is.
+
+    Raises
+    ------
+    InvalidMessage, DecryptionError
+        If the record is malformed, or was not encrypted under ``context``'s key.
+
+    Security
+    --------
+    The result is the global model: give it only to parties entitled to it.
+    """
+    if not _is_encrypted(arrays):
+        return arrays
+    blob, layout = _encrypted_parts(arrays)
+    try:
+        model = decrypt_mean(context, blob, layout)
+    except ValueError as exc:  # the aggregate's length does not match the layout
+        raise InvalidMessage(str(exc)) from None
+    assert isinstance(model, dict)
+    return ArrayRecord({str(k): Array(np.asarray(v)) for k, v in model.items()})
+
+
+def context_from_file(path: str | os.PathLike[str]) -> ContextLoader:
+    """A ``load_context`` that reads ``ClientContext.to_bytes()`` from ``path`` on the
+    node, for each message (the key never travels with the ClientApp)."""
+    location = Path(path)
+
+    def load(_: Context) -> ClientContext:
+        return ClientContext.from_bytes(location.read_bytes())
+
+    return load
+
+
+def _error(msg: Message, reason: str) -> Message:
+    return Message(Error(ERROR_CODE, f"securefl: {reason}"), reply_to=msg)
+
+
+def make_ckks_mod(load_context: ContextLoader, *, weight_key: str = "num-examples") -> Mod:
+    """Build the client Mod for :class:`CKKSFedAvg`.
+
+    Parameters
+    ----------
+    load_context:
+        Returns this node's CKKS :class:`~securefl.ckks.ClientContext` (e.g.
+        :func:`context_from_file`); every client of the federation uses the same key.
+    weight_key:
+        The train reply's metric holding the integer FedAvg weight.
+
+    Returns
+    -------
+    Mod
+        Decrypts the global model of train and evaluate messages that carry securefl's
+        CKKS record; after training, replies with the encrypted weighted model only.
+        A malformed record or an aggregate under another key gets an error reply.
+    """
+
+    def ckks(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        record = msg.content.config_records.get(CKKS_RECORD_KEY)
+        kind = msg.metadata.message_type
+        if record is None or kind not in (MessageType.TRAIN, MessageType.EVALUATE):
+            return call_next(msg, context)
+        session = record.get("session")
+        if not isinstance(session, bytes) or len(session) != _SESSION_BYTES:
+            return _error(msg, "malformed CKKS record")
+        ctx = load_context(context)
+        names = list(msg.content.array_records)
+        if len(names) != 1:
+            return _error(msg, "the message must hold exactly one ArrayRecord")
+        try:
+            msg.content[names[0]] = decrypt_arrays(ctx, msg.content.array_records[names[0]])
+        except (InvalidMessage, DecryptionError) as exc:
+            return _error(msg, f"cannot decrypt the global model: {exc}")
+        del msg.content[CKKS_RECORD_KEY]
+        reply = call_next(msg, context)
+        if kind == MessageType.EVALUATE or reply.has_error():
+            return reply
+        try:
+            trained = list(reply.content.array_records.values())
+            if len(trained) != 1:
+                raise InvalidMessage("the train reply must hold exactly one ArrayRecord")
+            weight = _weight(reply.content, weight_key)
+            update, layout = encrypt_update(
+                ctx, {k: a.numpy() for k, a in trained[0].items()}, weight
+            )
+        except (InvalidMessage, TypeError, ValueError) as exc:
+            return _error(msg, f"cannot take part: {exc}")
+        out = ConfigRecord(
+            {
+                "version": _FORMAT_VERSION,
+                "session": session,
+                "update": update,
+                "layout": layout.to_bytes(),
+            }
+        )
+        return Message(RecordDict({CKKS_RECORD_KEY: out}), reply_to=msg)
+
+    return ckks
+
+
+def _weight(content: RecordDict, key: str) -> int:
+    for metrics in content.metric_records.values():
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if float(value) != int(value):
+                raise InvalidMessage(f"weight {key!r} = {value} is not an integer")
+            return int(value)
+    raise InvalidMessage(f"the train reply has no numeric {key!r} metric (the FedAvg weight)")
+
+
+@dataclass
+class CKKSRoundReport:
+    """What the server saw in one CKKS round."""
+
+    server_round: int
+    contributors: tuple[int, ...] = ()
+    rejections: list[tuple[int, str]] = field(default_factory=list)
+    """(node id, reason) of every reply left out of the sum."""
+
+
+class CKKSFedAvg(FedAvg):
+    """FedAvg over CKKS ciphertexts: the server adds, the clients decrypt.
+
+    Use it with :func:`make_ckks_mod` on the clients. The ``arrays`` this strategy
+    returns after a round (``Result.arrays``, the ``evaluate_fn`` argument) hold the
+    encrypted model: only a key holder can read it (:func:`decrypt_arrays`), so
+    server-side evaluation of the model is not possible. Train metrics are not sent.
+
+    Parameters
+    ----------
+    server_context:
+        ``ClientContext.server_bytes()`` or a :class:`~securefl.ckks.ServerContext`:
+        the parameters without any key.
+    threads:
+        Threads for the ciphertext sum (``None``: all cores).
+    **fedavg:
+        Passed to :class:`flwr.serverapp.strategy.FedAvg`.
+    """
+
+    def __init__(
+        self,
+        server_context: bytes | ServerContext,
+        *,
+        threads: int | None = None,
+        **fedavg: Any,
+    ) -> None:
+        super().__init__(**fedavg)
+        if isinstance(server_context, (bytes, bytearray, memoryview)):
+            server_context = ServerContext.from_bytes(server_context)
+        self.server_context = server_context
+        self.threads = threads
+        self.reports: list[CKKSRoundReport] = []
+        self._session = b""
+
+    def summary(self) -> None:
+        """Log FedAvg's summary and the encryption setting."""
+        super().summary()
+        log(INFO, "\t└──> Secure aggregation: securefl CKKS (the server adds ciphertexts)")
+
+    def _tagged(self, messages: Iterable[Message], fresh: bool) -> list[Message]:
+        if fresh:
+            self._session = os.urandom(_SESSION_BYTES)
+        record = ConfigRecord({"version": _FORMAT_VERSION, "session": self._session})
+        out = []
+        for message in messages:
+            message.content[CKKS_RECORD_KEY] = record
+            out.append(message)
+        return out
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """FedAvg's train messages, tagged for the CKKS mod (which decrypts ``arrays``)."""
+        return self._tagged(super().configure_train(server_round, arrays, config, grid), True)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """FedAvg's evaluate messages, tagged so that clients decrypt the model first."""
+        messages = super().configure_evaluate(server_round, arrays, config, grid)
+        return self._tagged(messages, False)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Sum the encrypted weighted models; return the sum, encrypted."""
+        report = CKKSRoundReport(server_round)
+        self.reports.append(report)
+        aggregator = Aggregator(self.server_context, threads=self.threads)
+        layout: bytes | None = None
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            try:
+                if reply.has_error():
+                    raise InvalidMessage(f"error reply: {reply.error.reason}")
+                record = reply.content.config_records.get(CKKS_RECORD_KEY)
+                if record is None or record.get("version") != _FORMAT_VERSION:
+                    raise InvalidMessage("no CKKS record of a known version")
+                # A reply of an earlier round must not enter this round's sum.
+                if record.get("session") != self._session:
+                    raise InvalidMessage("reply for another round")
+                update, this_layout = record.get("update"), record.get("layout")
+                if not isinstance(update, bytes) or not isinstance(this_layout, bytes):
+                    raise InvalidMessage("update and layout must be bytes")
+                # Adding vectors of different models would silently mix parameters.
+                if layout is not None and this_layout != layout:
+                    raise InvalidMessage("the model layout differs from the other clients'")
+                Layout.from_bytes(this_layout)
+                aggregator.add(str(node), update)
+            except (SecureFLError, ValueError) as exc:
+                report.rejections.append((node, str(exc)))
+                continue
+            layout = this_layout
+            report.contributors += (node,)
+        for node, reason in report.rejections:
+            log(WARNING, "securefl: CKKS reply of node %s left out: %s", node, reason)
+        if layout is None:
+            return None, None
+        arrays = ArrayRecord({AGGREGATE_KEY: _u8(aggregator.result()), LAYOUT_KEY: _u8(layout)})
+        metrics = MetricRecord({"securefl-contributors": len(report.contributors)})
+        return arrays, metrics

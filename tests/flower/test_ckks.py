@@ -1,0 +1,120 @@
+"""CKKS FedAvg inside Flower (in-process Grid): the server sums ciphertexts and never
+holds the model in the clear after round 1; the model the clients decrypt is FedAvg
+of their trained models, also when a node fails; bad replies stay out of the sum."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message
+from flwr.clientapp import ClientApp
+
+from flower import sim_app
+from flower.local_grid import Intercept, LocalGrid, task_identity
+
+pytest.importorskip("tenseal")
+
+from securefl.ckks import ClientContext
+from securefl.errors import DecryptionError
+from securefl.transports.flower import (
+    CKKSFedAvg,
+    context_from_file,
+    decrypt_arrays,
+    make_ckks_mod,
+)
+from securefl.transports.flower.ckks import CKKS_RECORD_KEY
+
+NODES = 5
+
+
+@pytest.fixture(autouse=True)
+def _identity() -> Iterator[None]:
+    with task_identity():
+        yield
+
+
+@pytest.fixture(scope="module")
+def key() -> ClientContext:
+    return ClientContext.generate()
+
+
+def _run(
+    key: ClientContext, tmp_path: Path, rounds: int, intercept: Intercept | None = None
+) -> tuple[CKKSFedAvg, list[ArrayRecord]]:
+    path = tmp_path / "ckks-context.bin"
+    path.write_bytes(key.to_bytes())
+    app = ClientApp(mods=[make_ckks_mod(context_from_file(path))])
+    app.train()(sim_app.train)
+    grid = LocalGrid(app, NODES, intercept)
+    strategy = CKKSFedAvg(
+        key.server_bytes(), fraction_evaluate=0.0, min_train_nodes=NODES, min_available_nodes=NODES
+    )
+    history: list[ArrayRecord] = []
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord({k: Array(v) for k, v in sim_app.initial_arrays().items()}),
+        num_rounds=rounds,
+        train_config=ConfigRecord({"faults": True}),
+        evaluate_fn=lambda r, a: history.append(a),
+    )
+    return strategy, history
+
+
+def _check(
+    key: ClientContext, history: list[ArrayRecord], participants: dict[int, list[int]]
+) -> None:
+    for server_round, parts in participants.items():
+        before = decrypt_arrays(key, history[server_round - 1])
+        after = decrypt_arrays(key, history[server_round])
+        total = sum(sim_app.weight(p) for p in parts)
+        for k, value in after.items():
+            prev = before[k].numpy().astype(np.float64)
+            # Each client trains from the decrypted model and returns float32 weights.
+            models = [(prev + sim_app.update(p, server_round)[k]).astype(np.float32) for p in parts]
+            expected = sum(
+                sim_app.weight(p) * m.astype(np.float64) for p, m in zip(parts, models, strict=True)
+            )
+            err = np.max(np.abs(value.numpy().astype(np.float64) - expected / total))
+            assert err < 1e-5, (server_round, k, err)
+
+
+def test_ckks_rounds_match_fedavg_and_the_server_sees_only_ciphertext(
+    key: ClientContext, tmp_path: Path
+) -> None:
+    strategy, history = _run(key, tmp_path, 3)
+    # After round 1 the server's model is the encrypted aggregate, never plaintext.
+    for arrays in history[1:]:
+        assert set(arrays.keys()) == {"securefl-ckks-aggregate", "securefl-ckks-layout"}
+    participants = {r: sim_app.participants_with_faults(r, NODES) for r in (1, 2, 3)}
+    participants[1] = list(range(NODES))  # the dropout of round 1 is a SecAgg test mod
+    _check(key, history, participants)
+    assert [len(r.contributors) for r in strategy.reports] == [5, 4, 5]
+    # Another key cannot read the model.
+    with pytest.raises(DecryptionError):
+        decrypt_arrays(ClientContext.generate(), history[-1])
+
+
+def test_ckks_bad_replies_are_left_out(key: ClientContext, tmp_path: Path) -> None:
+    stale: dict[str, Any] = {}
+
+    def tamper(node: int, reply: Message) -> Message:
+        p = node - 1000
+        if reply.has_error():
+            return reply
+        record = reply.content[CKKS_RECORD_KEY]
+        if p == 0:
+            record["update"] = record["update"][:-8]  # truncated ciphertext
+        if p == 1:
+            record["session"] = bytes(16)  # a reply of another round
+        if p == 3:
+            record["layout"] = stale.setdefault("layout", b"garbage")
+        return reply
+
+    strategy, history = _run(key, tmp_path, 1, tamper)
+    report = strategy.reports[0]
+    assert sorted(n - 1000 for n, _ in report.rejections) == [0, 1, 3]
+    _check(key, history, {1: [2, 4]})
