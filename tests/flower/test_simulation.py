@@ -5,10 +5,13 @@ when a node drops in the middle of the protocol or fails in training."""
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Context
+from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
@@ -75,3 +78,63 @@ def test_secure_fedavg_matches_plaintext_with_failures(monkeypatch: pytest.Monke
     sim_app.check_models(strategy.reports, history, participants, max_weight=100)
     # Rounds 1 and 2: a node shared its keys, then failed: its masks were reconstructed.
     assert [len(r.dropped) for r in strategy.reports] == [1, 1, 0]
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_ckks_fedavg_in_ray_simulation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """CKKS: 5 supernodes, 2 rounds, one node failing in round 2; the clients' key
+    comes from a file on the "node" (only its path travels with the ClientApp)."""
+    pytest.importorskip("tenseal")
+    from securefl.ckks import ClientContext
+    from securefl.transports.flower import (
+        CKKSFedAvg,
+        context_from_file,
+        decrypt_arrays,
+        make_ckks_mod,
+    )
+
+    monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    key = ClientContext.generate()
+    path = tmp_path / "ckks-context.bin"
+    path.write_bytes(key.to_bytes())
+    client = ClientApp(mods=[make_ckks_mod(context_from_file(path))])
+    client.train()(sim_app.train)
+    history: list[ArrayRecord] = []
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy = CKKSFedAvg(
+            key.server_bytes(),
+            fraction_evaluate=0.0,
+            min_train_nodes=NUM_NODES,
+            min_available_nodes=NUM_NODES,
+        )
+        initial = ArrayRecord({k: Array(v) for k, v in sim_app.initial_arrays().items()})
+        strategy.start(
+            grid=grid,
+            initial_arrays=initial,
+            num_rounds=2,
+            evaluate_fn=lambda r, arrays: history.append(arrays),
+        )
+
+    run_simulation(
+        server_app=server,
+        client_app=client,
+        num_supernodes=NUM_NODES,
+        backend_config={"client_resources": {"num_cpus": 1}, "init_args": {"num_cpus": 2}},
+    )
+    gc.collect()
+    assert len(history) == 3
+    for server_round, parts in {1: list(range(NUM_NODES)), 2: [0, 1, 2, 3]}.items():
+        before = decrypt_arrays(key, history[server_round - 1])
+        after = decrypt_arrays(key, history[server_round])
+        total = sum(sim_app.weight(p) for p in parts)
+        for k, value in after.items():
+            prev = before[k].numpy().astype(np.float64)
+            expected = sum(
+                sim_app.weight(p)
+                * (prev + sim_app.update(p, server_round)[k]).astype(np.float32).astype(np.float64)
+                for p in parts
+            )
+            assert np.max(np.abs(value.numpy() - expected / total)) < 1e-5
