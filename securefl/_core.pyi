@@ -7,7 +7,7 @@ import collections.abc
 import numpy
 import typing
 import typing_extensions
-__all__: list[str] = ['SHAMIR_PRIME', 'SHAMIR_SHARE_BYTES', 'available_backends', 'available_cores', 'default_backend', 'dequantize_into', 'fixed_point_max_level', 'keystream_into', 'masked_accumulate', 'pack_bits', 'quantize_into', 'rns_sum', 'shamir_combine', 'shamir_split', 'sum_mod', 'unpack_bits']
+__all__: list[str] = ['SHAMIR_PRIME', 'SHAMIR_SHARE_BYTES', 'available_backends', 'available_cores', 'default_backend', 'dequantize_into', 'dp_decode_into', 'dp_encode_into', 'dp_padded_dimension', 'dp_rotate_inplace', 'dp_sample_noise_into', 'fixed_point_max_level', 'keystream_into', 'masked_accumulate', 'pack_bits', 'quantize_into', 'rns_sum', 'shamir_combine', 'shamir_split', 'sum_mod', 'unpack_bits']
 def available_backends() -> list[str]:
     """
     Names of the AES backends this CPU supports.
@@ -23,6 +23,26 @@ def default_backend() -> str:
 def dequantize_into(sum: typing.Any, out: typing.Any, *, clip: typing.SupportsFloat | typing.SupportsIndex, frac_bits: typing.SupportsInt | typing.SupportsIndex, bits: typing.SupportsInt | typing.SupportsIndex, max_summands: typing.SupportsInt | typing.SupportsIndex, summands: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
     Decode a sum of `summands` encodings into float64 out.
+    """
+def dp_decode_into(sum: typing.Any, out: typing.Any, rotation_key: typing.Any, *, gamma: typing.SupportsFloat | typing.SupportsIndex, bits: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 0, backend: str = 'auto') -> None:
+    """
+    Server DP decoding: centre the ring sum, times gamma, inverse rotation, first len(out) coordinates.
+    """
+def dp_encode_into(x: typing.Any, out: typing.Any, rotation_key: typing.Any, rounding_key: typing.Any, noise_key: typing.Any, *, clip: typing.SupportsFloat | typing.SupportsIndex, weight: typing.SupportsFloat | typing.SupportsIndex, gamma: typing.SupportsFloat | typing.SupportsIndex, bits: typing.SupportsInt | typing.SupportsIndex, norm_bound: typing.SupportsFloat | typing.SupportsIndex, error_bound: typing.SupportsFloat | typing.SupportsIndex, max_tries: typing.SupportsInt | typing.SupportsIndex, noise: str, noise_param: typing.SupportsFloat | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 0, backend: str = 'auto') -> int:
+    """
+    Client DP pipeline: clip, rotate, scale, conditionally round, add noise, wrap into Z_{2^b}. Returns the number of rounding attempts.
+    """
+def dp_padded_dimension(d: typing.SupportsInt | typing.SupportsIndex) -> int:
+    """
+    The smallest power of two >= d (the rotation's length).
+    """
+def dp_rotate_inplace(x: typing.Any, key: typing.Any, *, inverse: bool = False, normalize: bool = True, threads: typing.SupportsInt | typing.SupportsIndex = 0, backend: str = 'auto') -> None:
+    """
+    Randomized Walsh-Hadamard rotation of float64 x (length a power of two) in place.
+    """
+def dp_sample_noise_into(out: typing.Any, key: typing.Any, *, kind: str, param: typing.SupportsFloat | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 0, backend: str = 'auto') -> None:
+    """
+    Fill int64 out with discrete Gaussian or Skellam noise from key's keystream.
     """
 def fixed_point_max_level(clip: typing.SupportsFloat | typing.SupportsIndex, frac_bits: typing.SupportsInt | typing.SupportsIndex, bits: typing.SupportsInt | typing.SupportsIndex, max_summands: typing.SupportsInt | typing.SupportsIndex) -> int:
     """

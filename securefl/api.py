@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import numpy as np
 
@@ -176,9 +176,15 @@ def aggregate(
     return _secagg_result(protocol, n, report, report.aggregate)
 
 
+class _GraphOptions(TypedDict):
+    threshold: int
+    graph: GraphKind
+    degree: int | None
+
+
 def _graph_options(
     protocol: str, n: int, threshold: int | None, degree: int | None
-) -> dict[str, object]:
+) -> _GraphOptions:
     """graph, degree and threshold for ``protocol`` with the documented defaults."""
     if protocol == "secagg":
         graph, k = GraphKind.COMPLETE, n - 1

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 
-import dp_accounting
+import dp_accounting  # type: ignore[import-untyped]
 import numpy as np
 
 __all__ = [

@@ -46,7 +46,7 @@ from typing import Literal
 
 from securefl.dp import accounting
 from securefl.errors import ConfigError
-from securefl.primitives.dp import EncodeSpec, padded_dimension
+from securefl.primitives.dp import EncodeSpec, NoiseKind, padded_dimension
 
 __all__ = ["DPConfig", "DPPlan", "Mechanism", "calibrate"]
 
@@ -261,12 +261,8 @@ def _evaluate(config: DPConfig, D: int, sigma_real: float, room: float) -> tuple
     sigma_int = sigma_real / gamma
     param = sigma_int if config.mechanism == "discrete_gaussian" else sigma_int**2
     events = _round_events(config, D, param, delta2, delta1)
-    eps_round = accounting.compose_epsilon(events, 1, config.delta)  # type: ignore[arg-type]
-    eps_total = accounting.compose_epsilon(
-        events,  # type: ignore[arg-type]
-        config.rounds,
-        config.delta,
-    )
+    eps_round = accounting.compose_epsilon(events, 1, config.delta)
+    eps_total = accounting.compose_epsilon(events, config.rounds, config.delta)
     return gamma, param, norm, err, delta2, delta1, eps_round, eps_total
 
 
@@ -383,14 +379,14 @@ def _plan(
     eps_total: float,
 ) -> DPPlan:
     variance = param**2 if config.mechanism == "discrete_gaussian" else param
-    noise = "none" if param == 0 else config.mechanism
+    noise: NoiseKind = "none" if param == 0 else config.mechanism
     spec = EncodeSpec(
         clip=config.clip,
         gamma=gamma,
         bits=config.bits,
         norm_bound=norm,
         error_bound=err,
-        noise=noise,  # type: ignore[arg-type]
+        noise=noise,
         noise_param=param,
         max_tries=_MAX_TRIES,
     )

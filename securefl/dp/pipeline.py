@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -220,8 +220,9 @@ def decode_aggregate(
         total = ints
     if total.size != plan.padded_dimension:
         raise ValueError(f"ring sum has {total.size} values, expected {plan.padded_dimension}")
+    ring = cast(RingArray, total.astype(plan.spec.dtype, copy=False))
     noisy = native.decode(
-        total.astype(plan.spec.dtype, copy=False),
+        ring,
         plan.dimension,
         gamma=plan.gamma,
         bits=cfg.bits,

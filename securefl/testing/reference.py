@@ -156,3 +156,118 @@ def pack_bits(words: np.ndarray, bits: int) -> bytes:
     for i, w in enumerate(words.tolist()):
         value |= int(w) << (i * bits)
     return value.to_bytes((len(words) * bits + 7) // 8, "little")
+
+
+# ---- distributed DP (csrc/include/securefl/dp.hpp) ----------------------------------
+
+_DP_CHUNK = 2048
+_DP_NOISE_CHUNK = 1024
+
+
+def _counter_block(stream: int) -> bytes:
+    return stream.to_bytes(8, "big") + bytes(8)
+
+
+def dp_signs(key: bytes, length: int) -> np.ndarray:
+    """Rotation signs: bit i of the keystream (byte i // 8, bit i % 8) set means -1."""
+    raw = np.frombuffer(keystream(key, (length + 7) // 8), dtype=np.uint8)
+    bits = np.unpackbits(raw, bitorder="little")[:length]
+    result: np.ndarray = np.where(bits == 1, -1.0, 1.0)
+    return result
+
+
+def fwht(x: np.ndarray) -> np.ndarray:
+    """Unnormalized Walsh-Hadamard transform, radix 2, levels h = 1, 2, 4, ..."""
+    a = np.array(x, dtype=np.float64)
+    n, h = a.size, 1
+    while h < n:
+        view = a.reshape(-1, 2, h)
+        top, bottom = view[:, 0, :].copy(), view[:, 1, :].copy()
+        view[:, 0, :] = top + bottom
+        view[:, 1, :] = top - bottom
+        h *= 2
+    return a
+
+
+def dp_rotate(x: np.ndarray, key: bytes, inverse: bool = False) -> np.ndarray:
+    """H diag(s) x / sqrt(D), or diag(s) H y / sqrt(D) for the inverse."""
+    s = dp_signs(key, x.size)
+    scale = 1.0 / np.sqrt(float(x.size))
+    if not inverse:
+        result: np.ndarray = fwht(x * s) * scale
+        return result
+    result = (fwht(x) * scale) * s
+    return result
+
+
+def dp_encode_without_noise(
+    x: np.ndarray,
+    *,
+    clip: float,
+    weight: float,
+    gamma: float,
+    bits: int,
+    rotation_key: bytes,
+    rounding_key: bytes,
+    attempt: int = 0,
+) -> np.ndarray:
+    """The native encoding with noise "none", for one rounding attempt, op for op."""
+    v = np.asarray(x, dtype=np.float64).reshape(-1)
+    d = v.size
+    D = 1 << max(0, (d - 1).bit_length())
+    # The native code sums squares sequentially within 2048-element units, then the
+    # units in order: cumsum reproduces that order exactly.
+    parts = [float(np.cumsum(v[i : i + _DP_CHUNK] ** 2)[-1]) for i in range(0, d, _DP_CHUNK)]
+    norm = float(np.sqrt(np.cumsum(parts)[-1]))
+    factor = weight * (clip / norm if norm > clip else 1.0)
+    buf = np.zeros(D)
+    buf[:d] = v * factor
+    buf = fwht(buf * dp_signs(rotation_key, D))
+    inv = 1.0 / (np.sqrt(float(D)) * gamma)
+    scaled = buf * inv
+    coins = np.frombuffer(
+        keystream(rounding_key, 8 * D, _counter_block(attempt)), dtype=np.dtype("<u8")
+    )
+    u = (coins >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    floor = np.floor(scaled)
+    r = floor + (u < scaled - floor)
+    wrapped = r.astype(np.int64).astype(np.uint64) & np.uint64((1 << bits) - 1)
+    result: np.ndarray = wrapped.astype(np.uint32 if bits <= 32 else np.uint64)
+    return result
+
+
+class _WordStream:
+    def __init__(self, key: bytes, stream: int) -> None:
+        self._key, self._stream, self._block = key, stream, 0
+        self._words: list[int] = []
+
+    def next(self) -> int:
+        if not self._words:
+            counter = (self._stream << 64) + self._block
+            raw = keystream(self._key, 2048, counter.to_bytes(16, "big"))
+            self._words = list(np.frombuffer(raw, dtype=np.dtype("<u8")).tolist())[::-1]
+            self._block += 2048 // 16
+        return self._words.pop()
+
+
+def dp_discrete_gaussian(key: bytes, n: int, sigma: float) -> np.ndarray:
+    """CKS 2020 Algorithm 3 with the native code's stream layout and binary64 trials."""
+    import math
+
+    t = math.floor(sigma) + 1
+    shift, inv_two_var = sigma * sigma / t, 0.5 / (sigma * sigma)
+    out = np.empty(n, dtype=np.int64)
+    for chunk in range(0, n, _DP_NOISE_CHUNK):
+        s = _WordStream(key, chunk // _DP_NOISE_CHUNK)
+        for i in range(chunk, min(n, chunk + _DP_NOISE_CHUNK)):
+            while True:
+                w = s.next()
+                m = math.floor(-t * math.log(((w >> 11) + 1) * 2.0**-53))
+                negative = w & 1
+                if negative and m == 0:
+                    continue
+                dev = m - shift
+                if (s.next() >> 11) * 2.0**-53 < math.exp(-dev * dev * inv_two_var):
+                    out[i] = -m if negative else m
+                    break
+    return out

@@ -1,0 +1,181 @@
+"""Accounting (KLS Theorem 1, AKL Theorem 3.5, composed by dp_accounting) and calibration."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from securefl.dp import DPConfig, calibrate
+from securefl.dp import accounting as acc
+from securefl.errors import ConfigError
+
+DELTA = 1e-5
+
+
+@pytest.mark.parametrize("rounds", [1, 10, 200])
+@pytest.mark.parametrize(("delta2", "sigma", "clients"), [(1.0, 40.0, 10), (30.0, 500.0, 100)])
+def test_ddg_matches_the_continuous_gaussian_where_they_must_agree(
+    rounds: int, delta2: float, sigma: float, clients: int
+) -> None:
+    # sigma >> 1: tau ~ 10 n exp(-pi^2 sigma^2) underflows to 0 and KLS's bound is the
+    # Gaussian mechanism's rho = Delta^2 / (2 n sigma^2) exactly.
+    event = acc.ddg_event(delta2, delta2**2, sigma, clients, 1 << 20)
+    ours = acc.compose_epsilon(event, rounds, DELTA)
+    library = acc.gaussian_epsilon(math.sqrt(clients) * sigma / delta2, rounds, DELTA)
+    assert ours == pytest.approx(library, rel=1e-9)
+
+
+@pytest.mark.parametrize("rounds", [1, 50])
+def test_skellam_approaches_the_gaussian_for_large_variance(rounds: int) -> None:
+    delta2 = 20.0
+    delta1 = delta2**2
+    gauss = acc.gaussian_epsilon(1.5, rounds, DELTA)  # sigma_total = 1.5 delta2
+    mu = (1.5 * delta2) ** 2
+    small = acc.compose_epsilon(acc.skellam_events(delta2, delta1, mu), rounds, DELTA)
+    big = acc.compose_epsilon(
+        acc.skellam_events(delta2 * 100, delta1 * 1e4, mu * 1e4), rounds, DELTA
+    )
+    assert small > gauss  # the discrete mechanism pays for small variance
+    assert big == pytest.approx(gauss, rel=0.01)
+    assert big < small
+
+
+def test_skellam_events_bound_theorem_3_5_at_every_integer_order() -> None:
+    d2, d1, mu = 7.0, 30.0, 60.0
+    lines = acc.skellam_events(d2, d1, mu)
+    for alpha in (2, 3, 10, 100):
+        exact = acc.skellam_rdp(alpha, d2, d1, mu)
+        bounds = [e.xi + e.rho * alpha for e in lines]  # type: ignore[attr-defined]
+        assert min(bounds) >= exact - 1e-12
+        assert min(bounds) == pytest.approx(exact, rel=1e-12)  # xi is not clamped here
+        assert exact >= alpha * d2**2 / (2 * mu)  # never better than the Gaussian
+
+
+def test_ddg_pays_for_small_sigma_and_many_clients() -> None:
+    gaussian = acc.ddg_epsilon(1.0, 1.0, 100.0, 1, 1)
+    assert acc.ddg_epsilon(1.0, 1.0, 100.0, 1, 10**6) == gaussian  # one client: tau = 0
+    assert acc.ddg_epsilon(1.0, 1.0, 0.3, 50, 10**4) > 1.0 / (math.sqrt(50) * 0.3)
+
+
+def test_epsilon_is_monotone_in_noise_and_rounds() -> None:
+    sigmas = [2.0, 5.0, 20.0, 100.0, 1000.0]
+    for rounds in (1, 20):
+        ddg = [
+            acc.compose_epsilon(acc.ddg_event(30, 300, s, 10, 4096), rounds, DELTA) for s in sigmas
+        ]
+        sk = [
+            acc.compose_epsilon(acc.skellam_events(30, 300, 10 * s**2), rounds, DELTA)
+            for s in sigmas
+        ]
+        assert ddg == sorted(ddg, reverse=True) and len(set(ddg)) == len(ddg)
+        assert sk == sorted(sk, reverse=True) and len(set(sk)) == len(sk)
+    by_rounds = [
+        acc.compose_epsilon(acc.ddg_event(30, 300, 20.0, 10, 4096), t, DELTA)
+        for t in (1, 2, 10, 100)
+    ]
+    assert by_rounds == sorted(by_rounds) and len(set(by_rounds)) == 4
+
+
+@pytest.mark.parametrize("mechanism", ["discrete_gaussian", "skellam"])
+@pytest.mark.parametrize(("epsilon", "rounds"), [(1.0, 1), (3.0, 10), (8.0, 100)])
+def test_calibration_meets_the_target_tightly(mechanism: str, epsilon: float, rounds: int) -> None:
+    config = DPConfig(
+        epsilon=epsilon,
+        delta=DELTA,
+        clip=1.0,
+        num_clients=50,
+        rounds=rounds,
+        bits=24,
+        mechanism=mechanism,
+    )  # type: ignore[arg-type]
+    plan = calibrate(config, 10_000)
+    assert plan.epsilon <= epsilon
+    assert plan.epsilon >= 0.99 * epsilon  # no more noise than needed
+    assert plan.epsilon_per_round <= plan.epsilon
+    assert plan.padded_dimension == 16384
+    # The ring holds k standard deviations of the sum of n clients' noise.
+    assert (
+        2 ** (config.bits - 1)
+        >= config.ring_stddevs * math.sqrt(50) * plan.client_noise_std / plan.gamma
+    )
+
+
+def test_worst_case_dropouts_cost_more_noise_per_client() -> None:
+    base = DPConfig(epsilon=2.0, delta=DELTA, clip=1.0, num_clients=40, bits=24)
+    plans = [calibrate(dataclasses.replace(base, dropout_rate=r), 1000) for r in (0.0, 0.25, 0.5)]
+    assert [p.config.min_survivors for p in plans] == [40, 30, 20]
+    stds = [p.client_noise_std for p in plans]
+    assert stds == sorted(stds) and len(set(stds)) == 3
+    # ... so that the survivors' noise alone is about the same.
+    totals = [p.aggregate_noise_std for p in plans]
+    assert max(totals) / min(totals) < 1.02
+
+
+def test_more_rounds_and_smaller_epsilon_need_more_noise() -> None:
+    base = DPConfig(epsilon=2.0, delta=DELTA, clip=1.0, num_clients=10, bits=24)
+    noise = [
+        calibrate(dataclasses.replace(base, rounds=t), 100).client_noise_std for t in (1, 5, 25)
+    ]
+    assert noise == sorted(noise) and len(set(noise)) == 3
+    noise = [
+        calibrate(dataclasses.replace(base, epsilon=e), 100).client_noise_std for e in (8, 3, 1)
+    ]
+    assert noise == sorted(noise) and len(set(noise)) == 3
+
+
+def test_example_level_sensitivity_needs_less_noise() -> None:
+    base = DPConfig(epsilon=2.0, delta=DELTA, clip=10.0, num_clients=4, bits=32, rounds=10)
+    client = calibrate(base, 30)
+    example = calibrate(dataclasses.replace(base, sensitivity=0.1), 30)
+    assert example.client_noise_std < client.client_noise_std / 50
+    assert example.epsilon <= 2.0
+
+
+def test_too_few_bits_is_refused_with_the_bits_that_suffice() -> None:
+    config = DPConfig(epsilon=1.0, delta=DELTA, clip=1.0, num_clients=100, rounds=10, bits=12)
+    with pytest.raises(ConfigError, match=r"with b=12 bits.*b >= (\d+) bits would suffice") as info:
+        calibrate(config, 1_000_000)
+    bits = int(info.value.args[0].rsplit("b >= ", 1)[1].split()[0])
+    assert calibrate(dataclasses.replace(config, bits=bits), 1_000_000).epsilon <= 1.0
+    with pytest.raises(ConfigError, match="cannot reach"):
+        calibrate(dataclasses.replace(config, bits=bits - 1), 1_000_000)
+    with pytest.raises(ConfigError, match="too few bits"):
+        calibrate(DPConfig(epsilon=1.0, delta=DELTA, clip=1.0, num_clients=100, bits=4), 10)
+
+
+def test_too_few_clients_is_refused() -> None:
+    with pytest.raises(ConfigError, match="too few clients"):
+        calibrate(DPConfig(epsilon=1.0, delta=DELTA, clip=1.0, num_clients=3, dropout_rate=0.7), 10)
+    with pytest.raises(ConfigError, match="too few clients"):
+        calibrate(DPConfig(epsilon=1.0, delta=DELTA, clip=1.0, num_clients=1), 10)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"epsilon": 0.0},
+        {"delta": 1.0},
+        {"clip": -1.0},
+        {"num_clients": 0},
+        {"rounds": 0},
+        {"dropout_rate": 1.0},
+        {"bits": 54},
+        {"mechanism": "laplace"},
+        {"sensitivity": 2.0},
+        {"beta": 0.0},
+        {"ring_stddevs": 0.0},
+    ],
+)
+def test_bad_configurations_are_refused(change: dict[str, object]) -> None:
+    fields = {"epsilon": 1.0, "delta": DELTA, "clip": 1.0, "num_clients": 10}
+    with pytest.raises(ConfigError):
+        DPConfig(**{**fields, **change})  # type: ignore[arg-type]
+
+
+def test_no_noise_plan() -> None:
+    plan = calibrate(DPConfig(epsilon=math.inf, delta=DELTA, clip=1.0, num_clients=5), 10)
+    assert plan.noise_param == 0 and plan.client_noise_std == 0
+    assert math.isinf(plan.epsilon) and plan.spec.noise == "none"
+    assert "epsilon inf" in plan.describe()
