@@ -40,6 +40,7 @@ from securefl.transports.flower.records import (
     Envelope,
     pack_config,
     read_envelope,
+    read_weight,
     unpack_config,
     write_envelope,
 )
@@ -324,3 +325,25 @@ def test_records_round_trip_and_reject_bad_fields() -> None:
     bad[4:8] = (9).to_bytes(4, "little")  # threshold above the neighbourhood size
     with pytest.raises(InvalidMessage):
         unpack_config(bytes(bad))
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        (7, True),
+        (7.0, True),
+        (100, True),
+        (0, False),
+        (101, False),
+        (7.5, False),
+        (float("nan"), False),
+        (float("inf"), False),
+    ],
+)
+def test_weight_must_be_an_integer_in_range(value: Any, ok: bool) -> None:
+    content = RecordDict({"metrics": MetricRecord({"num-examples": value})})
+    if ok:
+        assert read_weight(content, "num-examples", 100) == int(value)
+    else:
+        with pytest.raises(InvalidMessage):
+            read_weight(content, "num-examples", 100)

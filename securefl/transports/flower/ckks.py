@@ -45,8 +45,10 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
 from securefl.ckks import Aggregator, ClientContext, ServerContext, decrypt_mean, encrypt_update
+from securefl.ckks.client import MAX_WEIGHT
 from securefl.errors import DecryptionError, InvalidMessage, SecureFLError
 from securefl.transports.flower.mod import ERROR_CODE
+from securefl.transports.flower.records import read_weight
 from securefl.vectors import Layout
 
 __all__ = [
@@ -180,7 +182,7 @@ def make_ckks_mod(load_context: ContextLoader, *, weight_key: str = "num-example
             trained = list(reply.content.array_records.values())
             if len(trained) != 1:
                 raise InvalidMessage("the train reply must hold exactly one ArrayRecord")
-            weight = _weight(reply.content, weight_key)
+            weight = read_weight(reply.content, weight_key, MAX_WEIGHT - 1)
             update, layout = encrypt_update(
                 ctx, {k: a.numpy() for k, a in trained[0].items()}, weight
             )
@@ -197,16 +199,6 @@ def make_ckks_mod(load_context: ContextLoader, *, weight_key: str = "num-example
         return Message(RecordDict({CKKS_RECORD_KEY: out}), reply_to=msg)
 
     return ckks
-
-
-def _weight(content: RecordDict, key: str) -> int:
-    for metrics in content.metric_records.values():
-        value = metrics.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if float(value) != int(value):
-                raise InvalidMessage(f"weight {key!r} = {value} is not an integer")
-            return int(value)
-    raise InvalidMessage(f"the train reply has no numeric {key!r} metric (the FedAvg weight)")
 
 
 @dataclass

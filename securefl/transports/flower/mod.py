@@ -50,6 +50,7 @@ from securefl.transports.flower.records import (
     RECORD_KEY,
     Envelope,
     read_envelope,
+    read_weight,
     unpack_config,
     write_envelope,
 )
@@ -112,21 +113,6 @@ def _single_array_record(content: RecordDict, who: str) -> ArrayRecord:
 def _flat(record: ArrayRecord) -> tuple[npt.NDArray[np.float64], vectors.Layout]:
     flat, layout = vectors.flatten({key: array.numpy() for key, array in record.items()})
     return flat.astype(np.float64, copy=False), layout
-
-
-def _weight(reply: RecordDict, key: str, max_weight: int) -> int:
-    """The integer weight (e.g. number of examples) the user's train function reported."""
-    for metrics in reply.metric_records.values():
-        if key in metrics:
-            value = metrics[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                break
-            if float(value) != int(value) or not 1 <= int(value) <= max_weight:
-                raise InvalidMessage(
-                    f"weight {key!r} = {value} must be an integer in [1, W = {max_weight}]"
-                )
-            return int(value)
-    raise InvalidMessage(f"the train reply has no numeric {key!r} metric (the FedAvg weight)")
 
 
 class _Session:
@@ -295,7 +281,7 @@ def make_secagg_mod(
                 raise InvalidMessage(f"update has {update.size} values, the session expects d")
             if not np.all(np.isfinite(update)):
                 raise InvalidMessage("the trained arrays contain NaN or infinity")
-            weight = _weight(reply.content, weight_key, config.max_weight)
+            weight = read_weight(reply.content, weight_key, config.max_weight)
         except (InvalidMessage, TypeError, ValueError) as exc:
             context.state.config_records.pop(STATE_KEY, None)
             return _error(msg, f"cannot take part: {exc}")

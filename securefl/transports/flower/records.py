@@ -25,6 +25,7 @@ raise :class:`securefl.errors.InvalidMessage`.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ __all__ = [
     "Envelope",
     "pack_config",
     "read_envelope",
+    "read_weight",
     "unpack_config",
     "write_envelope",
 ]
@@ -174,3 +176,25 @@ def read_envelope(content: RecordDict) -> Envelope:
     if config is not None and not isinstance(config, bytes):
         raise InvalidMessage("record field 'config': expected bytes")
     return Envelope(session, _bytes(record, "message"), client_id, config)
+
+
+def read_weight(content: RecordDict, key: str, max_weight: int) -> int:
+    """The integer FedAvg weight (e.g. number of examples) of a user's train reply.
+
+    Raises
+    ------
+    InvalidMessage
+        If no MetricRecord holds ``key`` as a number, or it is not an integer in
+        [1, ``max_weight``].
+    """
+    for metrics in content.metric_records.values():
+        value = metrics.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        # NaN and infinity would slip through int(): reject them by name.
+        if not math.isfinite(value) or value != int(value) or not 1 <= value <= max_weight:
+            raise InvalidMessage(
+                f"weight {key!r} = {value} must be an integer in [1, W = {max_weight}]"
+            )
+        return int(value)
+    raise InvalidMessage(f"the train reply has no numeric {key!r} metric (the FedAvg weight)")
