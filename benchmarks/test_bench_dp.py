@@ -1,0 +1,99 @@
+"""The client's distributed-DP pipeline against plain SecAgg encoding, same vector, same run.
+
+Issue 7's target: at d = 1M, clip + rotate + scale + conditional rounding + noise +
+masking must take < 3x what plain SecAgg's quantization + masking takes for the same
+vector. Both sides mask with the same keys (a self mask and ``NEIGHBOURS`` pairwise
+masks: SecAgg+ with k = 10 as ``securefl bench`` defaults to, and the complete graph of
+100 clients); the DP side masks the padded length D = 2^20. Each benchmark checks its
+result. The DP benchmark reads the baseline's median measured earlier in the same
+session and records ``ratio_vs_baseline`` in its ``extra_info`` (and prints it).
+
+Run: ``pytest benchmarks/test_bench_dp.py --benchmark-only -s``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from securefl.dp import DPConfig, calibrate, decode_aggregate, encode_update
+from securefl.primitives import FixedPoint, masked_accumulate, quantize
+
+D_IN = 1_000_000
+CLIENTS = 100
+_medians: dict[tuple[str, int], float] = {}
+
+
+def _keys(count: int) -> tuple[list[bytes], list[int]]:
+    keys = [bytes([j % 256, j // 256]) * 8 for j in range(count + 1)]
+    signs = [1] + [1 if j % 2 else -1 for j in range(count)]
+    return keys, signs
+
+
+@pytest.fixture(scope="module")
+def update(data_rng: np.random.Generator) -> np.ndarray:
+    x = data_rng.normal(scale=1e-3, size=D_IN).astype(np.float32)  # norm ~1: near the clip
+    return x
+
+
+@pytest.mark.parametrize("neighbours", [10, CLIENTS - 1])
+def test_baseline_secagg_quantize_and_mask(benchmark, record, update, neighbours: int) -> None:
+    fp = FixedPoint.for_ring(bits=32, clip=1.0, max_summands=CLIENTS)
+    keys, signs = _keys(neighbours)
+    out = np.empty(D_IN, dtype=np.uint32)
+
+    def encode() -> np.ndarray:
+        quantize(update, fp, b"rounding-key-16b", out=out)
+        masked_accumulate(out, keys, signs, bits=32)
+        return out
+
+    benchmark(encode)
+    masked_accumulate(out, keys, [-s for s in signs], bits=32)  # unmask: the encoding
+    assert np.array_equal(out, quantize(update, fp, b"rounding-key-16b"))
+    record(items=D_IN, unit="coordinates")
+    if getattr(benchmark, "stats", None):
+        _medians[("baseline", neighbours)] = benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("mechanism", ["discrete_gaussian", "skellam"])
+@pytest.mark.parametrize("neighbours", [10, CLIENTS - 1])
+def test_dp_encode_and_mask(benchmark, record, update, neighbours: int, mechanism: str) -> None:
+    config = DPConfig(
+        epsilon=3.0,
+        delta=1e-5,
+        clip=1.0,
+        num_clients=CLIENTS,
+        dropout_rate=0.1,
+        bits=20,
+        mechanism=mechanism,  # type: ignore[arg-type]
+    )
+    plan = calibrate(config, D_IN)
+    keys, signs = _keys(neighbours)
+    seed = bytes(range(32))
+
+    def encode() -> np.ndarray:
+        ring = encode_update(update, plan, round_seed=seed, secret=b"s" * 32).ring
+        masked_accumulate(ring, keys, signs, bits=config.bits)
+        return ring
+
+    ring = benchmark(encode)
+    masked_accumulate(ring, keys, [-s for s in signs], bits=config.bits)
+    # One client's decoded vector: its clipped update plus its own noise (and rounding).
+    decoded = decode_aggregate(
+        ring, plan, round_seed=seed, survivors=config.min_survivors
+    ).noisy_sum
+    error = decoded - update.astype(np.float64)
+    expected = math.sqrt(plan.client_noise_std**2 + plan.gamma**2 / 6)
+    assert error.std() == pytest.approx(expected, rel=0.05)
+    record(items=D_IN, unit="coordinates")
+    baseline = _medians.get(("baseline", neighbours))
+    if baseline is not None and getattr(benchmark, "stats", None):
+        ratio = benchmark.stats.stats.median / baseline
+        benchmark.extra_info["ratio_vs_baseline"] = ratio
+        print(
+            f"\nDP ({mechanism}) encode+mask vs SecAgg quantize+mask, k={neighbours}: "
+            f"{ratio:.2f}x (median {benchmark.stats.stats.median * 1e3:.2f} ms vs "
+            f"{baseline * 1e3:.2f} ms)"
+        )
