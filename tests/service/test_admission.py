@@ -113,7 +113,7 @@ def test_malformed_and_oversized_frames_do_not_disturb_the_round(
     code, details = rogue.status([b"\x00" * 100])
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a securefl service frame" in details
     header = bytearray(frame(Kind.SUBMIT, 1, 0))
-    struct.pack_into("<Q", header, 20, 1 << 40)
+    struct.pack_into("<Q", header, 24, 1 << 40)
     code, details = rogue.status([bytes(header)])
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "exceeds the limit" in details
     code, _ = rogue.status([frame(Kind.SUBMIT, 1, 0, b"\x01" * (5 << 20))])

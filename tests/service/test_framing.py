@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from securefl.errors import InvalidMessage
+from securefl.primitives.quantize import dequantize
+from securefl.secagg.config import SecAggConfig
 from securefl.transports.service import framing
 from securefl.transports.service.framing import Kind, Protocol
 
@@ -25,8 +27,8 @@ def stream(payload: bytes, size: int, **fields: int) -> list[bytes]:
     return list(framing.chunks(parts, size))
 
 
-@pytest.mark.parametrize("size", [framing.HEADER, 29, 64, 1000, 1 << 20])
-@pytest.mark.parametrize("length", [0, 1, 27, 28, 999, 5000])
+@pytest.mark.parametrize("size", [framing.HEADER, 33, 64, 1000, 1 << 20])
+@pytest.mark.parametrize("length", [0, 1, 31, 32, 999, 5000])
 def test_chunks_reassemble_exactly(size: int, length: int) -> None:
     payload = bytes(range(256)) * (length // 256) + bytes(length % 256)
     pieces = stream(payload, size)
@@ -45,7 +47,7 @@ def test_chunks_reassemble_exactly(size: int, length: int) -> None:
 
 
 def test_payload_over_the_limit_is_refused_from_the_header() -> None:
-    pieces = stream(b"x" * 100, 28)
+    pieces = stream(b"x" * 100, framing.HEADER)
     with pytest.raises(InvalidMessage, match="exceeds the limit of 99"):
         framing.assemble(iter(pieces[:1]), max_payload=99)  # only the header arrived
 
@@ -69,19 +71,48 @@ def test_malformed_frames_are_refused(mutate, match: str) -> None:
         framing.assemble([data[i : i + 5] for i in range(0, len(data), 5)], max_payload=1 << 10)
 
 
-def test_result_round_trip_and_checks() -> None:
-    mean = np.linspace(-1, 1, 33)
-    result = framing.Result(mean, 57, (1, 4, 9), (2,))
-    payload = memoryview(b"".join(bytes(p) for p in framing.encode_result(result)))
-    back = framing.decode_result(payload, 33)
-    assert np.array_equal(back.weighted_mean, mean)
-    assert (back.total_weight, back.contributors, back.dropped) == (57, (1, 4, 9), (2,))
+CONFIG = SecAggConfig(num_clients=5, threshold=3, dimension=33, max_weight=10)
+
+
+def payload_of(result: framing.Result, config: SecAggConfig | None) -> memoryview:
+    return memoryview(b"".join(bytes(p) for p in framing.encode_result(result, config)))
+
+
+def test_float64_result_round_trip_and_checks() -> None:
+    mean = np.linspace(-1, 1, 33)  # not a decoding of any ring sum: sent as float64
+    result = framing.Result(mean, 17, (1, 2, 4), (3,))
+    for config in (None, CONFIG):
+        payload = payload_of(result, config)
+        assert len(payload) == 8 + (4 + 4 * 3) + (4 + 4) + 16 + 8 * 33
+        back = framing.decode_result(payload, CONFIG)
+        assert np.array_equal(back.weighted_mean, mean)
+        assert (back.total_weight, back.contributors, back.dropped) == (17, (1, 2, 4), (3,))
+    payload = payload_of(result, None)
+    other = SecAggConfig(num_clients=5, threshold=3, dimension=32, max_weight=10)
     with pytest.raises(InvalidMessage, match="dimension is 32"):
-        framing.decode_result(payload, 32)
+        framing.decode_result(payload, other)
     with pytest.raises(InvalidMessage):
-        framing.decode_result(payload[:-1], 33)
+        framing.decode_result(payload[:-1], CONFIG)
     with pytest.raises(InvalidMessage, match="truncated"):
-        framing.decode_result(payload[:10], 33)
-    huge = memoryview(struct.pack("<QI", 1, 1 << 30))
+        framing.decode_result(payload[:10], CONFIG)
     with pytest.raises(InvalidMessage):
-        framing.decode_result(huge, 33)
+        framing.decode_result(memoryview(struct.pack("<QI", 1, 1 << 30)), CONFIG)
+
+
+def test_ring_sum_result_is_half_the_bytes_and_bit_exact() -> None:
+    """A mean the server decoded from a ring sum travels as that sum (4 bytes a value
+    at b = 32) and decodes to the same float64 values bit for bit."""
+    fp = CONFIG.fixed_point
+    m, total = 3, 17
+    levels = int(np.ceil(2 * fp.clip * 2**fp.frac_bits))
+    ring = np.random.default_rng(2).integers(0, m * levels, 33).astype(np.uint32)
+    mean = dequantize(ring, fp, m) * (CONFIG.max_weight / total)
+    payload = payload_of(framing.Result(mean, total, (0, 1, 2), ()), CONFIG)
+    assert len(payload) == 8 + (4 + 4 * 3) + 4 + 16 + 4 * 33
+    back = framing.decode_result(payload, CONFIG)
+    assert np.array_equal(back.weighted_mean, mean)
+    # An impossible weight for three contributors is refused, not decoded.
+    forged = bytearray(payload)
+    struct.pack_into("<Q", forged, 0, 1000)
+    with pytest.raises(InvalidMessage, match="impossible"):
+        framing.decode_result(memoryview(forged), CONFIG)

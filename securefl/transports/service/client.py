@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -31,7 +31,7 @@ from securefl.secagg.config import SecAggConfig
 from securefl.secagg.messages import Abort, Stage
 from securefl.transports.service import framing
 from securefl.transports.service.framing import Frame, Kind, Protocol
-from securefl.transports.service.server import METHOD
+from securefl.transports.service.server import METHOD, METHOD_SMALL
 from securefl.transports.service.sessions import (
     ckks_frame_limit,
     decode_ckks_result,
@@ -174,6 +174,7 @@ class AggregationClient:
         )
         self._channel = grpc.secure_channel(target, credentials, options=options)
         self._call: Any = self._channel.stream_stream(METHOD)
+        self._call_small: Any = self._channel.unary_stream(METHOD_SMALL)
 
     def __repr__(self) -> str:
         return (
@@ -266,7 +267,7 @@ class AggregationClient:
             # Only a client that answered Unmasking can be owed a result.
             raise ServiceError(f"a result arrived in stage {machine.stage.value}")
         try:
-            result = framing.decode_result(frame.payload, self.config.dimension)
+            result = framing.decode_result(frame.payload, self.config)
         except InvalidMessage as exc:
             raise ServiceError(f"malformed result from the server: {exc}") from None
         self._say(f"session {session}: result")
@@ -380,9 +381,12 @@ class AggregationClient:
 
         timeout = self.timeout if timeout is None else timeout
         parts = framing.encode(kind, self.protocol, self.client_id, session, round_, payload)
-        requests: Iterator[bytes] = framing.chunks(parts, self._chunk_size)
+        requests: list[bytes] = list(framing.chunks(parts, self._chunk_size))
         try:
-            responses = self._call(requests, timeout=timeout)
+            if len(requests) == 1:
+                responses = self._call_small(requests[0], timeout=timeout)
+            else:
+                responses = self._call(iter(requests), timeout=timeout)
             return framing.assemble(responses, self._limit())
         except grpc.RpcError as exc:
             raise _service_error(exc, self.target, timeout) from None

@@ -9,6 +9,7 @@ Both sides take the same session options (``--protocol``, ``--clients``, ``--dim
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from pathlib import Path
@@ -87,6 +88,7 @@ def add_commands(sub: Any) -> None:
     join.add_argument("--identity-key", help="Ed25519 identity key (hex), authenticated mode")
     join.add_argument("--enrollment", help="JSON: enrolled ids and identity public keys")
     join.add_argument("--server-name", help="name in the server certificate, if not the host")
+    join.add_argument("--threads", type=int, default=None, help="masking threads (default: all)")
     join.set_defaults(handler=_join)
 
 
@@ -309,6 +311,9 @@ def _run_client(args: argparse.Namespace) -> int:
             kwargs["identity_public_keys"] = _enrollment(
                 _pki(args, "enrollment", "enrollment.json")
             )
+    # Imported modules and keys live until exit: freezing them keeps the cyclic garbage
+    # collector, which gRPC's allocations trigger often, from traversing them each time.
+    gc.freeze()
     with AggregationClient(
         args.server,
         cid,
@@ -316,6 +321,7 @@ def _run_client(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         join_timeout=args.join_timeout,
         server_name=args.server_name,
+        threads=args.threads,
         progress=lambda text: print(f"client {cid}: {text}", flush=True),
         **kwargs,
     ) as client:

@@ -7,10 +7,14 @@ direction, split into chunks so that a vector of any size stays under the per-me
 limit of gRPC; the frame says which session and round it belongs to, so that a late or
 replayed message is refused by number before anything decodes it.
 
-Frame layout, little-endian (28-byte header, then the payload)::
+Frame layout, little-endian (32-byte header, then the payload)::
 
     magic "SFLS" (4) · version u8 = 1 · kind u8 · protocol u8 · reserved u8 = 0
-    · client id u32 · session u32 · round u32 · payload length u64 · payload
+    · client id u32 · session u32 · round u32 · 4 zero bytes · payload length u64
+    · payload
+
+The header's size keeps the payload 8-byte aligned in the receive buffer, so a masked
+vector (docs/PROTOCOL.md) or a raw ciphertext (docs/CKKS.md) is used in place.
 
 This module does no I/O; it is shared by the server and the client.
 """
@@ -19,13 +23,19 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from securefl.errors import InvalidMessage
+from securefl.primitives.masking import RingArray
+from securefl.primitives.quantize import dequantize
+
+if TYPE_CHECKING:
+    from securefl.secagg.config import SecAggConfig
 
 __all__ = [
     "HEADER",
@@ -33,17 +43,19 @@ __all__ = [
     "Kind",
     "Protocol",
     "Result",
+    "ResultEncoding",
     "assemble",
     "chunks",
     "decode_result",
     "encode",
     "encode_result",
+    "header",
     "kind_of",
 ]
 
 MAGIC = b"SFLS"
 VERSION = 1
-_HEADER = struct.Struct("<4sBBBBIIIQ")
+_HEADER = struct.Struct("<4sBBBBIII4xQ")
 HEADER = _HEADER.size
 """Bytes of the frame header."""
 
@@ -93,6 +105,13 @@ class Frame:
         )
 
 
+def header(
+    kind: Kind, protocol: Protocol, client_id: int, session: int, round_: int, length: int
+) -> bytes:
+    """The 32-byte header of a frame whose payload has ``length`` bytes."""
+    return _HEADER.pack(MAGIC, VERSION, kind, protocol, 0, client_id, session, round_, length)
+
+
 def encode(
     kind: Kind,
     protocol: Protocol,
@@ -111,11 +130,13 @@ def encode(
         The protocol message (or result, or reason), in one or more parts.
     """
     length = sum(len(memoryview(p).cast("B")) for p in payload)
-    header = _HEADER.pack(MAGIC, VERSION, kind, protocol, 0, client_id, session, round_, length)
-    return [header, *(memoryview(p) for p in payload)]
+    return [
+        header(kind, protocol, client_id, session, round_, length),
+        *(memoryview(p) for p in payload),
+    ]
 
 
-def kind_of(parts: list[bytes | memoryview]) -> Kind:
+def kind_of(parts: Sequence[bytes | memoryview]) -> Kind:
     """The kind of a frame that :func:`encode` returned."""
     return Kind(bytes(parts[0][5:6])[0])
 
@@ -158,15 +179,15 @@ def assemble(pieces: Iterable[bytes], max_payload: int) -> Frame:
         If the header is malformed, the payload is larger than ``max_payload`` or than
         announced, or the stream ends early.
     """
-    buffer: bytearray | None = None
-    header = bytearray()
-    expected = 0
+    pieces_kept: list[bytes] = []
+    received = 0
+    expected = -1  # total frame size, once the header is in
     for piece in pieces:
-        if buffer is None:
-            header += piece
-            if len(header) < HEADER:
-                continue
-            fields = _HEADER.unpack_from(header)
+        pieces_kept.append(piece)
+        received += len(piece)
+        if expected < 0 and received >= HEADER:
+            head = pieces_kept[0] if len(pieces_kept[0]) >= HEADER else b"".join(pieces_kept)
+            fields = _HEADER.unpack_from(head)
             magic, version, _kind, _proto, reserved, _cid, _session, _round, length = fields
             if magic != MAGIC or version != VERSION or reserved != 0:
                 raise InvalidMessage("not a securefl service frame (bad magic or version)")
@@ -176,26 +197,18 @@ def assemble(pieces: Iterable[bytes], max_payload: int) -> Frame:
                     f"frame payload of {length} bytes exceeds the limit of {max_payload}"
                 )
             expected = HEADER + length
-            buffer = bytearray(expected)
-            rest = header[HEADER:]
-            if len(rest) > length:
-                raise InvalidMessage("frame is longer than its header says")
-            buffer[:HEADER] = header[:HEADER]
-            buffer[HEADER : HEADER + len(rest)] = rest
-            filled = HEADER + len(rest)
-            continue
-        if filled + len(piece) > expected:
+        if expected >= 0 and received > expected:
             raise InvalidMessage("frame is longer than its header says")
-        buffer[filled : filled + len(piece)] = piece
-        filled += len(piece)
-    if buffer is None:
+    if expected < 0:
         raise InvalidMessage("stream ended before a complete frame header")
-    if filled != expected:
-        raise InvalidMessage(f"frame truncated: {filled} of {expected} bytes")
-    return _parse(buffer)
+    if received != expected:
+        raise InvalidMessage(f"frame truncated: {received} of {expected} bytes")
+    # One message: parse it in place; several: one copy into one buffer.
+    data = pieces_kept[0] if len(pieces_kept) == 1 else b"".join(pieces_kept)
+    return _parse(data)
 
 
-def _parse(data: bytearray) -> Frame:
+def _parse(data: bytes) -> Frame:
     _m, _v, kind, proto, _r, cid, session, round_, _length = _HEADER.unpack_from(data)
     try:
         return Frame(Kind(kind), Protocol(proto), cid, session, round_, memoryview(data)[HEADER:])
@@ -214,6 +227,17 @@ class Result:
     dropped: tuple[int, ...]
 
 
+class ResultEncoding(enum.IntEnum):
+    """How a ``RESULT`` frame carries the mean."""
+
+    FLOAT64 = 0
+    """d float64 values: the mean itself."""
+    RING_SUM = 1
+    """d ring elements (b/8 bytes each, b = 32 or 64): the unmasked sum S from which
+    the server computed the mean, ``dequantize(S) * W / N``; half the bytes of float64
+    at b = 32, and the client's decoding gives the server's mean bit for bit."""
+
+
 _IDS = struct.Struct("<I")
 
 
@@ -221,26 +245,66 @@ def _pack_ids(ids: tuple[int, ...]) -> bytes:
     return _IDS.pack(len(ids)) + np.asarray(ids, dtype="<u4").tobytes()
 
 
-def encode_result(result: Result) -> list[bytes | memoryview]:
+def _ring_sum(config: SecAggConfig, result: Result) -> RingArray | None:
+    """Recover the ring sum S behind ``result`` (the inverse of the server's decoding,
+    docs/PROTOCOL.md "The masked vector"), or ``None`` unless decoding S reproduces
+    the mean exactly."""
+    fp = config.fixed_point
+    m = len(result.contributors)
+    if fp.bits not in (32, 64) or not 1 <= m <= fp.max_summands or result.total_weight < 1:
+        return None
+    scale = config.max_weight / result.total_weight
+    values = result.weighted_mean / scale
+    values += m * fp.clip
+    values *= 2.0**fp.frac_bits
+    np.rint(values, out=values)
+    if values.size and not (values.min() >= 0 and values.max() < 2.0**fp.bits):
+        return None
+    ring: RingArray = values.astype(np.uint32) if fp.bits == 32 else values.astype(np.uint64)
+    try:
+        if not np.array_equal(
+            _decode_ring(config, ring, m, result.total_weight), result.weighted_mean
+        ):
+            return None  # not the server's decoding (e.g. b = 64 beyond float64's 53 bits)
+    except ValueError:
+        return None
+    return ring
+
+
+def _decode_ring(
+    config: SecAggConfig, ring: RingArray, m: int, total_weight: int
+) -> npt.NDArray[np.float64]:
+    # Exactly the server's decoding (SecAggServer, Unmasking): the same kernel, then W / N.
+    mean = dequantize(ring, config.fixed_point, m)
+    mean *= config.max_weight / total_weight
+    return mean
+
+
+def encode_result(result: Result, config: SecAggConfig | None = None) -> list[bytes | memoryview]:
     """Payload of a SecAgg ``RESULT`` frame: total weight u64 · contributors (count u32,
-    ids u32) · dropped (same) · d u64 · d float64 (the mean)."""
-    mean = np.ascontiguousarray(result.weighted_mean, dtype="<f8")
+    ids u32) · dropped (same) · d u64 · encoding u8 · 7 zero bytes · the values
+    (:class:`ResultEncoding`). With ``config``, the ring sum when it decodes to exactly
+    the mean, else float64."""
+    ring = None if config is None else _ring_sum(config, result)
+    values = np.ascontiguousarray(result.weighted_mean, dtype="<f8") if ring is None else ring
+    encoding = ResultEncoding.FLOAT64 if ring is None else ResultEncoding.RING_SUM
     head = (
         struct.pack("<Q", result.total_weight)
         + _pack_ids(result.contributors)
         + _pack_ids(result.dropped)
-        + struct.pack("<Q", mean.size)
+        + struct.pack("<QB7x", values.size, encoding)
     )
-    return [head, memoryview(mean.data).cast("B")]
+    return [head, memoryview(values.data).cast("B")]
 
 
-def decode_result(payload: memoryview, dimension: int) -> Result:
-    """Parse a SecAgg ``RESULT`` payload for a session of dimension ``dimension``.
+def decode_result(payload: memoryview, config: SecAggConfig) -> Result:
+    """Parse a SecAgg ``RESULT`` payload of a session with configuration ``config``.
 
     Raises
     ------
     InvalidMessage
-        If the payload is malformed or holds another dimension.
+        If the payload is malformed, holds another dimension, or a ring sum that does
+        not decode (out of range for its contributors).
     """
     try:
         (total,) = struct.unpack_from("<Q", payload, 0)
@@ -255,11 +319,32 @@ def decode_result(payload: memoryview, dimension: int) -> Result:
             ids = np.frombuffer(payload, dtype="<u4", count=count, offset=offset)
             lists.append(tuple(int(i) for i in ids))
             offset += 4 * count
-        (d,) = struct.unpack_from("<Q", payload, offset)
-        offset += 8
+        d, encoding = struct.unpack_from("<QB7x", payload, offset)
+        offset += 16
     except (struct.error, ValueError):
         raise InvalidMessage("truncated result") from None
-    if d != dimension or len(payload) - offset != 8 * d:
+    dimension = config.dimension
+    if encoding == ResultEncoding.FLOAT64:
+        width = 8
+    elif encoding == ResultEncoding.RING_SUM and config.bits in (32, 64):
+        width = config.bits // 8
+    else:
+        raise InvalidMessage(f"unknown result encoding {encoding}")
+    if d != dimension or len(payload) - offset != width * d:
         raise InvalidMessage(f"result holds {d} values, the session's dimension is {dimension}")
-    mean = np.frombuffer(payload, dtype="<f8", count=d, offset=offset).astype(np.float64)
+    m = len(lists[0])
+    if encoding == ResultEncoding.FLOAT64:
+        mean = np.frombuffer(payload, dtype="<f8", count=d, offset=offset).astype(np.float64)
+    else:
+        if not 1 <= m <= config.num_clients or not m <= total <= m * config.max_weight:
+            raise InvalidMessage("result names an impossible contributor count or weight")
+        ring: RingArray = (
+            np.frombuffer(payload, dtype=np.uint32, count=d, offset=offset)
+            if width == 4
+            else np.frombuffer(payload, dtype=np.uint64, count=d, offset=offset)
+        )
+        try:
+            mean = _decode_ring(config, ring, m, total)
+        except ValueError as exc:
+            raise InvalidMessage(f"result does not decode: {exc}") from None
     return Result(mean, int(total), lists[0], lists[1])

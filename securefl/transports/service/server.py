@@ -18,6 +18,7 @@ marks the client gone, so the rounds after it need not wait for its deadline.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -46,12 +47,16 @@ if TYPE_CHECKING:
 
     from securefl.ckks.server import Aggregator
 
-__all__ = ["METHOD", "AggregationServer", "ServiceOptions", "SessionOutcome"]
+__all__ = ["METHOD", "METHOD_SMALL", "AggregationServer", "ServiceOptions", "SessionOutcome"]
 
 log = logging.getLogger(__name__)
 
 SERVICE = "securefl.Aggregation"
 METHOD = f"/{SERVICE}/Exchange"
+"""Client-streaming in, server-streaming out: a frame of any size each way."""
+METHOD_SMALL = f"/{SERVICE}/ExchangeSmall"
+"""The same exchange for a frame that fits one gRPC message: a unary request spares the
+client gRPC's request-streaming thread (most rounds' messages are small)."""
 
 _ROUNDS = (
     Stage.ADVERTISE_KEYS,
@@ -120,6 +125,9 @@ class SessionOutcome:
     """When its last round closed."""
     delivered: float = 0.0
     """When the last client finished receiving its final frame (0 if none did)."""
+    round_seconds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Per round: (seconds collecting answers, seconds closing it); CKKS has one round,
+    reported as AdvertiseKeys."""
 
 
 class _Refuse(Exception):
@@ -198,7 +206,11 @@ class AggregationServer:
             self._limit = ckks_frame_limit(spec, session.dimension, session.num_clients)
             self._dimension = session.dimension
         self.outcomes: list[SessionOutcome] = []
-        self._cv = threading.Condition()
+        # One lock, two conditions: the driver waits for answers (_cv), the handlers for
+        # the next round to open (_opened); an answer must not wake every waiting handler.
+        lock = threading.Lock()
+        self._cv = threading.Condition(lock)
+        self._opened = threading.Condition(lock)
         self._number = 0  # current session number (1, 2, ...)
         self._joining: dict[int, _Call] = {}  # clients waiting for the session to start
         self._accepting = False
@@ -206,7 +218,7 @@ class AggregationServer:
         self._members: frozenset[int] = frozenset()
         self._round = -1  # the open round of the current session
         # (session, round) -> the frame each client receives when that round opens.
-        self._outbox: dict[tuple[int, int], dict[int, list[bytes | memoryview]]] = {}
+        self._outbox: dict[tuple[int, int], dict[int, list[bytes]]] = {}
         self._expected: set[int] = set()
         self._answered: set[int] = set()
         self._gone: set[int] = set()
@@ -232,10 +244,13 @@ class AggregationServer:
             ],
             maximum_concurrent_rpcs=workers,
         )
-        handler: Any = grpc.stream_stream_rpc_method_handler(self._exchange)
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, {"Exchange": handler}),)
-        )
+        handlers: dict[str, Any] = {
+            "Exchange": grpc.stream_stream_rpc_method_handler(self._exchange),
+            "ExchangeSmall": grpc.unary_stream_rpc_method_handler(
+                lambda request, context: self._exchange(iter((request,)), context)
+            ),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         credentials = grpc.ssl_server_credentials(
             [(tls.private_key, tls.certificate)],
             root_certificates=tls.client_ca,
@@ -258,6 +273,10 @@ class AggregationServer:
         Returns the outcome of every session run; each is also passed to
         ``on_outcome`` as soon as it ends.
         """
+        # A server process runs only this loop from here on: the objects created so far
+        # (imported modules, configuration) live until exit, and freezing them keeps the
+        # cyclic garbage collector from traversing them on every collection.
+        gc.freeze()
         self._server.start()
         try:
             done = 0
@@ -279,6 +298,7 @@ class AggregationServer:
         with self._cv:
             self._stopped = True
             self._cv.notify_all()
+            self._opened.notify_all()
         self._server.stop(grace).wait()
 
     def _wait_delivered(self) -> None:
@@ -303,7 +323,7 @@ class AggregationServer:
             self._round = -1
             self._accepting = True
             self._first_join = 0.0
-            self._cv.notify_all()
+            self._opened.notify_all()
             want = min(len(self.enrolled), self.session.num_clients)
             while not self._stopped:
                 live = len(self._joining)
@@ -341,6 +361,8 @@ class AggregationServer:
             else:
                 self._open_ckks(self.session)
             while True:
+                opened = time.perf_counter()
+                stage = outcome.stage
                 deadline = time.monotonic() + opts.round_timeout
                 while not self._stopped:
                     pending = self._expected - self._answered - self._gone
@@ -350,7 +372,11 @@ class AggregationServer:
                     self._cv.wait(left)
                 if self._stopped:
                     return None
-                if self._close_round(outcome):
+                collected = time.perf_counter()
+                over = self._close_round(outcome)
+                now = time.perf_counter()
+                outcome.round_seconds[stage.value] = (collected - opened, now - collected)
+                if over:
                     break
             outcome.closed = time.perf_counter()
             return outcome
@@ -406,7 +432,8 @@ class AggregationServer:
                         result.total_weight,
                         result.contributors,
                         result.dropped,
-                    )
+                    ),
+                    machine.config,
                 )
                 self._publish_final(r + 1, dict.fromkeys(waiting, (Kind.RESULT, payload)))
             else:
@@ -432,21 +459,36 @@ class AggregationServer:
 
     def _frame(
         self, kind: Kind, client: int, round_: int, *payload: bytes | memoryview
-    ) -> list[bytes | memoryview]:
-        return framing.encode(kind, self.protocol, client, self._number, round_, *payload)
+    ) -> list[bytes]:
+        """A frame as the gRPC messages that carry it."""
+        parts = framing.encode(kind, self.protocol, client, self._number, round_, *payload)
+        return list(framing.chunks(parts, self.options.chunk_size))
 
-    def _publish(self, round_: int, frames: dict[int, list[bytes | memoryview]]) -> None:
+    def _publish(self, round_: int, frames: dict[int, list[bytes]]) -> None:
         self._round = round_
         self._answered = set()
         self._outbox[self._number, round_] = frames
         for key in [k for k in self._outbox if k[0] < self._number - 1]:
             del self._outbox[key]  # nobody can still wait for those
-        self._cv.notify_all()
+        self._opened.notify_all()
 
     def _publish_final(
         self, round_: int, what: Mapping[int, tuple[Kind, Sequence[bytes | memoryview]]]
     ) -> None:
-        frames = {c: self._frame(kind, c, round_, *payload) for c, (kind, payload) in what.items()}
+        # Every client gets the same payload: cut it into messages once, and give each
+        # client its own header in front of the shared chunks (no copy per client).
+        shared: dict[int, tuple[int, list[bytes]]] = {}
+        frames: dict[int, list[bytes]] = {}
+        for c, (kind, payload) in what.items():
+            if id(payload) not in shared:
+                length = sum(len(memoryview(p).cast("B")) for p in payload)
+                shared[id(payload)] = (
+                    length,
+                    list(framing.chunks(payload, self.options.chunk_size)),
+                )
+            length, chunks = shared[id(payload)]
+            head = framing.header(kind, self.protocol, c, self._number, round_, length)
+            frames[c] = [head, *chunks]
         self._undelivered[self._number] = len(frames)
         self._publish(round_, frames)
         self._expected = set()
@@ -486,7 +528,7 @@ class AggregationServer:
             return
         final = framing.kind_of(parts) in (Kind.RESULT, Kind.ABORT)
         try:
-            yield from framing.chunks(parts, self.options.chunk_size)
+            yield from parts
         finally:
             if final:
                 self._delivered(frame.session)
@@ -532,7 +574,7 @@ class AggregationServer:
         added: bool = context.add_callback(ended)
         return added
 
-    def _join(self, call: _Call, context: grpc.ServicerContext) -> list[bytes | memoryview] | None:
+    def _join(self, call: _Call, context: grpc.ServicerContext) -> list[bytes] | None:
         client = call.client
         with self._cv:
             # Wait for a session that accepts joins (the current one may be running).
@@ -559,7 +601,7 @@ class AggregationServer:
 
     def _submit(
         self, call: _Call, frame: framing.Frame, context: grpc.ServicerContext
-    ) -> list[bytes | memoryview] | None:
+    ) -> list[bytes] | None:
         client = call.client
         with self._cv:
             self._check_turn(client, frame)
@@ -630,5 +672,5 @@ class AggregationServer:
         if self._stopped or not context.is_active():
             return False
         remaining = context.time_remaining()
-        self._cv.wait(0.5 if remaining is None else max(0.0, min(0.5, remaining)))
+        self._opened.wait(0.5 if remaining is None else max(0.0, min(0.5, remaining)))
         return not self._stopped and context.is_active()
