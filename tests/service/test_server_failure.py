@@ -6,10 +6,16 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from securefl.errors import ServiceError
 from securefl.secagg.config import SecAggConfig
+from securefl.transports.service import AggregationClient, ClientTLS, SecAggSession
 
 from .conftest import finish
 
@@ -81,3 +87,19 @@ def test_server_killed_mid_session_fails_every_client(pki: Path, clients, tmp_pa
         if server.poll() is None:
             server.kill()
             server.communicate()
+
+
+def test_server_stopping_answers_waiting_clients(serve, pki: Path) -> None:
+    """A server stopped while a client waits for its session to start tells it so."""
+    config = SecAggConfig(num_clients=3, threshold=2, dimension=10)
+    running = serve(SecAggSession(config), join_timeout=30)
+    tls = ClientTLS.from_files(
+        str(pki / "ca.pem"), str(pki / "client-0.pem"), str(pki / "client-0.key")
+    )
+    client = AggregationClient(running.target, 0, tls, config=config, timeout=20)
+    stopper = threading.Timer(1.0, running.server.stop)
+    stopper.start()
+    with client, pytest.raises(ServiceError, match="shutting down") as info:
+        client.aggregate(np.zeros(10))
+    stopper.join()
+    assert info.value.code == "UNAVAILABLE"

@@ -525,7 +525,9 @@ class AggregationServer:
         except _Refuse as exc:
             context.abort(getattr(grpc.StatusCode, exc.code), exc.details)
         if parts is None:
-            return
+            if self._stopped and context.is_active():
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            return  # the client has gone: nobody to answer
         final = framing.kind_of(parts) in (Kind.RESULT, Kind.ABORT)
         try:
             yield from parts
