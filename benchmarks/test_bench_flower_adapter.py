@@ -6,7 +6,9 @@ float32 array of d = 1M values, a train function that adds a fixed, per-node upd
 (0.01 sin), and FedAvg weights 10 (n + 1). Each FL round is timed at the ServerApp,
 from the end of one round's aggregation to the end of the next (``evaluate_fn``
 timestamps; evaluation itself is off); the first round also pays Ray's actor start
-and imports, so the ratio is taken over the medians of rounds 2..R.
+and imports, so the ratio is taken over the medians of rounds 2..R. Two scenarios:
+all ten clients, and one client whose train function raises every round (after it
+shared its keys: both servers must then remove its pairwise masks).
 
 - securefl: :class:`securefl.transports.flower.SecAggFedAvg` + ``secagg_mod``, SecAgg+
   parameters chosen for n = 10, 20% dropout, 10% corruption (k = 6, t = 4), 32-bit ring.
@@ -52,7 +54,7 @@ with warnings.catch_warnings():
     from flwr.serverapp.strategy import FedAvg
     from flwr.simulation import run_simulation
 
-N, D, ROUNDS = 10, 1_000_000, 4
+N, D, ROUNDS = 10, 1_000_000, 8
 BACKEND = {"client_resources": {"num_cpus": 1}, "init_args": {"num_cpus": 2}}
 
 
@@ -64,11 +66,15 @@ def _weight(partition: int) -> int:
     return 10 * (partition + 1)
 
 
-def _expected(rounds: int) -> npt.NDArray[np.float64]:
+def _parts(failing: int | None) -> list[int]:
+    return [p for p in range(N) if p != failing]
+
+
+def _expected(rounds: int, failing: int | None) -> npt.NDArray[np.float64]:
     model = np.zeros(D, np.float64)
-    total = sum(_weight(p) for p in range(N))
+    total = sum(_weight(p) for p in _parts(failing))
     for r in range(1, rounds + 1):
-        model += sum(_weight(p) * _delta(p, r) for p in range(N)) / total
+        model += sum(_weight(p) * _delta(p, r) for p in _parts(failing)) / total
     return model
 
 
@@ -77,14 +83,19 @@ def _simulate(server: ServerApp, client: ClientApp) -> None:
     gc.collect()  # Ray's helper-process handles, under this test's ResourceWarning filter
 
 
-def _fedavg_run(*, secure: bool) -> tuple[list[float], npt.NDArray[np.float32], list[Any]]:
-    """securefl's adapter (``secure``) or Flower's plaintext FedAvg on the same app."""
+def _fedavg_run(
+    *, secure: bool, failing: int | None
+) -> tuple[list[float], npt.NDArray[np.float32], list[Any]]:
+    """securefl's adapter (``secure``) or Flower's plaintext FedAvg on the same app;
+    partition ``failing`` raises in its train function every round."""
     client = ClientApp(mods=[sfl.secagg_mod] if secure else [])
 
     @client.train()
     def train(msg: Message, context: Context) -> Message:
         partition = int(context.node_config["partition-id"])
         server_round = int(msg.content["config"]["server-round"])  # type: ignore[index]
+        if partition == failing:
+            raise RuntimeError("simulated training failure")
         model = msg.content["arrays"]["model"].numpy()  # type: ignore[index, union-attr]
         trained = (model + _delta(partition, server_round)).astype(np.float32)
         metrics = MetricRecord({"num-examples": _weight(partition)})
@@ -109,23 +120,26 @@ def _fedavg_run(*, secure: bool) -> tuple[list[float], npt.NDArray[np.float32], 
         out["reports"] = getattr(strategy, "reports", [])
 
     _simulate(server, client)
-    assert all(r.total_weight == sum(_weight(p) for p in range(N)) for r in out["reports"])
+    assert all(r.total_weight == sum(_weight(p) for p in _parts(failing)) for r in out["reports"])
     return [b - a for a, b in itertools.pairwise(stamps)], out["model"], out["reports"]
 
 
 class _FlowerClient(NumPyClient):  # type: ignore[misc]
-    def __init__(self, partition: int) -> None:
+    def __init__(self, partition: int, failing: int | None) -> None:
         self.partition = partition
+        self.failing = failing
 
     def fit(self, parameters: list[Any], config: dict[str, Any]) -> Any:
         server_round = int(config["server_round"])
+        if self.partition == self.failing:
+            raise RuntimeError("simulated training failure")
         trained = (parameters[0] + _delta(self.partition, server_round)).astype(np.float32)
         return [trained], _weight(self.partition), {}
 
 
-def _flower_run() -> tuple[list[float], npt.NDArray[np.float32]]:
+def _flower_run(failing: int | None) -> tuple[list[float], npt.NDArray[np.float32]]:
     def client_fn(context: Context) -> Any:
-        return _FlowerClient(int(context.node_config["partition-id"])).to_client()
+        return _FlowerClient(int(context.node_config["partition-id"]), failing).to_client()
 
     client = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
     stamps: list[float] = []
@@ -160,20 +174,24 @@ def _flower_run() -> tuple[list[float], npt.NDArray[np.float32]]:
 @pytest.mark.filterwarnings(
     "ignore::DeprecationWarning:flwr"
 )  # the legacy API Flower's SecAgg+ needs
+@pytest.mark.parametrize("failing", [None, 0], ids=["all-clients", "one-fails-each-round"])
 def test_flower_adapter_round_vs_flower_secaggplus(
-    monkeypatch: pytest.MonkeyPatch, benchmark
+    monkeypatch: pytest.MonkeyPatch, benchmark, failing: int | None
 ) -> None:
+    """``failing``: a node whose train function raises every round, after it shared its
+    keys (both protocols train at their third exchange), so both servers must
+    reconstruct its key and remove its pairwise masks."""
     monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # else Ray's FutureWarning
     monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
     results: dict[str, Any] = {}
 
     def all_three() -> None:
-        results["securefl"] = _fedavg_run(secure=True)
-        results["flower"] = _flower_run()
-        results["plaintext"] = _fedavg_run(secure=False)
+        results["securefl"] = _fedavg_run(secure=True, failing=failing)
+        results["flower"] = _flower_run(failing)
+        results["plaintext"] = _fedavg_run(secure=False, failing=failing)
 
     benchmark.pedantic(all_three, rounds=1, iterations=1)
-    expected = _expected(ROUNDS)
+    expected = _expected(ROUNDS, failing)
     ours, flower, plain = results["securefl"], results["flower"], results["plaintext"]
     # securefl: 2^-27 precision at W = 1000 (mean weight 55): error ~1e-6 per round at most.
     assert np.max(np.abs(ours[1] - expected)) < 1e-5
@@ -201,7 +219,8 @@ def test_flower_adapter_round_vs_flower_secaggplus(
         }
     )
     print(
-        f"\nper-round seconds, n={N}, d={D}: securefl {[f'{s:.2f}' for s in ours[0]]} "
+        f"\n[{'all clients' if failing is None else 'one client fails each round'}] "
+        f"per-round seconds, n={N}, d={D}: securefl {[f'{s:.2f}' for s in ours[0]]} "
         f"median(2..) {ours_median:.2f}; Flower SecAgg+ {[f'{s:.2f}' for s in flower[0]]} "
         f"median(2..) {flower_median:.2f}; ratio {flower_median / ours_median:.2f}x; "
         f"plaintext FedAvg {[f'{s:.2f}' for s in plain[0]]} median(2..) {plain_median:.2f}; "
