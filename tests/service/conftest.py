@@ -15,8 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("grpc")
-
 from securefl.secagg.config import SecAggConfig
 from securefl.transports.service import (
     AggregationServer,

@@ -7,6 +7,9 @@ crash that closes its connection mid-protocol.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -14,6 +17,7 @@ from securefl.secagg.config import GraphKind, SecAggConfig
 from securefl.secagg.messages import Stage
 from securefl.transports.service import SecAggSession
 
+from .client_proc import update_for
 from .conftest import assert_secagg_mean, enrolled_keys, finish
 
 
@@ -117,3 +121,41 @@ def test_late_client_is_told_it_was_dropped(serve, clients, stage: str) -> None:
     assert 0 not in outcome.result.contributors
     for i in range(1, 5):
         assert reports[i][0]["contributors"] == [1, 2, 3, 4]
+
+
+def test_securefl_join_command(serve, pki, tmp_path) -> None:
+    """Five `securefl join` processes, two rounds, updates and means as .npy files with
+    {round} in their names; exit status 0 and the weighted mean in every file."""
+    config = SecAggConfig(num_clients=5, threshold=3, dimension=40, max_weight=10)
+    running = serve(SecAggSession(config), sessions=2)
+    weights = {}
+    for i in range(5):
+        for r in (1, 2):
+            update, weights[i, r] = update_for(4, i, r, 40)
+            np.save(tmp_path / f"u{i}-{r}.npy", update)
+    session = ["--protocol", "secagg", "--clients", "5", "--threshold", "3", "--dim", "40"]
+    session += ["--max-weight", "10"]
+    procs = []
+    for i in range(5):
+        # update_for draws a weight per round; the command takes one: use round 1's.
+        command = [sys.executable, "-m", "securefl", "join", "--pki", str(pki), "--id", str(i)]
+        command += ["--server", running.target, "--rounds", "2", "--weight", str(weights[i, 1])]
+        command += ["--update", str(tmp_path / f"u{i}-{{round}}.npy")]
+        command += ["--out", str(tmp_path / f"m{i}-{{round}}.npy"), "--timeout", "30", *session]
+        procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()
+        assert b"session 2: mean of 5 clients" in out
+    running.join()
+    for r in (1, 2):
+        total = sum(weights[i, 1] * np.clip(update_for(4, i, r, 40)[0], -1, 1) for i in range(5))
+        want = total / sum(weights[i, 1] for i in range(5))
+        bound = (
+            config.fixed_point.precision
+            * 5
+            * config.max_weight
+            / sum(weights[i, 1] for i in range(5))
+        )
+        for i in range(5):
+            assert np.max(np.abs(np.load(tmp_path / f"m{i}-{r}.npy") - want)) <= bound
