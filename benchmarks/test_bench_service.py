@@ -99,18 +99,14 @@ def service_rounds(tmp: Path) -> list[float]:
     args += ["--threads", os.environ.get("SECUREFL_BENCH_SERVICE_CLIENT_THREADS", "1")]
     procs = []
     for i in range(N):
-        out = ["--out", str(tmp / "mean-{round}.npy")] if i == 0 else []
+        command = [sys.executable, "-m", "securefl", "join", "--pki", str(pki), "--id", str(i)]
+        command += ["--server", server.address, "--update", str(tmp / f"update-{i}.npy")]
+        command += ["--weight", str(weights[i]), "--rounds", str(ROUNDS + 1), "--timeout", "300"]
+        command += args
+        if i == 0:
+            command += ["--out", str(tmp / "mean-{round}.npy")]
         procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "securefl", "join", "--pki", str(pki), "--id", str(i)]
-                + ["--server", server.address, "--update", str(tmp / f"update-{i}.npy")]
-                + ["--weight", str(weights[i]), "--rounds", str(ROUNDS + 1), "--timeout", "300"]
-                + args
-                + out,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         )
     for proc in procs:
         _, err = proc.communicate(timeout=1200)
