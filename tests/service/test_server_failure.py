@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +16,13 @@ import pytest
 
 from securefl.errors import ServiceError
 from securefl.secagg.config import SecAggConfig
-from securefl.transports.service import AggregationClient, ClientTLS, SecAggSession
+from securefl.transports.service import (
+    AggregationClient,
+    AggregationServer,
+    ClientTLS,
+    SecAggSession,
+    ServerTLS,
+)
 
 from .conftest import finish
 
@@ -103,3 +110,39 @@ def test_server_stopping_answers_waiting_clients(serve, pki: Path) -> None:
         client.aggregate(np.zeros(10))
     stopper.join()
     assert info.value.code == "UNAVAILABLE"
+
+
+def test_client_waits_for_a_server_that_starts_later(pki: Path) -> None:
+    """Clients started first keep trying to connect until join_timeout; a server that
+    comes up meanwhile runs their session."""
+    config = SecAggConfig(num_clients=2, threshold=1, dimension=10)
+    with socket.socket() as probe:  # a free port, bound by nobody until the server starts
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results: dict[int, np.ndarray] = {}
+
+    def hospital(cid: int) -> None:
+        tls = ClientTLS.from_files(
+            str(pki / "ca.pem"), str(pki / f"client-{cid}.pem"), str(pki / f"client-{cid}.key")
+        )
+        with AggregationClient(f"127.0.0.1:{port}", cid, tls, config=config, timeout=20) as c:
+            results[cid] = c.aggregate(np.full(10, 0.25 * (cid + 1))).weighted_mean
+
+    threads = [threading.Thread(target=hospital, args=(cid,)) for cid in (0, 1)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    tls = ServerTLS.from_files(
+        str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem")
+    )
+    server = AggregationServer(
+        SecAggSession(config), tls, enrolled=range(2), address=f"127.0.0.1:{port}"
+    )
+    serving = threading.Thread(target=server.run, args=(1,))
+    serving.start()
+    for t in threads:
+        t.join(30)
+    serving.join(30)
+    assert not serving.is_alive()
+    for cid in (0, 1):
+        np.testing.assert_allclose(results[cid], 0.375, atol=1e-6)

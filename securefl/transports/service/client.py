@@ -351,8 +351,9 @@ class AggregationClient:
             raise ServiceError(f"the server sent client {frame.client_id}'s frame")
 
     def _join(self) -> Frame:
-        """Join the next session, waiting for a server that is still starting; a TLS
-        handshake the server refuses fails at once."""
+        """Join the next session. A server that cannot be connected to (not started yet,
+        or refusing this client's TLS handshake: the two look alike) is retried until
+        ``join_timeout``; a server that answers, even with an error, is not."""
         deadline = time.monotonic() + self.join_timeout
         delay = 0.1
         while True:
@@ -360,10 +361,7 @@ class AggregationClient:
             try:
                 return self._exchange(Kind.JOIN, 0, 0, b"", max(left, 0.001))
             except ServiceError as exc:
-                text = str(exc).lower()
-                if exc.code != "UNAVAILABLE" or "handshake" in text or "ssl" in text:
-                    raise
-                if left <= delay:
+                if not exc.args[0].endswith(_NOT_CONNECTED) or left <= delay:
                     raise
             time.sleep(delay)
             delay = min(2 * delay, 1.0)
@@ -402,6 +400,9 @@ def _text(payload: memoryview) -> str:
     return bytes(payload[:4096]).decode("utf-8", "replace")
 
 
+_NOT_CONNECTED = "(no connection)"
+
+
 def _service_error(exc: grpc.RpcError, target: str, timeout: float) -> ServiceError:
     code = exc.code() if hasattr(exc, "code") else None
     name = code.name if code is not None else "UNKNOWN"
@@ -409,4 +410,7 @@ def _service_error(exc: grpc.RpcError, target: str, timeout: float) -> ServiceEr
     hint = _STATUS_HINTS.get(name, "the call failed")
     if name == "DEADLINE_EXCEEDED":
         hint = f"no answer from the server within {timeout:g} s"
-    return ServiceError(f"{target}: {hint} ({name}: {details})", name)
+    message = f"{target}: {hint} ({name}: {details})"
+    if name == "UNAVAILABLE" and "failed to connect" in str(details):
+        message += f" {_NOT_CONNECTED}"  # gRPC's wording when no connection was made
+    return ServiceError(message, name)
