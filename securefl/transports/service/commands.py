@@ -62,6 +62,11 @@ def add_commands(sub: Any) -> None:
         help="create a test CA, server and client certificates, identity keys (and CKKS "
         "contexts) for --clients ids in DIR, then exit",
     )
+    serve.add_argument(
+        "--pki-hosts",
+        default="localhost,127.0.0.1",
+        help="with --init-pki: names and addresses in the server certificate (comma-separated)",
+    )
     serve.add_argument("--json", metavar="PATH", help="write each session's outcome as JSON")
     serve.set_defaults(handler=_serve)
 
@@ -166,7 +171,8 @@ def _enrollment(path: str | None) -> dict[int, bytes]:
 def _init_pki(args: argparse.Namespace) -> int:
     from securefl.transports.service.tls import write_pki
 
-    out = write_pki(args.init_pki, range(args.clients))
+    hosts = [h.strip() for h in args.pki_hosts.split(",") if h.strip()]
+    out = write_pki(args.init_pki, range(args.clients), hosts=hosts)
     if args.protocol == "ckks":
         from securefl.ckks.keys import ClientContext
 
