@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
@@ -12,12 +13,19 @@
 #include "securefl/common.hpp"
 #include "securefl/parallel.hpp"
 
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#define SECUREFL_DP_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SECUREFL_DP_CLONES
+#endif
+
 namespace securefl::dp {
 namespace {
 
 constexpr std::size_t kChunk = 2048;       // elements per unit of work (a multiple of 128)
 constexpr std::size_t kNoiseChunk = 1024;  // coordinates per independent noise stream
-constexpr std::size_t kFwhtBlock = 2048;   // 16 KiB of doubles: the in-L1 levels
+constexpr std::size_t kFwhtBlock = 32768;  // 256 KiB of doubles: the in-L2 levels
 constexpr std::size_t kMaxDimension = std::size_t{1} << 40;
 // |value| below 2^52 keeps every double -> int64 conversion exact and defined.
 constexpr double kMaxMagnitude = 0x1p52;
@@ -66,27 +74,143 @@ class WordStream {
   alignas(64) std::uint64_t buffer_[kWords];
 };
 
-// Canonne, Kamath, Steinke 2020, Algorithm 3, with binary64 Bernoulli trials (dp.hpp).
+inline double from_bits(std::uint64_t u) noexcept {
+  double d;
+  std::memcpy(&d, &u, sizeof d);
+  return d;
+}
+
+inline std::uint64_t to_bits(double d) noexcept {
+  std::uint64_t u;
+  std::memcpy(&u, &d, sizeof u);
+  return u;
+}
+
+constexpr double kLn2 = 0.6931471805599453;
+constexpr double kLn2Hi = 0.6931471803691238;       // 2^-53-exact high part of ln 2
+constexpr double kLn2Lo = 1.9082149292705877e-10;   // ln 2 - kLn2Hi
+constexpr double kSqrt2 = 1.4142135623730951;
+constexpr std::uint64_t kOneBits = 0x3FF0000000000000ull;  // 1.0
+constexpr double kTwo52 = 0x1p52;
+
+// ln(u) for u in (0, 1], normal: u = m 2^e with m in [sqrt(2)/2, sqrt(2)),
+// ln m = 2 atanh(f), f = (m - 1) / (m + 1), |f| <= 0.1716, by its series to f^23
+// (truncation below 1e-19 relative). Branch-free so that it vectorizes; the NumPy
+// reference evaluates the same operations in the same order.
+inline double log_unit(double u) noexcept {
+  const std::uint64_t bits = to_bits(u);
+  double m = from_bits((bits & 0x000FFFFFFFFFFFFFull) | kOneBits);  // [1, 2)
+  // The exponent as a double without an integer conversion: 2^52 + (exponent field).
+  double e = from_bits(to_bits(kTwo52) | (bits >> 52)) - kTwo52 - 1023.0;
+  // m > sqrt(2): halve m, add one to e (as arithmetic with a 0/1 factor: no branch).
+  const double half = m * 0.5, next = e + 1.0;
+  const bool high = m > kSqrt2;
+  m = high ? half : m;
+  e = high ? next : e;
+  const double f = (m - 1.0) / (m + 1.0);
+  const double s = f * f;
+  double p = 1.0 / 23;
+  p = p * s + 1.0 / 21;
+  p = p * s + 1.0 / 19;
+  p = p * s + 1.0 / 17;
+  p = p * s + 1.0 / 15;
+  p = p * s + 1.0 / 13;
+  p = p * s + 1.0 / 11;
+  p = p * s + 1.0 / 9;
+  p = p * s + 1.0 / 7;
+  p = p * s + 1.0 / 5;
+  p = p * s + 1.0 / 3;
+  p = p * s + 1.0;
+  return e * kLn2 + 2.0 * f * p;
+}
+
+// e^x for x <= 0 (x below -708 gives e^-708: an acceptance probability below 1e-307).
+// x = k ln 2 + r, |r| <= ln(2)/2, e^r by its Taylor series to r^13 (truncation below
+// 1e-18 relative), times 2^k built from bits.
+inline double exp_nonpositive(double x) noexcept {
+  x = x > -708.0 ? x : -708.0;
+  const double k = std::floor(x * (1.0 / kLn2) + 0.5);
+  const double r = (x - k * kLn2Hi) - k * kLn2Lo;
+  double p = 1.0 / 6227020800.0;  // 1/13!
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  // 2^k for integer k in [-1022, 0]: the low bits of 2^52 + (k + 1023) are k + 1023.
+  const std::uint64_t biased = to_bits(kTwo52 + (k + 1023.0)) & 0x7FFull;
+  return p * from_bits(biased << 52);
+}
+
+// Canonne, Kamath, Steinke 2020, Algorithm 3 (dp.hpp), a batch of 256 candidates at a
+// time from 512 words of the chunk's stream: candidate j of a batch reads its words j
+// (a) and 256 + j (b). From word a: the sign
+// (bit 0) and u = 2 - [1 + (a >> 12) 2^-52] in (0, 1]; from word b: v = [1 + (b >> 12)
+// 2^-52] - 1 in [0, 1). |Y| = floor(-t ln u) is discrete-Laplace distributed with scale
+// t; the candidate is accepted if not (negative and 0) and v < exp(-(|Y| - s^2/t)^2 / 2s^2).
 class DiscreteGaussian {
  public:
+  static constexpr std::size_t kBatch = 256;
+
   explicit DiscreteGaussian(double sigma) noexcept
       : t_(std::floor(sigma) + 1), shift_(sigma * sigma / t_), inv_two_var_(0.5 / (sigma * sigma)) {}
-  std::int64_t operator()(WordStream& s) const noexcept {
-    for (;;) {
-      const std::uint64_t w = s.next();
-      // Discrete Laplace of scale t: |Y| geometric with ratio e^(-1/t) (inverse CDF),
-      // a uniform sign, and (-, 0) rejected so that 0 is not counted twice.
-      const double u = static_cast<double>((w >> 11) + 1) * 0x1p-53;
-      const double m = std::floor(-t_ * std::log(u));
-      const bool negative = (w & 1u) != 0;
-      if (negative && m == 0) continue;
-      const double dev = m - shift_;
-      if (s.unit() < std::exp(-dev * dev * inv_two_var_))
-        return negative ? -static_cast<std::int64_t>(m) : static_cast<std::int64_t>(m);
+
+  // Fills out[0..n) from the stream of chunk `chunk`; out must have room for
+  // n + kBatch values (accepted candidates are written without a branch).
+  void fill(std::int64_t* out, std::size_t n, const aes::RoundKeys& rk, std::uint64_t chunk,
+            aes::Backend backend) const noexcept {
+    alignas(64) std::uint64_t words[2 * kBatch];
+    alignas(64) double magnitude[kBatch];
+    alignas(64) std::uint64_t verdict[kBatch];
+    std::uint8_t counter[aes::kBlockBytes];
+    counter_block(chunk, counter);
+    std::uint64_t block = 0;
+    std::size_t filled = 0;
+    while (filled < n) {
+      aes::ctr_keystream(rk, counter, block, reinterpret_cast<std::uint8_t*>(words),
+                         sizeof words, backend);
+      block += sizeof words / aes::kBlockBytes;
+      candidates(words, magnitude, verdict, t_, shift_, inv_two_var_);
+      // Acceptance is a coin flip: write every candidate and advance only past the
+      // accepted ones, rather than branch on it.
+      for (std::size_t j = 0; j < kBatch; ++j) {
+        const auto m = static_cast<std::int64_t>(magnitude[j]);
+        const std::int64_t negative = static_cast<std::int64_t>((verdict[j] >> 1) & 1u);
+        out[filled] = (m ^ -negative) + negative;  // -m when negative, in two's complement
+        filled += verdict[j] & 1u;
+      }
     }
+    secure_zero(words, sizeof words);
+    secure_zero(magnitude, sizeof magnitude);
   }
 
  private:
+  SECUREFL_DP_CLONES static void candidates(const std::uint64_t* __restrict words,
+                                            double* __restrict magnitude,
+                                            std::uint64_t* __restrict verdict, double t,
+                                            double shift, double inv_two_var) noexcept {
+    for (std::size_t j = 0; j < kBatch; ++j) {
+      const std::uint64_t a = words[j], b = words[kBatch + j];
+      const double u = 2.0 - from_bits(kOneBits | (a >> 12));
+      const double v = from_bits(kOneBits | (b >> 12)) - 1.0;
+      const double m = std::floor(-t * log_unit(u));
+      const double dev = m - shift;
+      const std::uint64_t accept = v < exp_nonpositive(-dev * dev * inv_two_var) ? 1u : 0u;
+      const std::uint64_t negative = a & 1u;
+      const std::uint64_t zero_twice = m == 0.0 ? negative : 0u;
+      magnitude[j] = m;
+      verdict[j] = (accept & (zero_twice ^ 1u)) | (negative << 1);
+    }
+  }
+
   double t_, shift_, inv_two_var_;
 };
 
@@ -181,12 +305,14 @@ void for_each_noise(std::size_t n, const NoiseSpec& noise, const aes::RoundKeys&
   const std::size_t chunks = (n + kNoiseChunk - 1) / kNoiseChunk;
   parallel_for(chunks, threads, [&](std::size_t begin, std::size_t end) {
     if (noise.kind == Noise::kDiscreteGaussian) {
-      const DiscreteGaussian sample(noise.param);
+      const DiscreteGaussian sampler(noise.param);
+      std::int64_t z[kNoiseChunk + DiscreteGaussian::kBatch];
       for (std::size_t c = begin; c < end; ++c) {
-        WordStream s(rk, c, backend);
-        const std::size_t stop = std::min(n, (c + 1) * kNoiseChunk);
-        for (std::size_t i = c * kNoiseChunk; i < stop; ++i) add(i, sample(s));
+        const std::size_t first = c * kNoiseChunk, count = std::min(n - first, kNoiseChunk);
+        sampler.fill(z, count, rk, c, backend);
+        for (std::size_t i = 0; i < count; ++i) add(first + i, z[i]);
       }
+      secure_zero(z, sizeof z);
     } else {
       const Poisson half(noise.param / 2);
       for (std::size_t c = begin; c < end; ++c) {
@@ -204,61 +330,182 @@ void sign_bits(const aes::RoundKeys& rk, std::size_t start, std::size_t n, std::
   aes::ctr_keystream(rk, start / 128, bits, (n + 7) / 8, backend);
 }
 
+// v with its sign flipped where sign bit i is set: an XOR of the IEEE sign bit, not a
+// branch, which random signs would mispredict half of the time.
 inline double signed_by(double v, const std::uint8_t* bits, std::size_t i) noexcept {
-  return ((bits[i >> 3] >> (i & 7)) & 1u) ? -v : v;
+  std::uint64_t u;
+  std::memcpy(&u, &v, sizeof u);
+  u ^= static_cast<std::uint64_t>((bits[i >> 3] >> (i & 7)) & 1u) << 63;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
 }
 
-void fwht_block(double* __restrict a, std::size_t n) noexcept {
-  for (std::size_t h = 1; h < n; h *= 2)
-    for (std::size_t i = 0; i < n; i += 2 * h)
-      for (std::size_t j = i; j < i + h; ++j) {
-        const double x = a[j], y = a[j + h];
-        a[j] = x + y;
-        a[j + h] = x - y;
-      }
+// The Walsh-Hadamard butterflies below add and subtract in exactly the order of the
+// radix-2 transform (levels h = 1, 2, 4, ...): two or three levels are merely done
+// while the values are in registers, so results equal the NumPy reference bit for bit.
+
+// Levels h and 2h on p0..p3 = g, g + h, g + 2h, g + 3h for j in [0, span). Separate
+// restrict pointers tell the compiler the four rows never overlap, so it vectorizes.
+SECUREFL_DP_CLONES void radix4_rows(double* __restrict p0, double* __restrict p1,
+                                    double* __restrict p2, double* __restrict p3,
+                                    std::size_t span) noexcept {
+  for (std::size_t j = 0; j < span; ++j) {
+    const double a0 = p0[j], a1 = p1[j], a2 = p2[j], a3 = p3[j];
+    const double b0 = a0 + a1, b1 = a0 - a1, b2 = a2 + a3, b3 = a2 - a3;
+    p0[j] = b0 + b2;
+    p1[j] = b1 + b3;
+    p2[j] = b0 - b2;
+    p3[j] = b1 - b3;
+  }
 }
 
-// Unnormalized Walsh-Hadamard transform in place: the levels within 16 KiB blocks in
-// one sweep, then two levels per sweep (radix 4), so memory is crossed ~log2(n)/2 - 5
-// times rather than log2(n) times.
+inline void radix4(double* g, std::size_t h, std::size_t span) noexcept {
+  radix4_rows(g, g + h, g + 2 * h, g + 3 * h, span);
+}
+
+SECUREFL_DP_CLONES void radix2_rows(double* __restrict p0, double* __restrict p1,
+                                    std::size_t span) noexcept {
+  for (std::size_t j = 0; j < span; ++j) {
+    const double x = p0[j], y = p1[j];
+    p0[j] = x + y;
+    p1[j] = x - y;
+  }
+}
+
+inline void radix2(double* g, std::size_t h, std::size_t span) noexcept {
+  radix2_rows(g, g + h, span);
+}
+
+// Levels h, 2h and 4h: radix 4 on rows (0, 1, 2, 3) and (4, 5, 6, 7) gives levels h and
+// 2h in the radix-2 order; level 4h pairs row k with row k + 4.
+SECUREFL_DP_CLONES void radix8_rows(double* __restrict p0, double* __restrict p1,
+                                    double* __restrict p2, double* __restrict p3,
+                                    double* __restrict p4, double* __restrict p5,
+                                    double* __restrict p6, double* __restrict p7,
+                                    std::size_t span) noexcept {
+  for (std::size_t j = 0; j < span; ++j) {
+    const double a0 = p0[j], a1 = p1[j], a2 = p2[j], a3 = p3[j];
+    const double a4 = p4[j], a5 = p5[j], a6 = p6[j], a7 = p7[j];
+    const double b0 = a0 + a1, b1 = a0 - a1, b2 = a2 + a3, b3 = a2 - a3;
+    const double b4 = a4 + a5, b5 = a4 - a5, b6 = a6 + a7, b7 = a6 - a7;
+    const double c0 = b0 + b2, c1 = b1 + b3, c2 = b0 - b2, c3 = b1 - b3;
+    const double c4 = b4 + b6, c5 = b5 + b7, c6 = b4 - b6, c7 = b5 - b7;
+    p0[j] = c0 + c4;
+    p1[j] = c1 + c5;
+    p2[j] = c2 + c6;
+    p3[j] = c3 + c7;
+    p4[j] = c0 - c4;
+    p5[j] = c1 - c5;
+    p6[j] = c2 - c6;
+    p7[j] = c3 - c7;
+  }
+}
+
+inline void radix8(double* g, std::size_t h, std::size_t span) noexcept {
+  radix8_rows(g, g + h, g + 2 * h, g + 3 * h, g + 4 * h, g + 5 * h, g + 6 * h, g + 7 * h, span);
+}
+
+// All levels of a block of n <= kFwhtBlock values (in L2).
+SECUREFL_DP_CLONES void fwht_block(double* __restrict a, std::size_t n) noexcept {
+  std::size_t h = 1;
+  if (n >= 4) {  // levels 1 and 2 on groups of four neighbours
+    for (std::size_t i = 0; i < n; i += 4) {
+      const double b0 = a[i] + a[i + 1], b1 = a[i] - a[i + 1];
+      const double b2 = a[i + 2] + a[i + 3], b3 = a[i + 2] - a[i + 3];
+      a[i] = b0 + b2;
+      a[i + 1] = b1 + b3;
+      a[i + 2] = b0 - b2;
+      a[i + 3] = b1 - b3;
+    }
+    h = 4;
+  }
+  for (; 4 * h <= n; h *= 4)
+    for (std::size_t i = 0; i < n; i += 4 * h) radix4(a + i, h, h);
+  for (; h < n; h *= 2)
+    for (std::size_t i = 0; i < n; i += 2 * h) radix2(a + i, h, h);
+}
+
+// Unnormalized Walsh-Hadamard transform in place: every level within 256 KiB blocks
+// in one sweep, then three levels per sweep (radix 8), so memory is crossed about
+// 1 + (log2(n) - 15) / 3 times rather than log2(n) times.
 void fwht(double* a, std::size_t n, unsigned threads) {
   const std::size_t block = std::min(n, kFwhtBlock);
   parallel_for(n / block, threads, [&](std::size_t b, std::size_t e) {
     for (std::size_t k = b; k < e; ++k) fwht_block(a + k * block, block);
   });
-  constexpr std::size_t kSpan = 1024;  // j-values per unit of work
+  constexpr std::size_t kSpan = 512;  // j-values per unit of work
   for (std::size_t h = block; h < n;) {
-    if (4 * h <= n) {
-      const std::size_t per_group = h / kSpan;
-      parallel_for(n / (4 * h) * per_group, threads, [&](std::size_t b, std::size_t e) {
-        for (std::size_t u = b; u < e; ++u) {
-          double* g = a + (u / per_group) * 4 * h + (u % per_group) * kSpan;
-          for (std::size_t j = 0; j < kSpan; ++j) {
-            const double a0 = g[j], a1 = g[j + h], a2 = g[j + 2 * h], a3 = g[j + 3 * h];
-            const double b0 = a0 + a1, b1 = a0 - a1, b2 = a2 + a3, b3 = a2 - a3;
-            g[j] = b0 + b2;
-            g[j + 2 * h] = b0 - b2;
-            g[j + h] = b1 + b3;
-            g[j + 3 * h] = b1 - b3;
-          }
-        }
-      });
-      h *= 4;
-    } else {
-      const std::size_t per_group = h / kSpan;
-      parallel_for(n / (2 * h) * per_group, threads, [&](std::size_t b, std::size_t e) {
-        for (std::size_t u = b; u < e; ++u) {
-          double* g = a + (u / per_group) * 2 * h + (u % per_group) * kSpan;
-          for (std::size_t j = 0; j < kSpan; ++j) {
-            const double x = g[j], y = g[j + h];
-            g[j] = x + y;
-            g[j + h] = x - y;
-          }
-        }
-      });
-      h *= 2;
-    }
+    const std::size_t radix = 8 * h <= n ? 8 : 4 * h <= n ? 4 : 2;
+    const std::size_t per_group = h / kSpan;
+    parallel_for(n / (radix * h) * per_group, threads, [&](std::size_t b, std::size_t e) {
+      for (std::size_t u = b; u < e; ++u) {
+        double* g = a + (u / per_group) * radix * h + (u % per_group) * kSpan;
+        if (radix == 8)
+          radix8(g, h, kSpan);
+        else if (radix == 4)
+          radix4(g, h, kSpan);
+        else
+          radix2(g, h, kSpan);
+      }
+    });
+    h *= radix;
   }
+}
+
+// Sum of squares in four interleaved lanes (element i in lane i % 4), combined as
+// (l0 + l1) + (l2 + l3): vectorizable, and reproducible by the NumPy reference.
+template <class F>
+SECUREFL_DP_CLONES double square_sum(const F* __restrict x, std::size_t n) noexcept {
+  double lane[4] = {0, 0, 0, 0};
+  std::size_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (std::size_t k = 0; k < 4; ++k) {
+      const double v = static_cast<double>(x[i + k]);
+      lane[k] += v * v;
+    }
+  for (std::size_t k = 0; i < n; ++i, ++k) {
+    const double v = static_cast<double>(x[i]);
+    lane[k] += v * v;
+  }
+  return (lane[0] + lane[1]) + (lane[2] + lane[3]);
+}
+
+template <class F>
+SECUREFL_DP_CLONES void load_signed(const F* __restrict x, double* __restrict out, std::size_t n,
+                                    double factor, const std::uint8_t* __restrict bits) noexcept {
+  for (std::size_t i = 0; i < n; ++i) out[i] = signed_by(static_cast<double>(x[i]) * factor, bits, i);
+}
+
+// Randomized rounding of v = buf * inv into out (mod 2^b); adds ||r||^2 and ||r - v||^2.
+template <class T>
+SECUREFL_DP_CLONES void round_chunk(const double* __restrict buf, T* __restrict out,
+                                    const std::uint64_t* __restrict coins, std::size_t n,
+                                    double inv, std::uint64_t mask, double* norms) noexcept {
+  double r2[4] = {0, 0, 0, 0}, e2[4] = {0, 0, 0, 0};
+  for (std::size_t i = 0; i < n; i += 4)
+    for (std::size_t k = 0; k < 4 && i + k < n; ++k) {
+      const double v = buf[i + k] * inv;
+      const double fl = std::floor(v);
+      const double u01 =
+          static_cast<double>(static_cast<std::int64_t>(coins[i + k] >> 11)) * 0x1p-53;
+      const double r = fl + (u01 < v - fl ? 1.0 : 0.0);
+      r2[k] += r * r;
+      e2[k] += (r - v) * (r - v);
+      out[i + k] = static_cast<T>(static_cast<std::uint64_t>(static_cast<std::int64_t>(r)) & mask);
+    }
+  norms[0] = (r2[0] + r2[1]) + (r2[2] + r2[3]);
+  norms[1] = (e2[0] + e2[1]) + (e2[2] + e2[3]);
+}
+
+// A per-thread work vector reused across calls: a fresh 8 MiB allocation per call
+// costs more in page faults than the transform. Callers zero what they wrote.
+double* scratch(std::size_t n) {
+  thread_local std::vector<double> buffer;
+  if (buffer.size() < n) {
+    std::vector<double>().swap(buffer);
+    buffer.resize(n);
+  }
+  return buffer.data();
 }
 
 // Sums per-unit partial results in unit order: the same double whatever the threads.
@@ -350,48 +597,39 @@ unsigned encode(const F* x, std::size_t d, T* out, const EncodeSpec& spec,
   const std::size_t units = (D + kChunk - 1) / kChunk;
   const std::size_t in_units = (d + kChunk - 1) / kChunk;
 
-  // 1. Norm (and finiteness), summed in unit order so the result is thread-independent.
+  // 1. Norm, summed in unit order so the result is thread-independent.
   std::vector<double> parts(units, 0.0);
-  std::atomic<std::size_t> first_bad{d};
   parallel_for(in_units, threads, [&](std::size_t b, std::size_t e) {
     for (std::size_t u = b; u < e; ++u) {
-      const std::size_t start = u * kChunk, stop = std::min(d, start + kChunk);
-      double s = 0;
-      for (std::size_t i = start; i < stop; ++i) {
-        const double v = static_cast<double>(x[i]);
-        if (!std::isfinite(v)) {
-          std::size_t seen = first_bad.load();
-          while (i < seen && !first_bad.compare_exchange_weak(seen, i)) {
-          }
-          break;
-        }
-        s += v * v;
-      }
-      parts[u] = s;
+      const std::size_t start = u * kChunk;
+      parts[u] = square_sum(x + start, std::min(kChunk, d - start));
     }
   });
-  if (first_bad.load() < d)
-    throw std::invalid_argument("input is not finite at index " + std::to_string(first_bad.load()));
   const double norm = std::sqrt(ordered_sum(parts));
+  if (!std::isfinite(norm)) {  // rare: find the culprit for the message
+    for (std::size_t i = 0; i < d; ++i)
+      if (!std::isfinite(static_cast<double>(x[i])))
+        throw std::invalid_argument("input is not finite at index " + std::to_string(i));
+    throw std::invalid_argument("input's L2 norm overflows binary64");
+  }
   const double factor = spec.weight * (norm > spec.clip ? spec.clip / norm : 1.0);
 
   // 2. Clip, weight, signs, zero padding; 3. Walsh-Hadamard.
-  std::vector<double> buf(D);
+  double* buf = scratch(D);
   {
     const aes::RoundKeys rk = aes::expand_key(rotation_key);
     parallel_for(units, threads, [&](std::size_t b, std::size_t e) {
       std::uint8_t bits[kChunk / 8];
       for (std::size_t u = b; u < e; ++u) {
         const std::size_t start = u * kChunk, n = std::min(kChunk, D - start);
+        const std::size_t live = start < d ? std::min(n, d - start) : 0;
         sign_bits(rk, start, n, bits, backend);
-        for (std::size_t i = 0; i < n; ++i) {
-          const std::size_t k = start + i;
-          buf[k] = k < d ? signed_by(static_cast<double>(x[k]) * factor, bits, i) : 0.0;
-        }
+        load_signed(x + start, buf + start, live, factor, bits);
+        std::fill(buf + start + live, buf + start + n, 0.0);
       }
     });
   }
-  fwht(buf.data(), D, threads);
+  fwht(buf, D, threads);
 
   // 4. Conditional randomized rounding of v = H s x / (sqrt(D) gamma).
   const double inv = 1.0 / (std::sqrt(static_cast<double>(D)) * spec.gamma);
@@ -409,19 +647,10 @@ unsigned encode(const F* x, std::size_t d, T* out, const EncodeSpec& spec,
         const std::size_t start = u * kChunk, n = std::min(kChunk, D - start);
         aes::ctr_keystream(round_rk, counter, start / 2, reinterpret_cast<std::uint8_t*>(coins),
                            n * 8, backend);
-        double r2 = 0, e2 = 0;
-        for (std::size_t i = 0; i < n; ++i) {
-          const double v = buf[start + i] * inv;
-          const double fl = std::floor(v);
-          const double u01 = static_cast<double>(coins[i] >> 11) * 0x1p-53;
-          const double r = fl + (u01 < v - fl ? 1.0 : 0.0);
-          r2 += r * r;
-          e2 += (r - v) * (r - v);
-          out[start + i] = static_cast<T>(
-              static_cast<std::uint64_t>(static_cast<std::int64_t>(r)) & mask);
-        }
-        parts[u] = r2;
-        errs[u] = e2;
+        double norms[2];
+        round_chunk(buf + start, out + start, coins, n, inv, mask, norms);
+        parts[u] = norms[0];
+        errs[u] = norms[1];
       }
       secure_zero(coins, sizeof coins);
     });
@@ -429,7 +658,7 @@ unsigned encode(const F* x, std::size_t d, T* out, const EncodeSpec& spec,
     e_norm = std::sqrt(ordered_sum(errs));
     if (r_norm <= spec.norm_bound && e_norm <= spec.error_bound) break;
   }
-  secure_zero(buf.data(), buf.size() * sizeof(double));
+  secure_zero(buf, D * sizeof(double));
   if (attempt == spec.max_tries) {
     std::ostringstream s;
     s.precision(6);
@@ -465,7 +694,7 @@ void decode(const T* sum, std::size_t D, double* out, std::size_t d, double gamm
     throw std::invalid_argument("gamma must be finite and > 0");
   const std::uint64_t mask = low_bits_mask<std::uint64_t>(bits);
   const std::uint64_t half = std::uint64_t{1} << (bits - 1);
-  std::vector<double> buf(D);
+  double* buf = scratch(D);
   std::atomic<bool> bad{false};
   parallel_for((D + kChunk - 1) / kChunk, threads, [&](std::size_t b, std::size_t e) {
     bool local = false;
@@ -483,7 +712,7 @@ void decode(const T* sum, std::size_t D, double* out, std::size_t d, double gamm
   });
   if (bad.load())
     throw std::invalid_argument("ring sum holds values >= 2^" + std::to_string(bits));
-  rotate(buf.data(), D, rotation_key, /*inverse=*/true, /*normalize=*/true, threads, backend);
+  rotate(buf, D, rotation_key, /*inverse=*/true, /*normalize=*/true, threads, backend);
   for (std::size_t i = 0; i < d; ++i) out[i] = buf[i] * gamma;
 }
 

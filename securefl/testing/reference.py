@@ -215,9 +215,13 @@ def dp_encode_without_noise(
     v = np.asarray(x, dtype=np.float64).reshape(-1)
     d = v.size
     D = 1 << max(0, (d - 1).bit_length())
-    # The native code sums squares sequentially within 2048-element units, then the
-    # units in order: cumsum reproduces that order exactly.
-    parts = [float(np.cumsum(v[i : i + _DP_CHUNK] ** 2)[-1]) for i in range(0, d, _DP_CHUNK)]
+    # The native code sums squares in four interleaved lanes within 2048-element units
+    # ((l0 + l1) + (l2 + l3)), then the units in order; cumsum reproduces each order.
+    parts = []
+    for i in range(0, d, _DP_CHUNK):
+        unit = v[i : i + _DP_CHUNK] ** 2
+        lanes = np.cumsum(np.pad(unit, (0, -unit.size % 4)).reshape(-1, 4), axis=0)[-1]
+        parts.append(float((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])))
     norm = float(np.sqrt(np.cumsum(parts)[-1]))
     factor = weight * (clip / norm if norm > clip else 1.0)
     buf = np.zeros(D)
@@ -236,38 +240,91 @@ def dp_encode_without_noise(
     return result
 
 
-class _WordStream:
-    def __init__(self, key: bytes, stream: int) -> None:
-        self._key, self._stream, self._block = key, stream, 0
-        self._words: list[int] = []
+_LN2 = 0.6931471805599453
+_LN2_HI = 0.6931471803691238
+_LN2_LO = 1.9082149292705877e-10
+_SQRT2 = 1.4142135623730951
+_ONE_BITS = np.uint64(0x3FF0000000000000)
+_TWO52 = 2.0**52
+_DG_BATCH = 256
 
-    def next(self) -> int:
-        if not self._words:
-            counter = (self._stream << 64) + self._block
-            raw = keystream(self._key, 2048, counter.to_bytes(16, "big"))
-            self._words = list(np.frombuffer(raw, dtype=np.dtype("<u8")).tolist())[::-1]
-            self._block += 2048 // 16
-        return self._words.pop()
+
+def _from_bits(u: np.ndarray) -> np.ndarray:
+    result: np.ndarray = u.astype(np.uint64).view(np.float64)
+    return result
+
+
+def log_unit(u: np.ndarray) -> np.ndarray:
+    """The native ``log_unit``: ln u for u in (0, 1], operation for operation."""
+    bits = u.view(np.uint64)
+    m = _from_bits((bits & np.uint64(0x000FFFFFFFFFFFFF)) | _ONE_BITS)
+    e = _from_bits(np.float64(_TWO52).view(np.uint64) | (bits >> np.uint64(52))) - _TWO52 - 1023.0
+    high = m > _SQRT2
+    m = np.where(high, m * 0.5, m)
+    e = np.where(high, e + 1.0, e)
+    f = (m - 1.0) / (m + 1.0)
+    s = f * f
+    p = np.full_like(s, 1.0 / 23)
+    for c in (21, 19, 17, 15, 13, 11, 9, 7, 5, 3):
+        p = p * s + 1.0 / c
+    p = p * s + 1.0
+    result: np.ndarray = e * _LN2 + 2.0 * f * p
+    return result
+
+
+def exp_nonpositive(x: np.ndarray) -> np.ndarray:
+    """The native ``exp_nonpositive``: e^x for x <= 0, operation for operation."""
+    x = np.where(x > -708.0, x, -708.0)
+    k = np.floor(x * (1.0 / _LN2) + 0.5)
+    r = (x - k * _LN2_HI) - k * _LN2_LO
+    p = np.full_like(r, 1.0 / 6227020800.0)
+    for c in (
+        479001600.0,
+        39916800.0,
+        3628800.0,
+        362880.0,
+        40320.0,
+        5040.0,
+        720.0,
+        120.0,
+        24.0,
+        6.0,
+    ):
+        p = p * r + 1.0 / c
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    biased = np.asarray(_TWO52 + (k + 1023.0)).view(np.uint64) & np.uint64(0x7FF)
+    result: np.ndarray = p * _from_bits(biased << np.uint64(52))
+    return result
 
 
 def dp_discrete_gaussian(key: bytes, n: int, sigma: float) -> np.ndarray:
-    """CKS 2020 Algorithm 3 with the native code's stream layout and binary64 trials."""
+    """CKS 2020 Algorithm 3 exactly as the native sampler runs it (dp.hpp, dp.cpp)."""
     import math
 
     t = math.floor(sigma) + 1
     shift, inv_two_var = sigma * sigma / t, 0.5 / (sigma * sigma)
     out = np.empty(n, dtype=np.int64)
-    for chunk in range(0, n, _DP_NOISE_CHUNK):
-        s = _WordStream(key, chunk // _DP_NOISE_CHUNK)
-        for i in range(chunk, min(n, chunk + _DP_NOISE_CHUNK)):
-            while True:
-                w = s.next()
-                m = math.floor(-t * math.log(((w >> 11) + 1) * 2.0**-53))
-                negative = w & 1
-                if negative and m == 0:
-                    continue
-                dev = m - shift
-                if (s.next() >> 11) * 2.0**-53 < math.exp(-dev * dev * inv_two_var):
-                    out[i] = -m if negative else m
-                    break
+    batch_bytes = 16 * _DG_BATCH
+    for first in range(0, n, _DP_NOISE_CHUNK):
+        count = min(n - first, _DP_NOISE_CHUNK)
+        values: list[int] = []
+        block = 0
+        while len(values) < count:
+            counter = ((first // _DP_NOISE_CHUNK) << 64) + block
+            raw = keystream(key, batch_bytes, counter.to_bytes(16, "big"))
+            block += batch_bytes // 16
+            words = np.frombuffer(raw, dtype=np.dtype("<u8")).astype(np.uint64)
+            a, b = words[:_DG_BATCH], words[_DG_BATCH:]
+            u = 2.0 - _from_bits(_ONE_BITS | (a >> np.uint64(12)))
+            v = _from_bits(_ONE_BITS | (b >> np.uint64(12))) - 1.0
+            m = np.floor(-t * log_unit(u))
+            dev = m - shift
+            accept = v < exp_nonpositive(-dev * dev * inv_two_var)
+            negative = (a & np.uint64(1)) == 1
+            accept &= ~(negative & (m == 0.0))
+            signed = np.where(negative, -m, m).astype(np.int64)
+            values.extend(signed[accept].tolist())
+        out[first : first + count] = values[:count]
     return out

@@ -28,7 +28,7 @@ def test_unnormalized_rotation_inverts_integers_exactly(D: int) -> None:
     assert np.array_equal(dp.rotate(y, KEY, inverse=True, normalize=False), D * x)
 
 
-@pytest.mark.parametrize("D", [4, 2048, 1 << 14])
+@pytest.mark.parametrize("D", [4, 2048, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 21])
 def test_native_rotation_equals_reference(D: int) -> None:
     x = np.random.default_rng(3).normal(size=D)
     assert np.array_equal(dp.rotate(x, KEY), reference.dp_rotate(x, KEY))

@@ -23,18 +23,23 @@
 //   rounding attempt a: key U, initial counter block (a, 0) (two big-endian u64), the
 //               little-endian u64 word i for element i, u = (word >> 11) * 2^-53;
 //   noise:      key N; coordinates are cut into chunks of 1024 and chunk j reads its
-//               own stream from counter block (j, 0), one u64 word at a time.
+//               own stream from counter block (j, 0). The discrete Gaussian consumes it in
+//               batches of 512 u64 words, candidate i of a batch taking words i and
+//               256 + i; Skellam reads it one word at a time.
 //
 // Samplers (precision, stated honestly). The discrete Gaussian follows Canonne, Kamath
 // and Steinke 2020, Algorithm 3 (rejection from a discrete Laplace of scale
-// t = floor(sigma) + 1), but its Bernoulli trials compare 53-bit uniforms against
-// probabilities computed in binary64 (exp/log to within an ulp), and the discrete
-// Laplace is drawn by inverting its geometric CDF, |Y| = floor(-t ln u). CKS's own
-// algorithms are exact in rational arithmetic; this one is exact up to those roundings
-// (per-sample statistical distance of the order of 2^-50) and truncates |Y| at about
-// 36.7 t, where the discrete Gaussian has mass below e^-600. Poisson draws use
-// Hoermann's PTRS (transformed rejection with squeeze, 1993) for means >= 10 and
-// multiplication of uniforms below, also in binary64.
+// t = floor(sigma) + 1, accepted with probability exp(-(|Y| - sigma^2/t)^2 / 2 sigma^2)).
+// CKS's algorithms are exact in rational arithmetic; this one is not: |Y| is drawn by
+// inverting the geometric CDF, |Y| = floor(-t ln u) with u a 52-bit uniform in (0, 1],
+// and the acceptance compares a 52-bit uniform with exp in binary64. ln and exp are
+// branch-free polynomial evaluations (series to f^23 and r^13 after exact range
+// reduction: truncation below 1e-18, a few ulps of rounding) so that the candidates are
+// computed 4 or 8 at a time in SIMD registers. The result differs from the exact
+// discrete Gaussian by those roundings (of the order of 2^-50 per sample) and truncates
+// |Y| at about 36 t, where the discrete Gaussian has mass below e^-600. Poisson draws
+// use Hoermann's PTRS (transformed rejection with squeeze, 1993) for means >= 10 and
+// multiplication of uniforms below, with libm's log in binary64.
 #pragma once
 
 #include <cstddef>
