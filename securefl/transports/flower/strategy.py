@@ -127,6 +127,8 @@ class SecAggFedAvg(FedAvg):
     config_factory:
         Overrides the parameter choice: ``factory(num_clients, dimension)`` returns
         the :class:`SecAggConfig` of a round.
+    threads:
+        Threads for the server's sum and unmasking (``None``: all cores).
     **fedavg:
         Passed to :class:`flwr.serverapp.strategy.FedAvg` (``fraction_train``,
         ``min_train_nodes``, ``weighted_by_key``, ...).
@@ -147,10 +149,12 @@ class SecAggFedAvg(FedAvg):
         corruption_rate: float = 0.1,
         round_timeout: float = 600.0,
         config_factory: ConfigFactory | None = None,
+        threads: int | None = None,
         **fedavg: Any,
     ) -> None:
         super().__init__(**fedavg)
         self.round_timeout = round_timeout
+        self.threads = threads
         self.reports: list[RoundReport] = []
         self._round: _Round | None = None
 
@@ -191,7 +195,7 @@ class SecAggFedAvg(FedAvg):
             log(WARNING, "securefl: round %s skipped, no secure session: %s", server_round, exc)
             self.reports.append(RoundReport(server_round, Stage.ABORTED, str(exc), tuple(sampled)))
             return []
-        server = SecAggServer(secagg_config)
+        server = SecAggServer(secagg_config, threads=self.threads)
         start = server.start()
         state = _Round(
             server_round,
