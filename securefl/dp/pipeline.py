@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -81,6 +81,11 @@ class EncodedUpdate:
 
     def __repr__(self) -> str:  # the ring vector is noisy but still per-client data
         return f"EncodedUpdate(D={self.ring.size}, tries={self.tries})"
+
+    def __reduce__(self) -> NoReturn:
+        # Unmasked, the vector carries only this client's share of the noise (1/n_min
+        # of what the guarantee assumes): it must leave the client only through SecAgg.
+        raise TypeError("EncodedUpdate holds an unmasked client vector and cannot be pickled")
 
 
 def encode_update(
