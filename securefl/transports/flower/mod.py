@@ -7,7 +7,7 @@ SecAgg+ client (Bonawitz et al. 2017, Bell et al. 2020) needs several exchanges 
 round, so this mod keeps, in ``Context.state`` and nowhere else:
 
 - a fresh 32-byte session seed from ``os.urandom``, the only source of the client's
-  randomness for the session (AES-128-CTR keystream of a key derived from it);
+  randomness for the session (AES-128-CTR keystream of a key HKDF-derived from it);
 - the server messages received so far (public protocol messages, a few KiB).
 
 For each new server message it rebuilds the :class:`SecAggClient` from the seed and
@@ -31,11 +31,13 @@ machine. It never appears in a reply, a log line or a ``repr``.
 
 from __future__ import annotations
 
-import hashlib
 import os
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MessageType, RecordDict
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
@@ -80,11 +82,14 @@ class _SessionRng:
     """
 
     def __init__(self, seed: bytes) -> None:
-        self._key = hashlib.sha256(_RNG_LABEL + seed).digest()[:16]
+        self._key = HKDF(algorithm=SHA256(), length=16, salt=None, info=_RNG_LABEL).derive(seed)
         self._offset = 0
 
     def __repr__(self) -> str:
         return "_SessionRng(<secret>)"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("_SessionRng holds a secret key and cannot be pickled")
 
     def __call__(self, n: int) -> bytes:
         block, skip = divmod(self._offset, 16)
