@@ -47,6 +47,8 @@ class LocalGrid(Grid):
             for p in range(num_nodes)
         }
         self.sent: list[Message] = []
+        self.exchanges = 0
+        """Calls of send_and_receive with at least one message."""
 
     def set_run(self, run_id: int) -> None:  # type: ignore[override]
         pass
@@ -71,6 +73,8 @@ class LocalGrid(Grid):
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         replies = []
+        messages = list(messages)
+        self.exchanges += bool(messages)
         for message in messages:
             self.sent.append(message)
             node = message.metadata.dst_node_id

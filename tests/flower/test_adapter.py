@@ -37,6 +37,7 @@ from securefl.secagg.messages import (
 from securefl.transports.flower import ERROR_CODE, RECORD_KEY, SecAggFedAvg, make_secagg_mod
 from securefl.transports.flower.mod import STATE_KEY
 from securefl.transports.flower.records import (
+    NEXT_RECORD_KEY,
     Envelope,
     pack_config,
     read_envelope,
@@ -46,6 +47,13 @@ from securefl.transports.flower.records import (
 )
 
 NODES = 5
+
+
+def _sessions(context: Context) -> list[Any]:
+    """The securefl session records a node holds."""
+    return [r for k, r in context.state.config_records.items() if k.startswith(STATE_KEY)]
+
+
 MAX_WEIGHT = 100
 
 
@@ -88,12 +96,15 @@ def _partition(node: int) -> int:
     return node - 1000
 
 
-def test_rounds_with_failures_match_fedavg() -> None:
-    strategy, history, grid = _run(3, faults=True)
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_rounds_with_failures_match_fedavg(prefetch: bool) -> None:
+    strategy, history, grid = _run(3, faults=True, prefetch_keys=prefetch)
+    # Prefetching the next round's keys saves one exchange in every round but the first.
+    assert grid.exchanges == (4 + 3 + 3 if prefetch else 4 * 3)
     participants = {r: sim_app.participants_with_faults(r, NODES) for r in (1, 2, 3)}
     sim_app.check_models(strategy.reports, history, participants, MAX_WEIGHT)
     # No session state is left on any node once its session is over.
-    assert all(STATE_KEY not in c.state.config_records for c in grid.contexts.values())
+    assert not any(_sessions(c) for c in grid.contexts.values())
 
 
 @pytest.mark.parametrize("stage", [AdvertiseKeys, ShareKeys, MaskedInput, UnmaskingResponse])
@@ -119,12 +130,15 @@ def test_replies_carry_only_protocol_messages() -> None:
         seen.append(reply)
         return reply
 
-    _run(1, intercept=watch)
-    assert len(seen) == 4 * NODES
+    _run(2, intercept=watch)
+    assert len(seen) == 4 * NODES + 3 * NODES
     for reply in seen:
-        # No arrays, no metrics (not even the weight): one record with three fields.
-        assert list(reply.content.keys()) == [RECORD_KEY]
-        assert set(reply.content[RECORD_KEY].keys()) == {"version", "session", "message"}
+        # No arrays, no metrics (not even the weight): securefl's records only, each
+        # with three fields (the second: next round's AdvertiseKeys, with Unmasking).
+        assert set(reply.content.keys()) <= {RECORD_KEY, NEXT_RECORD_KEY}
+        for record in reply.content.config_records.values():
+            assert set(record.keys()) == {"version", "session", "message"}
+    assert sum(NEXT_RECORD_KEY in r.content for r in seen) == NODES
 
 
 def _truncate_masked_input(p: int, kind: type | None, record: Any, sent: dict) -> None:
@@ -194,7 +208,7 @@ def test_too_many_dropouts_abort_and_keep_the_model() -> None:
     for k, v in history[1].items():
         np.testing.assert_array_equal(v, history[0][k])
     # The abort notice reached the survivors: no session state is left anywhere.
-    assert all(STATE_KEY not in c.state.config_records for c in grid.contexts.values())
+    assert not any(_sessions(c) for c in grid.contexts.values())
 
 
 # ---- client side: the mod faces a bad or malicious server ------------------------------
@@ -266,7 +280,7 @@ def test_mod_refuses_malformed_requests(change: Any, reason: str) -> None:
     change(msg.content[RECORD_KEY])
     context = _context()
     assert reason in _error_reason(make_secagg_mod()(msg, context, _never))
-    assert STATE_KEY not in context.state.config_records
+    assert not _sessions(context)
 
 
 def test_mod_refuses_a_weak_threshold_and_authenticated_mode() -> None:
@@ -285,22 +299,22 @@ def test_mod_refuses_out_of_session_and_out_of_round_messages() -> None:
     assert "no session" in _error_reason(mod(_request(routing, arrays=True), context, _never))
     reply = mod(_request(_start()), context, _never)
     assert _kind(reply) is AdvertiseKeys
-    saved = dict(context.state.config_records[STATE_KEY])
+    (saved,) = [dict(r) for r in _sessions(context)]
     # Another session's message is refused and the running session is untouched.
     foreign = Envelope(b"t" * 16, routing.message)
     assert "another session" in _error_reason(mod(_request(foreign, arrays=True), context, _never))
-    assert dict(context.state.config_records[STATE_KEY]) == saved
+    assert [dict(r) for r in _sessions(context)] == [saved]
     # ShareRouting before KeyDirectory: the client aborts and forgets the session.
     assert "left the session" in _error_reason(
         mod(_request(routing, arrays=True), context, _passthrough_train)
     )
-    assert STATE_KEY not in context.state.config_records
+    assert not _sessions(context)
 
 
 def test_session_state_holds_no_update_and_no_secret_in_the_clear() -> None:
     context = _context()
     make_secagg_mod()(_request(_start()), context, _never)
-    record = context.state.config_records[STATE_KEY]
+    (record,) = _sessions(context)
     assert set(record.keys()) == {"session", "seed", "client-id", "config", "history"}
     assert len(record["seed"]) == 32
 
@@ -363,3 +377,35 @@ def test_session_rng_replays_exactly_and_keeps_its_key() -> None:
     assert "secret" in repr(rng) and seed.hex() not in repr(rng)
     with pytest.raises(TypeError):
         pickle.dumps(rng)
+
+
+def test_a_bad_prefetched_advertisement_leaves_the_node_out_of_the_next_round() -> None:
+    def tamper(node: int, reply: Message) -> Message:
+        if node - 1000 == 1 and NEXT_RECORD_KEY in reply.content:
+            reply.content[NEXT_RECORD_KEY]["message"] = b"junk"
+        return reply
+
+    strategy, history, _ = _run(2, intercept=tamper)
+    first, second = strategy.reports
+    assert len(first.contributors) == NODES  # round 1 itself is untouched
+    assert [r.sender for r in second.rejections] == [1]
+    assert "undecodable" in second.rejections[0].reason
+    sim_app.check_models(strategy.reports, history, {1: [0, 1, 2, 3, 4], 2: [0, 2, 3, 4]}, 100)
+
+
+def test_mod_takes_only_a_session_start_as_the_next_envelope() -> None:
+    mod, context = make_secagg_mod(), _context()
+    msg = _request(_start())
+    # A second envelope that is not a SessionStart is not acted upon.
+    write_envelope(
+        msg.content, Envelope(b"n" * 16, codec.encode(ShareRouting(()))), NEXT_RECORD_KEY
+    )
+    reply = mod(msg, context, _never)
+    assert _kind(reply) is AdvertiseKeys and NEXT_RECORD_KEY not in reply.content
+    assert len(_sessions(context)) == 1
+    # A next SessionStart alongside the current session's message keeps both sessions.
+    follow = _request(_start(session=b"n" * 16))
+    follow.content.config_records[NEXT_RECORD_KEY] = follow.content.config_records.pop(RECORD_KEY)
+    reply = mod(follow, context, _never)
+    assert NEXT_RECORD_KEY in reply.content and RECORD_KEY not in reply.content
+    assert len(_sessions(context)) == 1  # a lone SessionStart replaces unfinished sessions

@@ -49,6 +49,7 @@ from securefl.secagg.client import SecAggClient
 from securefl.secagg.config import SecAggConfig
 from securefl.secagg.messages import Abort, SessionStart, ShareRouting, Stage
 from securefl.transports.flower.records import (
+    NEXT_RECORD_KEY,
     RECORD_KEY,
     Envelope,
     read_envelope,
@@ -60,7 +61,7 @@ from securefl.transports.flower.records import (
 __all__ = ["ERROR_CODE", "STATE_KEY", "make_secagg_mod", "secagg_mod"]
 
 STATE_KEY = "securefl.secagg"
-"""Key of the client's session record in ``Context.state``."""
+"""Prefix of the keys of the client's session records in ``Context.state``."""
 
 ERROR_CODE = 7301
 """Flower error code of a reply in which the mod declines or leaves a session."""
@@ -102,10 +103,10 @@ def _error(msg: Message, reason: str) -> Message:
     return Message(Error(ERROR_CODE, f"securefl: {reason}"), reply_to=msg)
 
 
-def _reply(msg: Message, session: bytes, payload: bytes) -> Message:
-    content = RecordDict()
-    write_envelope(content, Envelope(session, payload))
-    return Message(content, reply_to=msg)
+def _state_key(session: bytes) -> str:
+    """Where a session's record lives in ``Context.state`` (two may overlap: this
+    round's, finishing, and the next round's, advertising)."""
+    return f"{STATE_KEY}/{session.hex()}"
 
 
 def _single_array_record(content: RecordDict, who: str) -> ArrayRecord:
@@ -220,32 +221,94 @@ def make_secagg_mod(
     """
 
     def secagg(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        if (
-            msg.metadata.message_type != MessageType.TRAIN
-            or RECORD_KEY not in msg.content.config_records
+        records = msg.content.config_records
+        if msg.metadata.message_type != MessageType.TRAIN or not (
+            RECORD_KEY in records or NEXT_RECORD_KEY in records
         ):
             return call_next(msg, context)
+        reply, current = None, None
+        if RECORD_KEY in records:
+            reply, current = _current(msg, context, call_next)
+            if reply.has_error():
+                return reply  # a node that left this round does not join the next one
+        if NEXT_RECORD_KEY not in msg.content.config_records:
+            assert reply is not None
+            return reply
+        # The next round's SessionStart, riding on this round's Unmasking exchange.
+        advertised = _step_or_error(msg, context, NEXT_RECORD_KEY, current)
+        if isinstance(advertised, str):
+            return reply if reply is not None else _error(msg, advertised)
+        if reply is None:
+            reply = Message(RecordDict(), reply_to=msg)
+        write_envelope(reply.content, advertised, NEXT_RECORD_KEY)
+        return reply
+
+    def _current(
+        msg: Message, context: Context, call_next: ClientAppCallable
+    ) -> tuple[Message, bytes | None]:
+        """Answer the envelope of the session in progress (or starting)."""
         try:
             envelope = read_envelope(msg.content)
             server_message = codec.decode(envelope.message)
         except InvalidMessage as exc:
-            return _error(msg, f"malformed request: {exc}")
-        if isinstance(server_message, SessionStart):
-            return _start(msg, context, envelope)
-        record = context.state.config_records.get(STATE_KEY)
-        if record is None:
-            return _error(msg, "no session in progress on this node")
-        session = _Session(record)
-        # A message of another (older or forged) session must not reach this one.
-        if envelope.session != session.session:
-            return _error(msg, "message for another session")
-        if isinstance(server_message, ShareRouting):
-            return _train_and_mask(msg, context, call_next, session, envelope.message)
-        return _step(msg, context, session, envelope.message, session.client(threads))
+            return _error(msg, f"malformed request: {exc}"), None
+        if not isinstance(server_message, ShareRouting):
+            answer = _step_or_error(msg, context, RECORD_KEY, None)
+            if isinstance(answer, str):
+                return _error(msg, answer), envelope.session
+            content = RecordDict()
+            write_envelope(content, answer)
+            return Message(content, reply_to=msg), envelope.session
+        session = _find(context, envelope.session)
+        if isinstance(session, str):
+            return _error(msg, session), envelope.session
+        return _train_and_mask(msg, context, call_next, session, envelope.message), session.session
 
-    def _start(msg: Message, context: Context, envelope: Envelope) -> Message:
-        # A new session replaces whatever an unfinished one left behind.
-        context.state.config_records.pop(STATE_KEY, None)
+    def _step_or_error(
+        msg: Message, context: Context, key: str, keep: bytes | None
+    ) -> Envelope | str:
+        """Answer the (non-training) protocol message under ``key``; a reason if not.
+
+        ``keep``: the session whose envelope this message also carries; with it, only
+        a ``SessionStart`` is acceptable here.
+        """
+        try:
+            envelope = read_envelope(msg.content, key)
+            server_message = codec.decode(envelope.message)
+        except InvalidMessage as exc:
+            return f"malformed request: {exc}"
+        if key == NEXT_RECORD_KEY and not isinstance(server_message, SessionStart):
+            return "only a SessionStart may ride on another session's message"
+        if isinstance(server_message, SessionStart):
+            started = _start(context, envelope, keep)
+            if isinstance(started, str):
+                return started
+            session, client = started, started.client(threads)
+        elif isinstance(server_message, ShareRouting):
+            return "a training request in the wrong place"
+        else:
+            found = _find(context, envelope.session)
+            if isinstance(found, str):
+                return found
+            session, client = found, found.client(threads)
+        return _step(context, session, envelope.message, client)
+
+    def _find(context: Context, tag: bytes) -> _Session | str:
+        record = context.state.config_records.get(_state_key(tag))
+        if record is not None:
+            return _Session(record)
+        # A message of another (older or forged) session must not reach this one.
+        if any(k.startswith(STATE_KEY + "/") for k in context.state.config_records):
+            return "message for another session"
+        return "no session in progress on this node"
+
+    def _start(context: Context, envelope: Envelope, keep: bytes | None) -> _Session | str:
+        # A new session replaces whatever unfinished ones left behind, except the
+        # session whose Unmasking this same message carries.
+        kept = None if keep is None else _state_key(keep)
+        for k in [k for k in context.state.config_records if k.startswith(STATE_KEY + "/")]:
+            if k != kept:
+                del context.state.config_records[k]
         try:
             if envelope.client_id is None or envelope.config is None:
                 raise InvalidMessage("SessionStart without client-id or config")
@@ -257,9 +320,8 @@ def make_secagg_mod(
             if config.authenticated:
                 raise InvalidMessage("the Flower adapter has no identity keys (authenticated mode)")
         except InvalidMessage as exc:
-            return _error(msg, f"refused session: {exc}")
-        session = _Session.create(envelope.session, envelope.client_id, envelope.config)
-        return _step(msg, context, session, envelope.message, session.client(threads))
+            return f"refused session: {exc}"
+        return _Session.create(envelope.session, envelope.client_id, envelope.config)
 
     def _train_and_mask(
         msg: Message,
@@ -288,27 +350,31 @@ def make_secagg_mod(
                 raise InvalidMessage("the trained arrays contain NaN or infinity")
             weight = read_weight(reply.content, weight_key, config.max_weight)
         except (InvalidMessage, TypeError, ValueError) as exc:
-            context.state.config_records.pop(STATE_KEY, None)
+            context.state.config_records.pop(_state_key(session.session), None)
             return _error(msg, f"cannot take part: {exc}")
-        client = session.client(threads, update, weight)
-        return _step(msg, context, session, payload, client)
+        answer = _step(context, session, payload, session.client(threads, update, weight))
+        if isinstance(answer, str):
+            return _error(msg, answer)
+        content = RecordDict()
+        write_envelope(content, answer)
+        return Message(content, reply_to=msg)
 
     def _step(
-        msg: Message, context: Context, session: _Session, payload: bytes, client: SecAggClient
-    ) -> Message:
+        context: Context, session: _Session, payload: bytes, client: SecAggClient
+    ) -> Envelope | str:
         server_message = codec.decode(payload)
         answer = client.handle(server_message)  # type: ignore[arg-type]
         session.remember(payload)
         if client.stage in (Stage.COMPLETED, Stage.ABORTED):
             # Nothing more to answer: the seed leaves the node's state.
-            context.state.config_records.pop(STATE_KEY, None)
+            context.state.config_records.pop(_state_key(session.session), None)
         else:
-            context.state.config_records[STATE_KEY] = session.record
+            context.state.config_records[_state_key(session.session)] = session.record
         if answer is None:
             if isinstance(server_message, Abort):
-                return _error(msg, f"session aborted by the server: {server_message.reason}")
-            return _error(msg, f"left the session: {client.abort_reason}")
-        return _reply(msg, session.session, codec.encode(answer))
+                return f"session aborted by the server: {server_message.reason}"
+            return f"left the session: {client.abort_reason}"
+        return Envelope(session.session, codec.encode(answer))
 
     return secagg
 

@@ -19,6 +19,10 @@ key            direction    value
                             checks them against the digest in ``SessionStart``
 =============  ===========  ======================================================
 
+An Unmasking request may carry a second envelope under :data:`NEXT_RECORD_KEY`: the
+next FL round's ``SessionStart``, answered by ``AdvertiseKeys`` under the same key, so
+that a round after the first needs three exchanges instead of four.
+
 Decoding never trusts the peer: a missing key, a wrong type or malformed bytes
 raise :class:`securefl.errors.InvalidMessage`.
 """
@@ -36,6 +40,7 @@ from securefl.secagg.config import MAX_CLIENT_ID, GraphKind, SecAggConfig
 
 __all__ = [
     "FORMAT_VERSION",
+    "NEXT_RECORD_KEY",
     "RECORD_KEY",
     "SESSION_BYTES",
     "Envelope",
@@ -48,6 +53,10 @@ __all__ = [
 
 RECORD_KEY = "securefl"
 """Key of securefl's ConfigRecord in a message's RecordDict."""
+
+NEXT_RECORD_KEY = "securefl-next"
+"""Key of a second envelope: the next FL round's ``SessionStart`` (and the client's
+``AdvertiseKeys``) riding on this round's Unmasking exchange."""
 
 FORMAT_VERSION = 1
 SESSION_BYTES = 16
@@ -125,8 +134,8 @@ def unpack_config(data: bytes) -> SecAggConfig:
         raise InvalidMessage(f"config: {exc}") from None
 
 
-def write_envelope(content: RecordDict, envelope: Envelope) -> None:
-    """Store ``envelope`` in ``content`` under :data:`RECORD_KEY`."""
+def write_envelope(content: RecordDict, envelope: Envelope, key: str = RECORD_KEY) -> None:
+    """Store ``envelope`` in ``content`` under ``key``."""
     record = ConfigRecord(
         {
             "version": FORMAT_VERSION,
@@ -138,7 +147,7 @@ def write_envelope(content: RecordDict, envelope: Envelope) -> None:
         record["client-id"] = envelope.client_id
     if envelope.config is not None:
         record["config"] = envelope.config
-    content.config_records[RECORD_KEY] = record
+    content.config_records[key] = record
 
 
 def _bytes(record: ConfigRecord, key: str) -> bytes:
@@ -148,8 +157,8 @@ def _bytes(record: ConfigRecord, key: str) -> bytes:
     return value
 
 
-def read_envelope(content: RecordDict) -> Envelope:
-    """Read securefl's record from a message's content.
+def read_envelope(content: RecordDict, key: str = RECORD_KEY) -> Envelope:
+    """Read securefl's record (the one under ``key``) from a message's content.
 
     Raises
     ------
@@ -157,9 +166,9 @@ def read_envelope(content: RecordDict) -> Envelope:
         If the record is missing, of another format version, or a field is missing
         or has the wrong type or size.
     """
-    record = content.config_records.get(RECORD_KEY)
+    record = content.config_records.get(key)
     if record is None:
-        raise InvalidMessage(f"no {RECORD_KEY!r} ConfigRecord in the message")
+        raise InvalidMessage(f"no {key!r} ConfigRecord in the message")
     version = record.get("version")
     # bool is an int in Python: `True` must not pass for version 1.
     if type(version) is not int or version != FORMAT_VERSION:

@@ -39,16 +39,18 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Result
 from flwr.supercore import log
 
 from securefl import vectors
 from securefl.errors import ConfigError, InvalidMessage
 from securefl.secagg import codec
 from securefl.secagg.config import SecAggConfig
-from securefl.secagg.messages import ServerMessage, ShareRouting, Stage
+from securefl.secagg.messages import ServerMessage, SessionStart, ShareRouting, Stage
 from securefl.secagg.server import Rejection, SecAggServer
 from securefl.transports.flower.records import (
+    NEXT_RECORD_KEY,
+    RECORD_KEY,
     SESSION_BYTES,
     Envelope,
     pack_config,
@@ -81,6 +83,27 @@ class RoundReport:
     rejections: list[Rejection] = field(default_factory=list)
     seconds: dict[Stage, float] = field(default_factory=dict)
     """Wall time of each protocol round at the server, replies and close included."""
+
+
+@dataclass
+class _Opened:
+    """A session whose SessionStart is out (or about to be): the server state machine,
+    the session tag, and protocol client id -> node id."""
+
+    server_round: int
+    server: SecAggServer
+    start: SessionStart
+    session: bytes
+    node_of: dict[int, int]
+    packed_config: bytes
+
+    def envelopes(self) -> dict[int, Envelope]:
+        """Each sampled node's SessionStart envelope, by node id."""
+        payload = codec.encode(self.start)
+        return {
+            node: Envelope(self.session, payload, cid, self.packed_config)
+            for cid, node in self.node_of.items()
+        }
 
 
 @dataclass
@@ -129,6 +152,12 @@ class SecAggFedAvg(FedAvg):
         the :class:`SecAggConfig` of a round.
     threads:
         Threads for the server's sum and unmasking (``None``: all cores).
+    prefetch_keys:
+        Send the next round's ``SessionStart`` with this round's ``UnmaskingRequest``
+        (nodes for round r + 1 are sampled then, as FedAvg would sample them in
+        ``configure_train``), so that every round after the first needs three
+        exchanges instead of four. Only under :meth:`start`, which tells the strategy
+        which round is the last.
     **fedavg:
         Passed to :class:`flwr.serverapp.strategy.FedAvg` (``fraction_train``,
         ``min_train_nodes``, ``weighted_by_key``, ...).
@@ -150,13 +179,17 @@ class SecAggFedAvg(FedAvg):
         round_timeout: float = 600.0,
         config_factory: ConfigFactory | None = None,
         threads: int | None = None,
+        prefetch_keys: bool = True,
         **fedavg: Any,
     ) -> None:
         super().__init__(**fedavg)
         self.round_timeout = round_timeout
         self.threads = threads
+        self.prefetch_keys = prefetch_keys
         self.reports: list[RoundReport] = []
         self._round: _Round | None = None
+        self._next: _Opened | None = None
+        self._last_round: int | None = None
 
         def default_factory(num_clients: int, dimension: int) -> SecAggConfig:
             return SecAggConfig.from_rates(
@@ -176,45 +209,100 @@ class SecAggFedAvg(FedAvg):
         super().summary()
         log(INFO, "\t└──> Secure aggregation: securefl SecAgg/SecAgg+ per training round")
 
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> Result:
+        """FedAvg's ``start``; knowing ``num_rounds`` lets rounds prefetch keys."""
+        self._last_round, self._next = num_rounds, None
+        try:
+            return super().start(
+                grid,
+                initial_arrays,
+                num_rounds,
+                timeout,
+                train_config,
+                evaluate_config,
+                evaluate_fn,
+            )
+        finally:
+            self._last_round, self._next = None, None
+
+    def _sample(self, server_round: int, grid: Grid) -> list[int]:
+        """Node ids FedAvg samples for training (its messages are discarded)."""
+        messages = super().configure_train(server_round, ArrayRecord(), ConfigRecord(), grid)
+        return sorted(m.metadata.dst_node_id for m in messages)
+
+    def _open(self, server_round: int, sampled: list[int], dimension: int) -> _Opened:
+        """A new session for ``sampled``.
+
+        Raises
+        ------
+        ConfigError
+            If no secure configuration exists for that many nodes and this dimension.
+        """
+        config = self.config_factory(len(sampled), dimension)
+        packed = pack_config(config)
+        server = SecAggServer(config, threads=self.threads)
+        start = server.start()
+        session = os.urandom(SESSION_BYTES)
+        return _Opened(server_round, server, start, session, dict(enumerate(sampled)), packed)
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Sample nodes as FedAvg does and open this round's aggregation session."""
+        """Open this round's aggregation session: send the SessionStart to the nodes
+        FedAvg samples or, when the previous round prefetched them, the KeyDirectory."""
         self._round = None
-        sampled = sorted(
-            m.metadata.dst_node_id
-            for m in super().configure_train(server_round, arrays, config, grid)
-        )
+        prefetched, self._next = self._next, None
+        global_flat, layout = vectors.flatten({k: a.numpy() for k, a in arrays.items()})
+
+        def make_round(opened: _Opened) -> _Round:
+            return _Round(
+                server_round,
+                opened.server,
+                opened.session,
+                opened.node_of,
+                arrays,
+                config,
+                global_flat.astype(np.float64),
+                layout,
+                grid,
+                time.perf_counter(),
+            )
+
+        if prefetched is not None and (
+            prefetched.server_round == server_round
+            and prefetched.server.config.dimension == layout.size
+        ):
+            # AdvertiseKeys came with the last round's Unmasking: close that round now.
+            outgoing = prefetched.server.close_round()
+            if prefetched.server.stage is Stage.SHARE_KEYS:
+                self._round = make_round(prefetched)
+                config["server-round"] = server_round  # as FedAvg.configure_train does
+                return self._messages(self._round, outgoing)
+            log(WARNING, "securefl: prefetched session failed: %s", prefetched.server.abort_reason)
+        sampled = self._sample(server_round, grid)
+        config["server-round"] = server_round
         if not sampled:
             return []
-        global_flat, layout = vectors.flatten({k: a.numpy() for k, a in arrays.items()})
         try:
-            secagg_config = self.config_factory(len(sampled), layout.size)
-            packed = pack_config(secagg_config)
+            opened = self._open(server_round, sampled, layout.size)
         except ConfigError as exc:
             log(WARNING, "securefl: round %s skipped, no secure session: %s", server_round, exc)
             self.reports.append(RoundReport(server_round, Stage.ABORTED, str(exc), tuple(sampled)))
             return []
-        server = SecAggServer(secagg_config, threads=self.threads)
-        start = server.start()
-        state = _Round(
-            server_round,
-            server,
-            os.urandom(SESSION_BYTES),
-            dict(enumerate(sampled)),
-            arrays,
-            config,
-            global_flat.astype(np.float64),
-            layout,
-            grid,
-            time.perf_counter(),
-        )
-        self._round = state
-        payload = codec.encode(start)
+        self._round = make_round(opened)
         messages = []
-        for client_id, node_id in state.node_of.items():
+        for node_id, envelope in opened.envelopes().items():
             content = RecordDict()
-            write_envelope(content, Envelope(state.session, payload, client_id, packed))
+            write_envelope(content, envelope)
             messages.append(Message(content, dst_node_id=node_id, message_type=MessageType.TRAIN))
         return messages
 
@@ -230,16 +318,19 @@ class SecAggFedAvg(FedAvg):
         if state is None or state.server_round != server_round:
             return None, None
         server = state.server
-        client_of = {node: cid for cid, node in state.node_of.items()}
         report = RoundReport(
-            server_round, Stage.ADVERTISE_KEYS, None, tuple(state.node_of.values()), server.config
+            server_round,
+            server.stage or Stage.ABORTED,
+            None,
+            tuple(state.node_of.values()),
+            server.config,
         )
         self.reports.append(report)
         t0 = state.started
         while True:
             stage = server.stage
             assert stage is not None
-            self._collect(state, client_of, replies)
+            _collect(server, state.session, state.node_of, replies)
             outgoing = server.close_round()
             report.seconds[stage] = time.perf_counter() - t0
             if server.stage not in (
@@ -250,9 +341,13 @@ class SecAggFedAvg(FedAvg):
             ):
                 break
             t0 = time.perf_counter()
-            replies = state.grid.send_and_receive(
-                self._messages(state, outgoing), timeout=self.round_timeout
-            )
+            messages = self._messages(state, outgoing)
+            upcoming = None
+            if server.stage is Stage.UNMASKING:
+                upcoming = self._prefetch(state, messages)
+            replies = state.grid.send_and_receive(messages, timeout=self.round_timeout)
+            if upcoming is not None:
+                replies = self._split_prefetched(upcoming, state, list(replies))
         report.stage = server.stage or Stage.ABORTED
         report.rejections = list(server.rejections)
         if server.result is None:
@@ -285,6 +380,41 @@ class SecAggFedAvg(FedAvg):
         )
         return arrays, metrics
 
+    def _prefetch(self, state: _Round, messages: list[Message]) -> _Opened | None:
+        """Open round r + 1's session and add its SessionStart to ``messages`` (this
+        round's Unmasking requests; nodes that have none get a message of their own)."""
+        if not self.prefetch_keys or self._last_round is None:
+            return None
+        if state.server_round >= self._last_round:
+            return None
+        sampled = self._sample(state.server_round + 1, state.grid)
+        if not sampled:
+            return None
+        try:
+            upcoming = self._open(state.server_round + 1, sampled, state.layout.size)
+        except ConfigError:
+            return None  # configure_train will say why
+        by_node = {m.metadata.dst_node_id: m for m in messages}
+        for node, envelope in upcoming.envelopes().items():
+            message = by_node.get(node)
+            if message is None:
+                message = Message(RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)
+                messages.append(message)
+            write_envelope(message.content, envelope, NEXT_RECORD_KEY)
+        return upcoming
+
+    def _split_prefetched(
+        self, upcoming: _Opened, state: _Round, replies: list[Message]
+    ) -> list[Message]:
+        """Hand the AdvertiseKeys of round r + 1 to its server; return the replies for
+        this round (all but those of nodes that only had the SessionStart)."""
+        self._next = upcoming
+        upcoming_nodes = set(upcoming.node_of.values())
+        only_next = upcoming_nodes - set(state.node_of.values())
+        mine = [r for r in replies if r.metadata.src_node_id in upcoming_nodes]
+        _collect(upcoming.server, upcoming.session, upcoming.node_of, mine, NEXT_RECORD_KEY)
+        return [r for r in replies if r.metadata.src_node_id not in only_next]
+
     def _messages(self, state: _Round, outgoing: dict[int, ServerMessage]) -> list[Message]:
         messages = []
         for client_id, message in outgoing.items():
@@ -300,29 +430,34 @@ class SecAggFedAvg(FedAvg):
             )
         return messages
 
-    def _collect(
-        self, state: _Round, client_of: dict[int, int], replies: Iterable[Message]
-    ) -> None:
-        """Hand each valid reply to the server; record why any other is ignored."""
-        server = state.server
-        stage = server.stage or Stage.ADVERTISE_KEYS
-        for reply in replies:
-            node = reply.metadata.src_node_id
-            client_id = client_of.get(node)
-            if client_id is None:  # a node outside this session cannot inject messages
-                server.rejections.append(Rejection(-1, stage, f"reply from unsampled node {node}"))
-                continue
-            if reply.has_error():  # the node left the round: it is a dropout
-                server.rejections.append(
-                    Rejection(client_id, stage, f"error reply: {reply.error.reason}")
-                )
-                continue
-            try:
-                envelope = read_envelope(reply.content)
-                if envelope.session != state.session:
-                    raise InvalidMessage("reply for another session")
-                message = codec.decode(envelope.message, max_dimension=server.config.dimension + 1)
-            except InvalidMessage as exc:
-                server.rejections.append(Rejection(client_id, stage, f"undecodable: {exc}"))
-                continue
-            server.receive(client_id, message)  # type: ignore[arg-type]
+
+def _collect(
+    server: SecAggServer,
+    session: bytes,
+    node_of: dict[int, int],
+    replies: Iterable[Message],
+    key: str = RECORD_KEY,
+) -> None:
+    """Hand each valid reply to ``server``; record why any other is ignored."""
+    client_of = {node: cid for cid, node in node_of.items()}
+    stage = server.stage or Stage.ADVERTISE_KEYS
+    for reply in replies:
+        node = reply.metadata.src_node_id
+        client_id = client_of.get(node)
+        if client_id is None:  # a node outside this session cannot inject messages
+            server.rejections.append(Rejection(-1, stage, f"reply from unsampled node {node}"))
+            continue
+        if reply.has_error():  # the node left the round: it is a dropout
+            server.rejections.append(
+                Rejection(client_id, stage, f"error reply: {reply.error.reason}")
+            )
+            continue
+        try:
+            envelope = read_envelope(reply.content, key)
+            if envelope.session != session:
+                raise InvalidMessage("reply for another session")
+            message = codec.decode(envelope.message, max_dimension=server.config.dimension + 1)
+        except InvalidMessage as exc:
+            server.rejections.append(Rejection(client_id, stage, f"undecodable: {exc}"))
+            continue
+        server.receive(client_id, message)  # type: ignore[arg-type]
