@@ -6,15 +6,19 @@ that Google's ``dp_accounting`` then composes over rounds and converts to
 (epsilon, delta) with its RDP accountant:
 
 * **Distributed discrete Gaussian** -- Kairouz, Liu, Steinke, "The Distributed Discrete
-  Gaussian Mechanism for Federated Learning with Secure Aggregation", ICML 2021,
-  Theorem 1 (arXiv:2102.06387): the sum of n independent N_Z(0, sigma^2) vectors in
-  Z^D added to integer inputs with ||A - A'||_1 <= Delta_1, ||A - A'||_2 <= Delta_2
-  is (1/2) eps^2-concentrated DP with
+  Gaussian Mechanism for Federated Learning with Secure Aggregation", ICML 2021
+  (arXiv:2102.06387), Proposition 14, the RDP bound behind their Theorem 1: the sum
+  of n independent N_Z(0, sigma^2) vectors in Z^D added to integer inputs with
+  ||A - A'||_1 <= Delta_1, ||A - A'||_2 <= Delta_2 has, with l2 = Delta_2 / (sqrt(n)
+  sigma), l1 = Delta_1 / (sqrt(n) sigma) and
+  tau = 10 * sum_{k=1}^{n-1} exp(-2 pi^2 sigma^2 k / (k + 1)),
 
-      eps = min( sqrt(Delta_2^2 / (n sigma^2) + tau D / 2),  Delta_1 / (sqrt(n) sigma) + tau D ),
-      tau = 10 * sum_{k=1}^{n-1} exp(-2 pi^2 sigma^2 k / (k + 1)).
+      eps(alpha) = min( alpha/2 l2^2 + tau D,
+                        alpha/2 (l2^2 + 2 l1 tau + tau^2 D),
+                        alpha/2 (l2 + sqrt(D) tau)^2 ).
 
-  So rho = eps^2 / 2 and xi = 0: a ``ZCDpEvent``.
+  Each term is a line in alpha: three (xi, rho) events, all composed, smallest epsilon
+  kept. For tau = 0 all three are the Gaussian mechanism's rho = l2^2 / 2.
 * **Distributed Skellam** -- Agarwal, Kairouz, Liu, "The Skellam Mechanism for
   Differentially Private Federated Learning", NeurIPS 2021, Theorem 3.5: Skellam noise
   of variance mu (Poisson(mu/2) - Poisson(mu/2) per coordinate) gives, for integer
@@ -43,8 +47,8 @@ import numpy as np
 __all__ = [
     "ORDERS",
     "compose_epsilon",
-    "ddg_epsilon",
-    "ddg_event",
+    "ddg_events",
+    "ddg_rdp",
     "gaussian_epsilon",
     "skellam_events",
     "skellam_rdp",
@@ -54,11 +58,26 @@ ORDERS: tuple[int, ...] = (*range(2, 257), 320, 384, 512, 768, 1024)
 """Integer Renyi orders used for every mechanism (AKL's Theorem 3.5 needs integer alpha)."""
 
 
-def ddg_epsilon(delta2: float, delta1: float, sigma: float, clients: int, dimension: int) -> float:
-    """KLS 2021 Theorem 1: eps with (1/2) eps^2-zCDP for n discrete Gaussians.
+def _ddg_terms(
+    delta2: float, delta1: float, sigma: float, clients: int, dimension: int
+) -> tuple[float, float, float]:
+    if not (sigma > 0 and clients >= 1 and dimension >= 1 and delta2 >= 0 and delta1 >= 0):
+        raise ValueError("need sigma > 0, clients >= 1, dimension >= 1, sensitivities >= 0")
+    k = np.arange(1, clients, dtype=np.float64)
+    tau = 10.0 * float(np.sum(np.exp(-2.0 * math.pi**2 * sigma**2 * k / (k + 1))))
+    scale = math.sqrt(clients) * sigma
+    return delta2 / scale, delta1 / scale, tau
+
+
+def ddg_rdp(
+    alpha: float, delta2: float, delta1: float, sigma: float, clients: int, dimension: int
+) -> float:
+    """KLS 2021 Proposition 14: the RDP of order ``alpha`` of n discrete Gaussians.
 
     Parameters
     ----------
+    alpha:
+        The Renyi order, > 1.
     delta2, delta1:
         L2 and L1 sensitivity of the integer inputs.
     sigma:
@@ -68,32 +87,31 @@ def ddg_epsilon(delta2: float, delta1: float, sigma: float, clients: int, dimens
     dimension:
         D, the number of noisy coordinates.
 
-    Returns
-    -------
-    float
-        eps; the mechanism is rho-zCDP with rho = eps^2 / 2.
-
     Raises
     ------
     ValueError
         If an argument is out of range.
     """
-    if not (sigma > 0 and clients >= 1 and dimension >= 1 and delta2 >= 0 and delta1 >= 0):
-        raise ValueError("need sigma > 0, clients >= 1, dimension >= 1, sensitivities >= 0")
-    k = np.arange(1, clients, dtype=np.float64)
-    tau = 10.0 * float(np.sum(np.exp(-2.0 * math.pi**2 * sigma**2 * k / (k + 1))))
-    n_sigma2 = clients * sigma**2
-    first = math.sqrt(delta2**2 / n_sigma2 + tau * dimension / 2)
-    second = delta1 / math.sqrt(n_sigma2) + tau * dimension
-    return min(first, second)
+    if not alpha > 1:
+        raise ValueError(f"alpha must be > 1, got {alpha}")
+    l2, l1, tau = _ddg_terms(delta2, delta1, sigma, clients, dimension)
+    return min(
+        alpha / 2 * l2**2 + tau * dimension,
+        alpha / 2 * (l2**2 + 2 * l1 * tau + tau**2 * dimension),
+        alpha / 2 * (l2 + math.sqrt(dimension) * tau) ** 2,
+    )
 
 
-def ddg_event(
+def ddg_events(
     delta2: float, delta1: float, sigma: float, clients: int, dimension: int
-) -> dp_accounting.DpEvent:
-    """One round of the distributed discrete Gaussian as a ``ZCDpEvent`` (rho = eps^2/2)."""
-    eps = ddg_epsilon(delta2, delta1, sigma, clients, dimension)
-    return dp_accounting.ZCDpEvent(rho=eps**2 / 2)
+) -> tuple[dp_accounting.DpEvent, ...]:
+    """One round of the distributed discrete Gaussian: Proposition 14's three lines."""
+    l2, l1, tau = _ddg_terms(delta2, delta1, sigma, clients, dimension)
+    return (
+        dp_accounting.ZCDpEvent(rho=l2**2 / 2, xi=tau * dimension),
+        dp_accounting.ZCDpEvent(rho=(l2**2 + 2 * l1 * tau + tau**2 * dimension) / 2),
+        dp_accounting.ZCDpEvent(rho=(l2 + math.sqrt(dimension) * tau) ** 2 / 2),
+    )
 
 
 def skellam_rdp(alpha: int, delta2: float, delta1: float, mu: float) -> float:

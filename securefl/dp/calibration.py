@@ -250,7 +250,7 @@ def _round_events(
 ) -> tuple[object, ...]:
     survivors = config.min_survivors
     if config.mechanism == "discrete_gaussian":
-        return (accounting.ddg_event(delta2, delta1, noise_param, survivors, D),)
+        return accounting.ddg_events(delta2, delta1, noise_param, survivors, D)
     return accounting.skellam_events(delta2, delta1, survivors * noise_param)
 
 

@@ -21,8 +21,8 @@ def test_ddg_matches_the_continuous_gaussian_where_they_must_agree(
 ) -> None:
     # sigma >> 1: tau ~ 10 n exp(-pi^2 sigma^2) underflows to 0 and KLS's bound is the
     # Gaussian mechanism's rho = Delta^2 / (2 n sigma^2) exactly.
-    event = acc.ddg_event(delta2, delta2**2, sigma, clients, 1 << 20)
-    ours = acc.compose_epsilon(event, rounds, DELTA)
+    events = acc.ddg_events(delta2, delta2**2, sigma, clients, 1 << 20)
+    ours = acc.compose_epsilon(events, rounds, DELTA)
     library = acc.gaussian_epsilon(math.sqrt(clients) * sigma / delta2, rounds, DELTA)
     assert ours == pytest.approx(library, rel=1e-9)
 
@@ -54,16 +54,22 @@ def test_skellam_events_bound_theorem_3_5_at_every_integer_order() -> None:
 
 
 def test_ddg_pays_for_small_sigma_and_many_clients() -> None:
-    gaussian = acc.ddg_epsilon(1.0, 1.0, 100.0, 1, 1)
-    assert acc.ddg_epsilon(1.0, 1.0, 100.0, 1, 10**6) == gaussian  # one client: tau = 0
-    assert acc.ddg_epsilon(1.0, 1.0, 0.3, 50, 10**4) > 1.0 / (math.sqrt(50) * 0.3)
+    gaussian = [a / 2 * (1.0 / 100.0) ** 2 for a in (2, 10)]
+    # One client: tau = 0, the Gaussian mechanism's RDP exactly.
+    assert [acc.ddg_rdp(a, 1.0, 1.0, 100.0, 1, 10**6) for a in (2, 10)] == pytest.approx(gaussian)
+    for alpha in (2, 10, 100):
+        small = acc.ddg_rdp(alpha, 1.0, 1.0, 0.3, 50, 10**4)
+        assert small > alpha / 2 * (1.0 / (math.sqrt(50) * 0.3)) ** 2
+        # The events' lines bound Proposition 14 at every order (they are its terms).
+        lines = [e.xi + e.rho * alpha for e in acc.ddg_events(1.0, 1.0, 0.3, 50, 10**4)]
+        assert min(lines) == pytest.approx(small, rel=1e-12)
 
 
 def test_epsilon_is_monotone_in_noise_and_rounds() -> None:
     sigmas = [2.0, 5.0, 20.0, 100.0, 1000.0]
     for rounds in (1, 20):
         ddg = [
-            acc.compose_epsilon(acc.ddg_event(30, 300, s, 10, 4096), rounds, DELTA) for s in sigmas
+            acc.compose_epsilon(acc.ddg_events(30, 300, s, 10, 4096), rounds, DELTA) for s in sigmas
         ]
         sk = [
             acc.compose_epsilon(acc.skellam_events(30, 300, 10 * s**2), rounds, DELTA)
@@ -72,7 +78,7 @@ def test_epsilon_is_monotone_in_noise_and_rounds() -> None:
         assert ddg == sorted(ddg, reverse=True) and len(set(ddg)) == len(ddg)
         assert sk == sorted(sk, reverse=True) and len(set(sk)) == len(sk)
     by_rounds = [
-        acc.compose_epsilon(acc.ddg_event(30, 300, 20.0, 10, 4096), t, DELTA)
+        acc.compose_epsilon(acc.ddg_events(30, 300, 20.0, 10, 4096), t, DELTA)
         for t in (1, 2, 10, 100)
     ]
     assert by_rounds == sorted(by_rounds) and len(set(by_rounds)) == 4
