@@ -624,7 +624,7 @@ unsigned encode(const F* x, std::size_t d, T* out, const EncodeSpec& spec,
         const std::size_t start = u * kChunk, n = std::min(kChunk, D - start);
         const std::size_t live = start < d ? std::min(n, d - start) : 0;
         sign_bits(rk, start, n, bits, backend);
-        load_signed(x + start, buf + start, live, factor, bits);
+        load_signed(x + std::min(start, d), buf + start, live, factor, bits);
         std::fill(buf + start + live, buf + start + n, 0.0);
       }
     });
@@ -662,9 +662,10 @@ unsigned encode(const F* x, std::size_t d, T* out, const EncodeSpec& spec,
   if (attempt == spec.max_tries) {
     std::ostringstream s;
     s.precision(6);
-    s << "conditional rounding failed " << spec.max_tries << " times (last: ||r|| = " << r_norm
-      << " vs bound " << spec.norm_bound << ", ||r - v|| = " << e_norm << " vs bound "
-      << spec.error_bound << "); the bounds are too tight for beta";
+    // The norms reached are not reported: they describe this client's secret vector.
+    s << "conditional rounding failed " << spec.max_tries << " times against the bounds ||r|| <= "
+      << spec.norm_bound << " and ||r - v|| <= " << spec.error_bound
+      << "; the bounds are too tight for beta";
     throw std::invalid_argument(s.str());
   }
 
