@@ -31,7 +31,7 @@ def test_ckks_rounds_with_a_client_killed(serve, clients, tmp_path, ckks_pki) ->
     """Five client processes, two training rounds; client 0 is killed before it
     uploads in round 2. Each round's mean is the weighted mean of who uploaded."""
     session = CKKSSession(ckks_pki.server_context(), num_clients=5, dimension=D)
-    running = serve(session, sessions=2, round_timeout=3.0)
+    running = serve(session, sessions=2, round_timeout=2.0)
     procs = [
         clients(
             i,

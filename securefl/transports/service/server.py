@@ -489,7 +489,9 @@ class AggregationServer:
             length, chunks = shared[id(payload)]
             head = framing.header(kind, self.protocol, c, self._number, round_, length)
             frames[c] = [head, *chunks]
-        self._undelivered[self._number] = len(frames)
+        # Only clients blocked on this round's answer will fetch theirs: a frame for one
+        # that never answered (dead, or late) must not hold up the shutdown.
+        self._undelivered[self._number] = len(frames.keys() & (self._answered - self._gone))
         self._publish(round_, frames)
         self._expected = set()
 
