@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from securefl.errors import ServiceError
 from securefl.secagg.config import SecAggConfig
@@ -22,7 +23,7 @@ from securefl.transports.service import AggregationClient, ClientTLS, SecAggSess
 from securefl.transports.service.framing import Kind, Protocol
 from securefl.transports.service.server import METHOD
 
-from .conftest import UNENROLLED, assert_secagg_mean, finish
+from .conftest import UNENROLLED, assert_secagg_mean, enrolled_keys, finish
 
 CONFIG = SecAggConfig(num_clients=6, threshold=3, dimension=100, max_weight=10)
 
@@ -140,3 +141,68 @@ def test_malformed_and_oversized_frames_do_not_disturb_the_round(
         assert record["contributors"] == [0, 1, 2, 3, 4]
         mean = np.load(tmp_path / f"mean-{cid}-1.npy")
         assert_secagg_mean(CONFIG, mean, range(5), seed=3, round_=1)
+
+
+def test_identity_keys_enroll_clients_without_client_certificates(serve, pki) -> None:
+    """Server-side TLS only, authenticated SecAgg: the enrolled Ed25519 keys decide who
+    takes part. Client 3 holds a key that is not its enrolled one: the server rejects its
+    signed keys and the others' mean excludes it; an unenrolled id is refused."""
+    config = SecAggConfig(
+        num_clients=5, threshold=2, dimension=30, max_weight=10, authenticated=True
+    )
+    keys = {i: k for i, k in enrolled_keys(pki).items() if i < 5}
+    running = serve(SecAggSession(config, keys), round_timeout=3.0, mutual=False)
+    server_only = ClientTLS(server_ca=(pki / "ca.pem").read_bytes())
+
+    def identity(cid: int) -> Ed25519PrivateKey:
+        if cid == 3:
+            return Ed25519PrivateKey.generate()  # an impostor's key for id 3
+        raw = bytes.fromhex((pki / f"client-{cid}.ed25519").read_text())
+        return Ed25519PrivateKey.from_private_bytes(raw)
+
+    results: dict[int, object] = {}
+
+    def hospital(cid: int) -> None:
+        client = AggregationClient(
+            running.target,
+            cid,
+            server_only,
+            config=config,
+            identity_key=identity(cid),
+            identity_public_keys=keys,
+            timeout=20,
+        )
+        with client:
+            try:
+                results[cid] = client.aggregate(np.full(30, 0.1 * cid), weight=cid + 1)
+            except ServiceError as exc:
+                results[cid] = exc
+
+    outsider = AggregationClient(
+        running.target,
+        UNENROLLED,
+        server_only,
+        config=config,
+        identity_key=Ed25519PrivateKey.generate(),
+        identity_public_keys=keys,
+        timeout=5,
+        join_timeout=5,
+    )
+    with outsider, pytest.raises(ServiceError) as info:
+        outsider.aggregate(np.zeros(30), 1)
+    assert info.value.code == "PERMISSION_DENIED"
+
+    threads = [threading.Thread(target=hospital, args=(cid,)) for cid in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    running.join()
+    (outcome,) = running.server.outcomes
+    assert outcome.stage is Stage.COMPLETED
+    assert outcome.result.contributors == (0, 1, 2, 4)
+    assert any(r.sender == 3 for r in outcome.rejections)
+    assert isinstance(results[3], ServiceError)  # refused, then left out
+    want = sum(0.1 * c * (c + 1) for c in (0, 1, 2, 4)) / sum(c + 1 for c in (0, 1, 2, 4))
+    for cid in (0, 1, 2, 4):
+        np.testing.assert_allclose(results[cid].weighted_mean, want, atol=1e-6)

@@ -1,0 +1,41 @@
+"""The session options of `securefl serve` / `securefl join` and what they build."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from securefl.errors import ConfigError
+from securefl.secagg.config import GraphKind
+from securefl.transports.service.commands import add_commands, secagg_config
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["serve", *argv])
+
+
+def test_secagg_options_build_the_complete_graph() -> None:
+    config = secagg_config(parse("--protocol", "secagg", "--clients", "7", "--dim", "10"))
+    assert (config.graph, config.num_clients, config.threshold) == (GraphKind.COMPLETE, 7, 4)
+    assert (config.dimension, config.bits, config.max_weight) == (10, 32, 1000)
+
+
+def test_secagg_plus_options_build_a_harary_graph() -> None:
+    args = parse("--protocol", "secagg+", "--clients", "30", "--degree", "8", "--dim", "5")
+    config = secagg_config(args)
+    assert (config.graph, config.degree, config.threshold) == (GraphKind.HARARY, 8, 5)
+    args = parse("--clients", "30", "--dim", "5", "--authenticated", "--bits", "40")
+    config = secagg_config(args)  # SecAgg+ from the dropout and corruption rates
+    assert config.authenticated and config.bits == 40
+
+
+def test_missing_dimension_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="--dim"):
+        secagg_config(parse("--clients", "5"))
+
+
+def test_handlers_are_set() -> None:
+    assert parse("--clients", "5").handler.__name__ == "_serve"
