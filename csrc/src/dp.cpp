@@ -324,20 +324,30 @@ void for_each_noise(std::size_t n, const NoiseSpec& noise, const aes::RoundKeys&
   });
 }
 
-// Sign bits of the rotation for elements [start, start + n), start a multiple of 128.
-void sign_bits(const aes::RoundKeys& rk, std::size_t start, std::size_t n, std::uint8_t* bits,
-               aes::Backend backend) noexcept {
-  aes::ctr_keystream(rk, start / 128, bits, (n + 7) / 8, backend);
+// Sign words of the rotation for elements [start, start + n): keystream word i (u64,
+// little endian, counter from 0); element i is negated when bit 63 of its word is set.
+// A whole word per sign costs 8 bytes of AES per element (VAES makes that cheap) but
+// lets the sign be applied with one vector XOR.
+void sign_words(const aes::RoundKeys& rk, std::size_t start, std::size_t n, std::uint64_t* words,
+                aes::Backend backend) noexcept {
+  aes::ctr_keystream(rk, start / 2, reinterpret_cast<std::uint8_t*>(words), n * 8, backend);
 }
 
-// v with its sign flipped where sign bit i is set: an XOR of the IEEE sign bit, not a
-// branch, which random signs would mispredict half of the time.
-inline double signed_by(double v, const std::uint8_t* bits, std::size_t i) noexcept {
-  std::uint64_t u;
-  std::memcpy(&u, &v, sizeof u);
-  u ^= static_cast<std::uint64_t>((bits[i >> 3] >> (i & 7)) & 1u) << 63;
-  std::memcpy(&v, &u, sizeof v);
-  return v;
+constexpr std::uint64_t kSignBit = std::uint64_t{1} << 63;
+
+SECUREFL_DP_CLONES void sign_in_place(double* __restrict x, std::size_t n, double factor,
+                                      const std::uint64_t* __restrict signs) noexcept {
+  for (std::size_t i = 0; i < n; ++i)
+    x[i] = from_bits(to_bits(x[i] * factor) ^ (signs[i] & kSignBit));
+}
+
+// out[i] = x[i] * factor, negated where the sign word says so (an XOR of the IEEE sign
+// bit: no branch for random signs to mispredict).
+template <class F>
+SECUREFL_DP_CLONES void load_signed(const F* __restrict x, double* __restrict out, std::size_t n,
+                                    double factor, const std::uint64_t* __restrict signs) noexcept {
+  for (std::size_t i = 0; i < n; ++i)
+    out[i] = from_bits(to_bits(static_cast<double>(x[i]) * factor) ^ (signs[i] & kSignBit));
 }
 
 // The Walsh-Hadamard butterflies below add and subtract in exactly the order of the
@@ -470,31 +480,50 @@ SECUREFL_DP_CLONES double square_sum(const F* __restrict x, std::size_t n) noexc
   return (lane[0] + lane[1]) + (lane[2] + lane[3]);
 }
 
-template <class F>
-SECUREFL_DP_CLONES void load_signed(const F* __restrict x, double* __restrict out, std::size_t n,
-                                    double factor, const std::uint8_t* __restrict bits) noexcept {
-  for (std::size_t i = 0; i < n; ++i) out[i] = signed_by(static_cast<double>(x[i]) * factor, bits, i);
+// Rounds v up with probability frac(v), coin a 52-bit uniform u = [1 + (coin >> 12)
+// 2^-52] - 1; accumulates r^2 and (r - v)^2; word = r mod 2^b. Integer conversions go
+// through the bits of r + 1.5 * 2^52 (whose low 52 bits are r + 2^51 for |r| < 2^51),
+// so that the loop vectorizes without AVX-512's int64 conversions.
+inline void round_one(double v, std::uint64_t coin, std::uint64_t mask, double& r2, double& e2,
+                      std::uint64_t& word) noexcept {
+  const double fl = std::floor(v);
+  const double u01 = from_bits(kOneBits | (coin >> 12)) - 1.0;
+  const double up = fl + 1.0;
+  const double r = u01 < v - fl ? up : fl;
+  r2 += r * r;
+  e2 += (r - v) * (r - v);
+  const std::uint64_t biased = to_bits(r + 0x1.8p52) & 0x000FFFFFFFFFFFFFull;  // r + 2^51
+  word = (biased - (std::uint64_t{1} << 51)) & mask;  // two's complement r, mod 2^b
 }
 
-// Randomized rounding of v = buf * inv into out (mod 2^b); adds ||r||^2 and ||r - v||^2.
+// Randomized rounding of v = buf * inv into out (mod 2^b); norms = {||r||^2, ||r - v||^2}
+// summed in four interleaved lanes.
 template <class T>
 SECUREFL_DP_CLONES void round_chunk(const double* __restrict buf, T* __restrict out,
                                     const std::uint64_t* __restrict coins, std::size_t n,
                                     double inv, std::uint64_t mask, double* norms) noexcept {
-  double r2[4] = {0, 0, 0, 0}, e2[4] = {0, 0, 0, 0};
-  for (std::size_t i = 0; i < n; i += 4)
-    for (std::size_t k = 0; k < 4 && i + k < n; ++k) {
-      const double v = buf[i + k] * inv;
-      const double fl = std::floor(v);
-      const double u01 =
-          static_cast<double>(static_cast<std::int64_t>(coins[i + k] >> 11)) * 0x1p-53;
-      const double r = fl + (u01 < v - fl ? 1.0 : 0.0);
-      r2[k] += r * r;
-      e2[k] += (r - v) * (r - v);
-      out[i + k] = static_cast<T>(static_cast<std::uint64_t>(static_cast<std::int64_t>(r)) & mask);
-    }
-  norms[0] = (r2[0] + r2[1]) + (r2[2] + r2[3]);
-  norms[1] = (e2[0] + e2[1]) + (e2[2] + e2[3]);
+  double r0 = 0, r1 = 0, r2 = 0, r3 = 0, e0 = 0, e1 = 0, e2 = 0, e3 = 0;
+  std::size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    std::uint64_t w0, w1, w2, w3;
+    round_one(buf[i] * inv, coins[i], mask, r0, e0, w0);
+    round_one(buf[i + 1] * inv, coins[i + 1], mask, r1, e1, w1);
+    round_one(buf[i + 2] * inv, coins[i + 2], mask, r2, e2, w2);
+    round_one(buf[i + 3] * inv, coins[i + 3], mask, r3, e3, w3);
+    out[i] = static_cast<T>(w0);
+    out[i + 1] = static_cast<T>(w1);
+    out[i + 2] = static_cast<T>(w2);
+    out[i + 3] = static_cast<T>(w3);
+  }
+  double* rl[4] = {&r0, &r1, &r2, &r3};
+  double* el[4] = {&e0, &e1, &e2, &e3};
+  for (std::size_t k = 0; i < n; ++i, ++k) {
+    std::uint64_t w;
+    round_one(buf[i] * inv, coins[i], mask, *rl[k], *el[k], w);
+    out[i] = static_cast<T>(w);
+  }
+  norms[0] = (r0 + r1) + (r2 + r3);
+  norms[1] = (e0 + e1) + (e2 + e3);
 }
 
 // A per-thread work vector reused across calls: a fresh 8 MiB allocation per call
@@ -541,11 +570,11 @@ void rotate(double* x, std::size_t D, const std::uint8_t key[aes::kKeyBytes], bo
   const double scale = normalize ? 1.0 / std::sqrt(static_cast<double>(D)) : 1.0;
   auto apply_signs = [&](double factor) {
     parallel_for((D + kChunk - 1) / kChunk, threads, [&](std::size_t b, std::size_t e) {
-      std::uint8_t bits[kChunk / 8];
+      alignas(64) std::uint64_t signs[kChunk];
       for (std::size_t u = b; u < e; ++u) {
         const std::size_t start = u * kChunk, n = std::min(kChunk, D - start);
-        sign_bits(rk, start, n, bits, backend);
-        for (std::size_t i = 0; i < n; ++i) x[start + i] = signed_by(x[start + i] * factor, bits, i);
+        sign_words(rk, start, n, signs, backend);
+        sign_in_place(x + start, n, factor, signs);
       }
     });
   };
@@ -587,8 +616,8 @@ unsigned encode(const F* x, std::size_t d, T* out, const EncodeSpec& spec,
   if (!(spec.gamma > 0) || !std::isfinite(spec.gamma))
     throw std::invalid_argument("gamma must be finite and > 0");
   // Every rotated coordinate is at most c in magnitude (the rotation is orthonormal).
-  if (!(spec.clip / spec.gamma < kMaxMagnitude))
-    throw std::invalid_argument("clip / gamma must be below 2^52");
+  if (!(spec.clip / spec.gamma < 0x1p50))
+    throw std::invalid_argument("clip / gamma must be below 2^50");
   if (!(spec.norm_bound > 0) || !(spec.error_bound > 0))
     throw std::invalid_argument("norm_bound and error_bound must be > 0");
   if (spec.max_tries < 1) throw std::invalid_argument("max_tries must be >= 1");
@@ -619,12 +648,12 @@ unsigned encode(const F* x, std::size_t d, T* out, const EncodeSpec& spec,
   {
     const aes::RoundKeys rk = aes::expand_key(rotation_key);
     parallel_for(units, threads, [&](std::size_t b, std::size_t e) {
-      std::uint8_t bits[kChunk / 8];
+      alignas(64) std::uint64_t signs[kChunk];
       for (std::size_t u = b; u < e; ++u) {
         const std::size_t start = u * kChunk, n = std::min(kChunk, D - start);
         const std::size_t live = start < d ? std::min(n, d - start) : 0;
-        sign_bits(rk, start, n, bits, backend);
-        load_signed(x + std::min(start, d), buf + start, live, factor, bits);
+        sign_words(rk, start, n, signs, backend);
+        load_signed(x + std::min(start, d), buf + start, live, factor, signs);
         std::fill(buf + start + live, buf + start + n, 0.0);
       }
     });

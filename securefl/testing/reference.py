@@ -169,10 +169,9 @@ def _counter_block(stream: int) -> bytes:
 
 
 def dp_signs(key: bytes, length: int) -> np.ndarray:
-    """Rotation signs: bit i of the keystream (byte i // 8, bit i % 8) set means -1."""
-    raw = np.frombuffer(keystream(key, (length + 7) // 8), dtype=np.uint8)
-    bits = np.unpackbits(raw, bitorder="little")[:length]
-    result: np.ndarray = np.where(bits == 1, -1.0, 1.0)
+    """Rotation signs: -1 where bit 63 of little-endian u64 keystream word i is set."""
+    words = np.frombuffer(keystream(key, 8 * length), dtype=np.dtype("<u8"))
+    result: np.ndarray = np.where(words >> np.uint64(63) == 1, -1.0, 1.0)
     return result
 
 
@@ -232,9 +231,9 @@ def dp_encode_without_noise(
     coins = np.frombuffer(
         keystream(rounding_key, 8 * D, _counter_block(attempt)), dtype=np.dtype("<u8")
     )
-    u = (coins >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    u = _from_bits(_ONE_BITS | (coins >> np.uint64(12))) - 1.0
     floor = np.floor(scaled)
-    r = floor + (u < scaled - floor)
+    r = np.where(u < scaled - floor, floor + 1.0, floor)
     wrapped = r.astype(np.int64).astype(np.uint64) & np.uint64((1 << bits) - 1)
     result: np.ndarray = wrapped.astype(np.uint32 if bits <= 32 else np.uint64)
     return result

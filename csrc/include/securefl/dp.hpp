@@ -6,7 +6,7 @@
 // Client (encode), for a vector x of length d, padded length D = 2^ceil(log2 d):
 //   1. clip:    x <- x * w * min(1, c / ||x||_2)           (w in (0, 1] a public weight)
 //   2. rotate:  y = H diag(s) x / sqrt(D)                  (s_i = +-1 from the rotation
-//               key's keystream, bit i; H the D x D Walsh-Hadamard matrix; KLS sec. 4.2)
+//               key's keystream; H the D x D Walsh-Hadamard matrix; KLS sec. 4.2)
 //   3. scale:   v = y / gamma
 //   4. round:   r_i = floor(v_i) + (u_i < frac(v_i)), u_i from the rounding key; the whole
 //               vector is redrawn (fresh coins, next attempt) until ||r||_2 <= norm_bound
@@ -19,7 +19,8 @@
 //
 // Randomness. Every coin is AES-128-CTR keystream (aes.hpp), so results are a
 // deterministic function of the keys whatever the thread count:
-//   rotation signs: key R, counter from 0, bit i of the stream (byte i / 8, bit i % 8);
+//   rotation signs: key R, counter from 0; s_i = -1 where bit 63 of the little-endian
+//               u64 word i of the stream is set (a word per sign: one XOR to apply);
 //   rounding attempt a: key U, initial counter block (a, 0) (two big-endian u64), the
 //               little-endian u64 word i for element i, u = (word >> 11) * 2^-53;
 //   noise:      key N; coordinates are cut into chunks of 1024 and chunk j reads its
