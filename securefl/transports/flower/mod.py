@@ -47,7 +47,7 @@ from securefl.primitives import keystream
 from securefl.secagg import codec
 from securefl.secagg.client import SecAggClient
 from securefl.secagg.config import SecAggConfig
-from securefl.secagg.messages import Abort, SessionStart, ShareRouting, Stage
+from securefl.secagg.messages import Abort, KeyDirectory, SessionStart, ShareRouting, Stage
 from securefl.transports.flower.records import (
     NEXT_RECORD_KEY,
     RECORD_KEY,
@@ -226,21 +226,24 @@ def make_secagg_mod(
             RECORD_KEY in records or NEXT_RECORD_KEY in records
         ):
             return call_next(msg, context)
+        # The next round's envelope is handled last and never shown to the train function.
+        upcoming = records.pop(NEXT_RECORD_KEY, None)
         reply, current = None, None
         if RECORD_KEY in records:
             reply, current = _current(msg, context, call_next)
             if reply.has_error():
-                return reply  # a node that left this round does not join the next one
-        if NEXT_RECORD_KEY not in msg.content.config_records:
+                return reply  # a node that left this round does not go on to the next one
+        if upcoming is None:
             assert reply is not None
             return reply
-        # The next round's SessionStart, riding on this round's Unmasking exchange.
-        advertised = _step_or_error(msg, context, NEXT_RECORD_KEY, current)
-        if isinstance(advertised, str):
-            return reply if reply is not None else _error(msg, advertised)
+        answer = _step_or_error(
+            RecordDict({NEXT_RECORD_KEY: upcoming}), context, NEXT_RECORD_KEY, current
+        )
+        if isinstance(answer, str):
+            return reply if reply is not None else _error(msg, answer)
         if reply is None:
             reply = Message(RecordDict(), reply_to=msg)
-        write_envelope(reply.content, advertised, NEXT_RECORD_KEY)
+        write_envelope(reply.content, answer, NEXT_RECORD_KEY)
         return reply
 
     def _current(
@@ -253,7 +256,7 @@ def make_secagg_mod(
         except InvalidMessage as exc:
             return _error(msg, f"malformed request: {exc}"), None
         if not isinstance(server_message, ShareRouting):
-            answer = _step_or_error(msg, context, RECORD_KEY, None)
+            answer = _step_or_error(msg.content, context, RECORD_KEY, None)
             if isinstance(answer, str):
                 return _error(msg, answer), envelope.session
             content = RecordDict()
@@ -265,20 +268,22 @@ def make_secagg_mod(
         return _train_and_mask(msg, context, call_next, session, envelope.message), session.session
 
     def _step_or_error(
-        msg: Message, context: Context, key: str, keep: bytes | None
+        content: RecordDict, context: Context, key: str, keep: bytes | None
     ) -> Envelope | str:
         """Answer the (non-training) protocol message under ``key``; a reason if not.
 
-        ``keep``: the session whose envelope this message also carries; with it, only
-        a ``SessionStart`` is acceptable here.
+        ``keep``: the session whose envelope the same message also carries, which a
+        ``SessionStart`` here must not discard.
         """
         try:
-            envelope = read_envelope(msg.content, key)
+            envelope = read_envelope(content, key)
             server_message = codec.decode(envelope.message)
         except InvalidMessage as exc:
             return f"malformed request: {exc}"
-        if key == NEXT_RECORD_KEY and not isinstance(server_message, SessionStart):
-            return "only a SessionStart may ride on another session's message"
+        # The next round's session only sets up keys while this round's runs: it may
+        # neither train nor unmask.
+        if key == NEXT_RECORD_KEY and not isinstance(server_message, (SessionStart, KeyDirectory)):
+            return "only a SessionStart or KeyDirectory may ride on another session's message"
         if isinstance(server_message, SessionStart):
             started = _start(context, envelope, keep)
             if isinstance(started, str):

@@ -60,6 +60,9 @@ from securefl.transports.flower.records import (
 
 __all__ = ["RoundReport", "SecAggFedAvg"]
 
+_AFTER = {Stage.ADVERTISE_KEYS: Stage.SHARE_KEYS, Stage.SHARE_KEYS: Stage.MASKED_INPUT_COLLECTION}
+"""The stage a session reaches when the given one closes without abort."""
+
 ConfigFactory = Callable[[int, int], SecAggConfig]
 """``factory(num_clients, dimension) -> SecAggConfig`` for one round's session."""
 
@@ -96,6 +99,13 @@ class _Opened:
     session: bytes
     node_of: dict[int, int]
     packed_config: bytes
+    prefetched: Stage | None = None
+    """The last round run ahead on the previous FL round's exchanges: AdvertiseKeys
+    (SessionStart sent, answers collected) or ShareKeys (KeyDirectory sent too)."""
+    advertised: set[int] = field(default_factory=set)
+    """Clients whose AdvertiseKeys the server accepted."""
+    sent_to: set[int] = field(default_factory=set)
+    """Nodes that got an envelope of this session on the current exchange."""
 
     def envelopes(self) -> dict[int, Envelope]:
         """Each sampled node's SessionStart envelope, by node id."""
@@ -118,6 +128,8 @@ class _Round:
     layout: vectors.Layout
     grid: Grid
     started: float
+    upcoming: _Opened | None = None
+    """The next round's session, if its key setup rode on ``configure_train``'s messages."""
 
 
 class SecAggFedAvg(FedAvg):
@@ -153,11 +165,14 @@ class SecAggFedAvg(FedAvg):
     threads:
         Threads for the server's sum and unmasking (``None``: all cores).
     prefetch_keys:
-        Send the next round's ``SessionStart`` with this round's ``UnmaskingRequest``
-        (nodes for round r + 1 are sampled then, as FedAvg would sample them in
-        ``configure_train``), so that every round after the first needs three
-        exchanges instead of four. Only under :meth:`start`, which tells the strategy
-        which round is the last.
+        Run the next FL round's key setup on this round's exchanges: its
+        ``SessionStart`` rides with this round's ``ShareRouting`` and its
+        ``KeyDirectory`` with this round's ``UnmaskingRequest`` (nodes for round r + 1
+        are sampled then, as FedAvg would sample them in ``configure_train``). Every
+        round after the first then needs two exchanges instead of four: ShareRouting
+        with the model (training, masked input) and Unmasking. The two sessions are
+        independent (fresh keys, their own session ids). Only under :meth:`start`,
+        which tells the strategy which round is the last.
     **fedavg:
         Passed to :class:`flwr.serverapp.strategy.FedAvg` (``fraction_train``,
         ``min_train_nodes``, ``weighted_by_key``, ...).
@@ -277,16 +292,22 @@ class SecAggFedAvg(FedAvg):
                 time.perf_counter(),
             )
 
-        if prefetched is not None and (
-            prefetched.server_round == server_round
+        if (
+            prefetched is not None
+            and prefetched.prefetched is not None
+            and prefetched.server_round == server_round
             and prefetched.server.config.dimension == layout.size
         ):
-            # AdvertiseKeys came with the last round's Unmasking: close that round now.
+            # Its last prefetched round came with the previous FL round: close it now
+            # and go on with KeyDirectory, or straight to ShareRouting and training.
             outgoing = prefetched.server.close_round()
-            if prefetched.server.stage is Stage.SHARE_KEYS:
-                self._round = make_round(prefetched)
+            if prefetched.server.stage is _AFTER[prefetched.prefetched]:
+                state = self._round = make_round(prefetched)
                 config["server-round"] = server_round  # as FedAvg.configure_train does
-                return self._messages(self._round, outgoing)
+                messages = self._messages(state, outgoing)
+                if prefetched.server.stage is Stage.MASKED_INPUT_COLLECTION:
+                    state.upcoming = self._prefetch(state, messages)
+                return messages
             log(WARNING, "securefl: prefetched session failed: %s", prefetched.server.abort_reason)
         sampled = self._sample(server_round, grid)
         config["server-round"] = server_round
@@ -326,6 +347,8 @@ class SecAggFedAvg(FedAvg):
             server.config,
         )
         self.reports.append(report)
+        if state.upcoming is not None:
+            replies = self._split_prefetched(state.upcoming, state, list(replies))
         t0 = state.started
         while True:
             stage = server.stage
@@ -343,7 +366,7 @@ class SecAggFedAvg(FedAvg):
             t0 = time.perf_counter()
             messages = self._messages(state, outgoing)
             upcoming = None
-            if server.stage is Stage.UNMASKING:
+            if server.stage in (Stage.MASKED_INPUT_COLLECTION, Stage.UNMASKING):
                 upcoming = self._prefetch(state, messages)
             replies = state.grid.send_and_receive(messages, timeout=self.round_timeout)
             if upcoming is not None:
@@ -381,21 +404,47 @@ class SecAggFedAvg(FedAvg):
         return arrays, metrics
 
     def _prefetch(self, state: _Round, messages: list[Message]) -> _Opened | None:
-        """Open round r + 1's session and add its SessionStart to ``messages`` (this
-        round's Unmasking requests; nodes that have none get a message of their own)."""
+        """Run round r + 1's next key-setup step on this exchange: open its session and
+        add its SessionStart, or close its AdvertiseKeys and add its KeyDirectory, to
+        ``messages`` (nodes without a message of this round get one of their own)."""
         if not self.prefetch_keys or self._last_round is None:
             return None
         if state.server_round >= self._last_round:
             return None
-        sampled = self._sample(state.server_round + 1, state.grid)
-        if not sampled:
+        upcoming = self._next
+        if upcoming is None:
+            sampled = self._sample(state.server_round + 1, state.grid)
+            if not sampled:
+                return None
+            try:
+                upcoming = self._open(state.server_round + 1, sampled, state.layout.size)
+            except ConfigError:
+                return None  # configure_train will say why
+            envelopes = upcoming.envelopes()
+            upcoming.prefetched = Stage.ADVERTISE_KEYS
+        elif upcoming.prefetched is Stage.ADVERTISE_KEYS:
+            missing = set(upcoming.node_of) - upcoming.advertised
+            if missing:
+                # A node that failed on the last exchange (its SessionStart rode on a
+                # request it could not answer) gets its SessionStart again: it can still
+                # join round r + 1, whose KeyDirectory then goes out in configure_train.
+                everyone = upcoming.envelopes()
+                envelopes = {upcoming.node_of[c]: everyone[upcoming.node_of[c]] for c in missing}
+            else:
+                outgoing = upcoming.server.close_round()
+                if upcoming.server.stage is not Stage.SHARE_KEYS:
+                    self._next = None  # too few keys: configure_train starts afresh
+                    return None
+                envelopes = {
+                    upcoming.node_of[cid]: Envelope(upcoming.session, codec.encode(message))
+                    for cid, message in outgoing.items()
+                }
+                upcoming.prefetched = Stage.SHARE_KEYS
+        else:
             return None
-        try:
-            upcoming = self._open(state.server_round + 1, sampled, state.layout.size)
-        except ConfigError:
-            return None  # configure_train will say why
+        upcoming.sent_to = set(envelopes)
         by_node = {m.metadata.dst_node_id: m for m in messages}
-        for node, envelope in upcoming.envelopes().items():
+        for node, envelope in envelopes.items():
             message = by_node.get(node)
             if message is None:
                 message = Message(RecordDict(), dst_node_id=node, message_type=MessageType.TRAIN)
@@ -409,10 +458,13 @@ class SecAggFedAvg(FedAvg):
         """Hand the AdvertiseKeys of round r + 1 to its server; return the replies for
         this round (all but those of nodes that only had the SessionStart)."""
         self._next = upcoming
-        upcoming_nodes = set(upcoming.node_of.values())
-        only_next = upcoming_nodes - set(state.node_of.values())
-        mine = [r for r in replies if r.metadata.src_node_id in upcoming_nodes]
-        _collect(upcoming.server, upcoming.session, upcoming.node_of, mine, NEXT_RECORD_KEY)
+        only_next = upcoming.sent_to - set(state.node_of.values())
+        mine = [r for r in replies if r.metadata.src_node_id in upcoming.sent_to]
+        accepted = _collect(
+            upcoming.server, upcoming.session, upcoming.node_of, mine, NEXT_RECORD_KEY
+        )
+        if upcoming.prefetched is Stage.ADVERTISE_KEYS:
+            upcoming.advertised |= accepted
         return [r for r in replies if r.metadata.src_node_id not in only_next]
 
     def _messages(self, state: _Round, outgoing: dict[int, ServerMessage]) -> list[Message]:
@@ -437,8 +489,12 @@ def _collect(
     node_of: dict[int, int],
     replies: Iterable[Message],
     key: str = RECORD_KEY,
-) -> None:
-    """Hand each valid reply to ``server``; record why any other is ignored."""
+) -> set[int]:
+    """Hand each valid reply to ``server``; record why any other is ignored.
+
+    Returns the client ids whose message the server accepted.
+    """
+    accepted: set[int] = set()
     client_of = {node: cid for cid, node in node_of.items()}
     stage = server.stage or Stage.ADVERTISE_KEYS
     for reply in replies:
@@ -460,4 +516,6 @@ def _collect(
         except InvalidMessage as exc:
             server.rejections.append(Rejection(client_id, stage, f"undecodable: {exc}"))
             continue
-        server.receive(client_id, message)  # type: ignore[arg-type]
+        if server.receive(client_id, message):  # type: ignore[arg-type]
+            accepted.add(client_id)
+    return accepted
