@@ -38,6 +38,14 @@ void counter_block(std::uint64_t hi, std::uint8_t out[aes::kBlockBytes]) noexcep
   for (std::size_t i = 8; i < aes::kBlockBytes; ++i) out[i] = 0;
 }
 
+// Zeroes secret memory at memset speed: the empty asm "reads" the buffer, so the
+// compiler cannot drop the memset as a dead store (the explicit_bzero idiom). The
+// byte-wise volatile loop of common.hpp would cost more than the whole transform here.
+inline void wipe(void* p, std::size_t n) noexcept {
+  std::memset(p, 0, n);
+  __asm__ __volatile__("" : : "r"(p) : "memory");
+}
+
 // One noise chunk's keystream, read a 64-bit word at a time.
 class WordStream {
  public:
@@ -47,7 +55,7 @@ class WordStream {
   }
   WordStream(const WordStream&) = delete;
   WordStream& operator=(const WordStream&) = delete;
-  ~WordStream() { secure_zero(buffer_, sizeof buffer_); }
+  ~WordStream() { wipe(buffer_, sizeof buffer_); }
 
   std::uint64_t next() noexcept {
     if (pos_ == kWords) refill();
@@ -168,7 +176,7 @@ class DiscreteGaussian {
   void fill(std::int64_t* out, std::size_t n, const aes::RoundKeys& rk, std::uint64_t chunk,
             aes::Backend backend) const noexcept {
     alignas(64) std::uint64_t words[2 * kBatch];
-    alignas(64) double magnitude[kBatch];
+    alignas(64) std::uint64_t value[kBatch];
     alignas(64) std::uint64_t verdict[kBatch];
     std::uint8_t counter[aes::kBlockBytes];
     counter_block(chunk, counter);
@@ -178,23 +186,23 @@ class DiscreteGaussian {
       aes::ctr_keystream(rk, counter, block, reinterpret_cast<std::uint8_t*>(words),
                          sizeof words, backend);
       block += sizeof words / aes::kBlockBytes;
-      candidates(words, magnitude, verdict, t_, shift_, inv_two_var_);
+      candidates(words, value, verdict, t_, shift_, inv_two_var_);
       // Acceptance is a coin flip: write every candidate and advance only past the
       // accepted ones, rather than branch on it.
       for (std::size_t j = 0; j < kBatch; ++j) {
-        const auto m = static_cast<std::int64_t>(magnitude[j]);
-        const std::int64_t negative = static_cast<std::int64_t>((verdict[j] >> 1) & 1u);
-        out[filled] = (m ^ -negative) + negative;  // -m when negative, in two's complement
-        filled += verdict[j] & 1u;
+        out[filled] = static_cast<std::int64_t>(value[j]);
+        filled += verdict[j];
       }
     }
-    secure_zero(words, sizeof words);
-    secure_zero(magnitude, sizeof magnitude);
+    wipe(words, sizeof words);
+    wipe(value, sizeof value);
   }
 
  private:
+  // value[j] = the candidate as a two's complement u64 (through the bits of
+  // y + 1.5 2^52, as in round_one), verdict[j] = 1 if accepted else 0.
   SECUREFL_DP_CLONES static void candidates(const std::uint64_t* __restrict words,
-                                            double* __restrict magnitude,
+                                            std::uint64_t* __restrict value,
                                             std::uint64_t* __restrict verdict, double t,
                                             double shift, double inv_two_var) noexcept {
     for (std::size_t j = 0; j < kBatch; ++j) {
@@ -206,8 +214,11 @@ class DiscreteGaussian {
       const std::uint64_t accept = v < exp_nonpositive(-dev * dev * inv_two_var) ? 1u : 0u;
       const std::uint64_t negative = a & 1u;
       const std::uint64_t zero_twice = m == 0.0 ? negative : 0u;
-      magnitude[j] = m;
-      verdict[j] = (accept & (zero_twice ^ 1u)) | (negative << 1);
+      const double minus = -m;
+      const double y = negative != 0 ? minus : m;
+      const std::uint64_t biased = to_bits(y + 0x1.8p52) & 0x000FFFFFFFFFFFFFull;
+      value[j] = biased - (std::uint64_t{1} << 51);
+      verdict[j] = accept & (zero_twice ^ 1u);
     }
   }
 
@@ -312,7 +323,7 @@ void for_each_noise(std::size_t n, const NoiseSpec& noise, const aes::RoundKeys&
         sampler.fill(z, count, rk, c, backend);
         for (std::size_t i = 0; i < count; ++i) add(first + i, z[i]);
       }
-      secure_zero(z, sizeof z);
+      wipe(z, sizeof z);
     } else {
       const Poisson half(noise.param / 2);
       for (std::size_t c = begin; c < end; ++c) {
@@ -480,50 +491,39 @@ SECUREFL_DP_CLONES double square_sum(const F* __restrict x, std::size_t n) noexc
   return (lane[0] + lane[1]) + (lane[2] + lane[3]);
 }
 
-// Rounds v up with probability frac(v), coin a 52-bit uniform u = [1 + (coin >> 12)
-// 2^-52] - 1; accumulates r^2 and (r - v)^2; word = r mod 2^b. Integer conversions go
-// through the bits of r + 1.5 * 2^52 (whose low 52 bits are r + 2^51 for |r| < 2^51),
-// so that the loop vectorizes without AVX-512's int64 conversions.
-inline void round_one(double v, std::uint64_t coin, std::uint64_t mask, double& r2, double& e2,
-                      std::uint64_t& word) noexcept {
-  const double fl = std::floor(v);
-  const double u01 = from_bits(kOneBits | (coin >> 12)) - 1.0;
-  const double up = fl + 1.0;
-  const double r = u01 < v - fl ? up : fl;
-  r2 += r * r;
-  e2 += (r - v) * (r - v);
-  const std::uint64_t biased = to_bits(r + 0x1.8p52) & 0x000FFFFFFFFFFFFFull;  // r + 2^51
-  word = (biased - (std::uint64_t{1} << 51)) & mask;  // two's complement r, mod 2^b
-}
-
-// Randomized rounding of v = buf * inv into out (mod 2^b); norms = {||r||^2, ||r - v||^2}
-// summed in four interleaved lanes.
+// Randomized rounding of v = buf * inv into out (mod 2^b), n <= kChunk; norms =
+// {||r||^2, ||r - v||^2}, each summed in four interleaved lanes (element i in lane
+// i % 4) and combined as (l0 + l1) + (l2 + l3). Two loops: the rounding has no
+// reduction and vectorizes; the sums then vectorize across the four lanes.
 template <class T>
 SECUREFL_DP_CLONES void round_chunk(const double* __restrict buf, T* __restrict out,
                                     const std::uint64_t* __restrict coins, std::size_t n,
                                     double inv, std::uint64_t mask, double* norms) noexcept {
-  double r0 = 0, r1 = 0, r2 = 0, r3 = 0, e0 = 0, e1 = 0, e2 = 0, e3 = 0;
-  std::size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    std::uint64_t w0, w1, w2, w3;
-    round_one(buf[i] * inv, coins[i], mask, r0, e0, w0);
-    round_one(buf[i + 1] * inv, coins[i + 1], mask, r1, e1, w1);
-    round_one(buf[i + 2] * inv, coins[i + 2], mask, r2, e2, w2);
-    round_one(buf[i + 3] * inv, coins[i + 3], mask, r3, e3, w3);
-    out[i] = static_cast<T>(w0);
-    out[i + 1] = static_cast<T>(w1);
-    out[i + 2] = static_cast<T>(w2);
-    out[i + 3] = static_cast<T>(w3);
+  alignas(64) double r[kChunk + 4], err[kChunk + 4];
+  for (std::size_t i = 0; i < n; ++i) {
+    const double v = buf[i] * inv;
+    const double fl = std::floor(v);
+    const double u01 = from_bits(kOneBits | (coins[i] >> 12)) - 1.0;
+    const double up = fl + 1.0;
+    const double ri = u01 < v - fl ? up : fl;
+    r[i] = ri;
+    err[i] = ri - v;
+    // Two's complement r mod 2^b through the bits of r + 1.5 2^52 (low 52 bits:
+    // r + 2^51 for |r| < 2^51): no int64 conversion, which AVX2 lacks.
+    const std::uint64_t biased = to_bits(ri + 0x1.8p52) & 0x000FFFFFFFFFFFFFull;
+    out[i] = static_cast<T>((biased - (std::uint64_t{1} << 51)) & mask);
   }
-  double* rl[4] = {&r0, &r1, &r2, &r3};
-  double* el[4] = {&e0, &e1, &e2, &e3};
-  for (std::size_t k = 0; i < n; ++i, ++k) {
-    std::uint64_t w;
-    round_one(buf[i] * inv, coins[i], mask, *rl[k], *el[k], w);
-    out[i] = static_cast<T>(w);
-  }
-  norms[0] = (r0 + r1) + (r2 + r3);
-  norms[1] = (e0 + e1) + (e2 + e3);
+  for (std::size_t i = n; i < n + 4; ++i) r[i] = err[i] = 0.0;  // pads the last group
+  double r2[4] = {0, 0, 0, 0}, e2[4] = {0, 0, 0, 0};
+  for (std::size_t i = 0; i < n; i += 4)
+    for (std::size_t k = 0; k < 4; ++k) {
+      r2[k] += r[i + k] * r[i + k];
+      e2[k] += err[i + k] * err[i + k];
+    }
+  norms[0] = (r2[0] + r2[1]) + (r2[2] + r2[3]);
+  norms[1] = (e2[0] + e2[1]) + (e2[2] + e2[3]);
+  wipe(r, sizeof r);
+  wipe(err, sizeof err);
 }
 
 // A per-thread work vector reused across calls: a fresh 8 MiB allocation per call
@@ -681,13 +681,13 @@ unsigned encode(const F* x, std::size_t d, T* out, const EncodeSpec& spec,
         parts[u] = norms[0];
         errs[u] = norms[1];
       }
-      secure_zero(coins, sizeof coins);
+      wipe(coins, sizeof coins);
     });
     r_norm = std::sqrt(ordered_sum(parts));
     e_norm = std::sqrt(ordered_sum(errs));
     if (r_norm <= spec.norm_bound && e_norm <= spec.error_bound) break;
   }
-  secure_zero(buf, D * sizeof(double));
+  wipe(buf, D * sizeof(double));
   if (attempt == spec.max_tries) {
     std::ostringstream s;
     s.precision(6);
