@@ -97,6 +97,7 @@ def encode_update(
     session: bytes = b"",
     client_id: int = 0,
     weight: float = 1.0,
+    out: RingArray | None = None,
     threads: int | None = None,
 ) -> EncodedUpdate:
     """Clip, rotate, scale, round and noise one client's update into Z_{2^b}.
@@ -117,6 +118,9 @@ def encode_update(
     weight:
         A public weight in (0, 1] folded in after clipping (the L2 norm stays <= c,
         so the sensitivity is unchanged).
+    out, threads:
+        An optional destination (length ``plan.padded_dimension``, dtype of the ring)
+        to reuse across rounds, and threads for the native pipeline.
 
     Returns
     -------
@@ -151,6 +155,7 @@ def encode_update(
         rounding_key=rounding,
         noise_key=noise,
         weight=weight,
+        out=out,
         threads=threads,
     )
     return EncodedUpdate(ring, layout, tries)

@@ -199,6 +199,7 @@ def encode(
     rounding_key: bytes,
     noise_key: bytes,
     weight: float = 1.0,
+    out: RingArray | None = None,
     threads: int | None = None,
     backend: Backend = "auto",
 ) -> tuple[RingArray, int]:
@@ -215,6 +216,9 @@ def encode(
         noise's (secret, fresh per vector).
     weight:
         A public weight in (0, 1] multiplied in after clipping (keeps the L2 norm <= c).
+    out:
+        Optional C-contiguous destination of the padded length and dtype ``spec.dtype``
+        (reused across rounds, it saves the page faults of a fresh array).
 
     Returns
     -------
@@ -240,7 +244,10 @@ def encode(
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"x must have dtype float32 or float64, got {x.dtype}")
     src = np.ascontiguousarray(x).reshape(-1)
-    out = np.empty(padded_dimension(src.size), dtype=spec.dtype)
+    if out is None:
+        out = np.empty(padded_dimension(src.size), dtype=spec.dtype)
+    elif not isinstance(out, np.ndarray) or out.dtype != spec.dtype:
+        raise TypeError(f"out must be a numpy array of dtype {spec.dtype}")
     tries = core.dp_encode_into(
         src,
         out,

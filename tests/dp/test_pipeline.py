@@ -231,3 +231,17 @@ def test_aggregate_api_refuses_dp_where_it_cannot_apply() -> None:
     plan = calibrate(config, 5)
     with pytest.raises(ConfigError, match="d=5"):
         securefl.aggregate(xs, protocol="secagg", dp=plan)
+
+
+def test_encoding_into_a_reused_buffer() -> None:
+    plan = calibrate(DPConfig(epsilon=4.0, delta=1e-5, clip=1.0, num_clients=4, bits=24), 100)
+    x = updates(1, 100)[0]
+    buffer = np.empty(plan.padded_dimension, dtype=plan.spec.dtype)
+    a = encode_update(x, plan, round_seed=SEED, secret=b"s" * 32, out=buffer)
+    assert a.ring is buffer
+    b = encode_update(x, plan, round_seed=SEED, secret=b"s" * 32)
+    assert np.array_equal(a.ring, b.ring)
+    with pytest.raises(TypeError, match="dtype"):
+        encode_update(x, plan, round_seed=SEED, out=np.empty(128, dtype=np.uint64))
+    with pytest.raises(ValueError, match="padded length"):
+        encode_update(x, plan, round_seed=SEED, out=np.empty(64, dtype=np.uint32))
