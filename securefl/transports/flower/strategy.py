@@ -3,7 +3,8 @@ SecAgg / SecAgg+ (Bonawitz et al. 2017; Bell et al. 2020, sparse neighbourhoods)
 
 One Flower training round is one aggregation session. ``configure_train`` samples the
 nodes as :class:`flwr.serverapp.strategy.FedAvg` does, opens a :class:`SecAggServer`
-and sends each node the session's ``SessionStart`` (a train message). The replies are
+and sends each node the session's ``SessionStart`` (a train message; with prefetched
+keys, the round's first pending request instead). The replies are
 the clients' ``AdvertiseKeys``; ``aggregate_train`` then runs the remaining protocol
 rounds itself through the Grid (``send_and_receive``, one call per round, with
 ``round_timeout``), as Flower's own ``SecAggPlusWorkflow`` runs several exchanges
@@ -13,6 +14,11 @@ client mod keeps no copy). A node that answers with an error or not at all befor
 timeout has dropped; the protocol tolerates it while every neighbourhood keeps t
 members. The result is the global model plus the weighted mean of the survivors'
 updates (FedAvg), to the fixed-point precision of the session.
+
+Key setup runs one FL round ahead (``prefetch_keys``): round r + 1's SessionStart
+rides on round r's ShareRouting exchange and its KeyDirectory on round r's Unmasking
+exchange, in a second record (``securefl-next``), so that every round after the first
+takes two exchanges, the least a secure aggregation with FedAvg semantics can take.
 
 Clients send updates relative to the global model they received, so ``clip`` bounds
 how far one round may move each coordinate, not the weights themselves.
