@@ -18,7 +18,7 @@ updates (FedAvg), to the fixed-point precision of the session.
 Key setup runs one FL round ahead (``prefetch_keys``): round r + 1's SessionStart
 rides on round r's ShareRouting exchange and its KeyDirectory on round r's Unmasking
 exchange, in a second record (``securefl-next``), so that every round after the first
-takes two exchanges, the least a secure aggregation with FedAvg semantics can take.
+takes two exchanges: masked inputs, then unmasking, which no round can do without.
 
 Clients send updates relative to the global model they received, so ``clip`` bounds
 how far one round may move each coordinate, not the weights themselves.
