@@ -117,18 +117,12 @@ inline double log_unit(double u) noexcept {
   e = high ? next : e;
   const double f = (m - 1.0) / (m + 1.0);
   const double s = f * f;
-  double p = 1.0 / 23;
-  p = p * s + 1.0 / 21;
-  p = p * s + 1.0 / 19;
-  p = p * s + 1.0 / 17;
-  p = p * s + 1.0 / 15;
-  p = p * s + 1.0 / 13;
-  p = p * s + 1.0 / 11;
-  p = p * s + 1.0 / 9;
-  p = p * s + 1.0 / 7;
-  p = p * s + 1.0 / 5;
-  p = p * s + 1.0 / 3;
-  p = p * s + 1.0;
+  // sum_{j=0}^{11} s^j / (2j + 1) by Estrin's scheme: short dependency chains.
+  const double s2 = s * s, s4 = s2 * s2, s8 = s4 * s4;
+  const double q0 = 1.0 + (1.0 / 3) * s, q1 = 1.0 / 5 + (1.0 / 7) * s;
+  const double q2 = 1.0 / 9 + (1.0 / 11) * s, q3 = 1.0 / 13 + (1.0 / 15) * s;
+  const double q4 = 1.0 / 17 + (1.0 / 19) * s, q5 = 1.0 / 21 + (1.0 / 23) * s;
+  const double p = ((q0 + q1 * s2) + (q2 + q3 * s2) * s4) + (q4 + q5 * s2) * s8;
   return e * kLn2 + 2.0 * f * p;
 }
 
@@ -139,20 +133,14 @@ inline double exp_nonpositive(double x) noexcept {
   x = x > -708.0 ? x : -708.0;
   const double k = std::floor(x * (1.0 / kLn2) + 0.5);
   const double r = (x - k * kLn2Hi) - k * kLn2Lo;
-  double p = 1.0 / 6227020800.0;  // 1/13!
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
+  // sum_{i=0}^{13} r^i / i! by Estrin's scheme.
+  const double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+  const double q0 = 1.0 + r, q1 = 0.5 + (1.0 / 6.0) * r;
+  const double q2 = 1.0 / 24.0 + (1.0 / 120.0) * r, q3 = 1.0 / 720.0 + (1.0 / 5040.0) * r;
+  const double q4 = 1.0 / 40320.0 + (1.0 / 362880.0) * r;
+  const double q5 = 1.0 / 3628800.0 + (1.0 / 39916800.0) * r;
+  const double q6 = 1.0 / 479001600.0 + (1.0 / 6227020800.0) * r;
+  const double p = ((q0 + q1 * r2) + (q2 + q3 * r2) * r4) + ((q4 + q5 * r2) + q6 * r4) * r8;
   // 2^k for integer k in [-1022, 0]: the low bits of 2^52 + (k + 1023) are k + 1023.
   const std::uint64_t biased = to_bits(kTwo52 + (k + 1023.0)) & 0x7FFull;
   return p * from_bits(biased << 52);

@@ -263,10 +263,13 @@ def log_unit(u: np.ndarray) -> np.ndarray:
     e = np.where(high, e + 1.0, e)
     f = (m - 1.0) / (m + 1.0)
     s = f * f
-    p = np.full_like(s, 1.0 / 23)
-    for c in (21, 19, 17, 15, 13, 11, 9, 7, 5, 3):
-        p = p * s + 1.0 / c
-    p = p * s + 1.0
+    s2 = s * s
+    s4 = s2 * s2
+    s8 = s4 * s4
+    q0, q1 = 1.0 + (1.0 / 3) * s, 1.0 / 5 + (1.0 / 7) * s
+    q2, q3 = 1.0 / 9 + (1.0 / 11) * s, 1.0 / 13 + (1.0 / 15) * s
+    q4, q5 = 1.0 / 17 + (1.0 / 19) * s, 1.0 / 21 + (1.0 / 23) * s
+    p = ((q0 + q1 * s2) + (q2 + q3 * s2) * s4) + (q4 + q5 * s2) * s8
     result: np.ndarray = e * _LN2 + 2.0 * f * p
     return result
 
@@ -276,23 +279,15 @@ def exp_nonpositive(x: np.ndarray) -> np.ndarray:
     x = np.where(x > -708.0, x, -708.0)
     k = np.floor(x * (1.0 / _LN2) + 0.5)
     r = (x - k * _LN2_HI) - k * _LN2_LO
-    p = np.full_like(r, 1.0 / 6227020800.0)
-    for c in (
-        479001600.0,
-        39916800.0,
-        3628800.0,
-        362880.0,
-        40320.0,
-        5040.0,
-        720.0,
-        120.0,
-        24.0,
-        6.0,
-    ):
-        p = p * r + 1.0 / c
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
+    r2 = r * r
+    r4 = r2 * r2
+    r8 = r4 * r4
+    q0, q1 = 1.0 + r, 0.5 + (1.0 / 6.0) * r
+    q2, q3 = 1.0 / 24.0 + (1.0 / 120.0) * r, 1.0 / 720.0 + (1.0 / 5040.0) * r
+    q4 = 1.0 / 40320.0 + (1.0 / 362880.0) * r
+    q5 = 1.0 / 3628800.0 + (1.0 / 39916800.0) * r
+    q6 = 1.0 / 479001600.0 + (1.0 / 6227020800.0) * r
+    p = ((q0 + q1 * r2) + (q2 + q3 * r2) * r4) + ((q4 + q5 * r2) + q6 * r4) * r8
     biased = np.asarray(_TWO52 + (k + 1023.0)).view(np.uint64) & np.uint64(0x7FF)
     result: np.ndarray = p * _from_bits(biased << np.uint64(52))
     return result
