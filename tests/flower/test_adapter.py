@@ -425,3 +425,22 @@ def test_mod_takes_only_key_setup_as_the_next_envelope() -> None:
     reply = mod(follow, context, _never)
     assert NEXT_RECORD_KEY in reply.content and RECORD_KEY not in reply.content
     assert len(_sessions(context)) == 1  # a lone SessionStart replaces unfinished sessions
+
+
+def test_after_an_aborted_round_the_next_round_starts_afresh() -> None:
+    """Round 1 aborts (three nodes lost at MaskedInput, with the AdvertiseKeys of round
+    2 that rode on that exchange); round 2 cannot use its prefetched keys and opens a
+    new session with all five nodes."""
+
+    def drop(node: int, reply: Message) -> Message | None:
+        first_round = _kind(reply) is MaskedInput and NEXT_RECORD_KEY in reply.content
+        return None if node - 1000 < 3 and first_round else reply
+
+    strategy, history, grid = _run(2, intercept=drop)
+    first, second = strategy.reports
+    assert first.stage is Stage.ABORTED and second.stage is Stage.COMPLETED
+    assert len(second.contributors) == NODES
+    for k, v in history[1].items():
+        np.testing.assert_array_equal(v, history[0][k])
+    sim_app.check_models(strategy.reports, history, {2: list(range(NODES))}, MAX_WEIGHT)
+    assert not any(_sessions(c) for c in grid.contexts.values())
