@@ -444,3 +444,15 @@ def test_after_an_aborted_round_the_next_round_starts_afresh() -> None:
         np.testing.assert_array_equal(v, history[0][k])
     sim_app.check_models(strategy.reports, history, {2: list(range(NODES))}, MAX_WEIGHT)
     assert not any(_sessions(c) for c in grid.contexts.values())
+
+
+def test_mod_refuses_a_next_session_with_the_running_sessions_tag() -> None:
+    """A "next" SessionStart reusing the tag of the session in the same message would
+    overwrite that session's record: refused, the running session is kept."""
+    mod, context = make_secagg_mod(), _context()
+    msg = _request(_start())
+    write_envelope(msg.content, _start(), NEXT_RECORD_KEY)
+    reply = mod(msg, context, _never)
+    assert _kind(reply) is AdvertiseKeys and NEXT_RECORD_KEY not in reply.content
+    (record,) = _sessions(context)
+    assert len(record["history"]) == 1  # the SessionStart answered in this message

@@ -308,6 +308,9 @@ def make_secagg_mod(
         return "no session in progress on this node"
 
     def _start(context: Context, envelope: Envelope, keep: bytes | None) -> _Session | str:
+        # Reusing the running session's tag would overwrite that session's record.
+        if envelope.session == keep:
+            return "refused session: its tag is the running session's"
         # A new session replaces whatever unfinished ones left behind, except the
         # session whose Unmasking this same message carries.
         kept = None if keep is None else _state_key(keep)
