@@ -437,11 +437,8 @@ SECUREFL_DP_CLONES void fwht_block(double* __restrict a, std::size_t n) noexcept
 // Unnormalized Walsh-Hadamard transform in place: every level within 256 KiB blocks
 // in one sweep, then three levels per sweep (radix 8), so memory is crossed about
 // 1 + (log2(n) - 15) / 3 times rather than log2(n) times.
-void fwht(double* a, std::size_t n, unsigned threads) {
-  const std::size_t block = std::min(n, kFwhtBlock);
-  parallel_for(n / block, threads, [&](std::size_t b, std::size_t e) {
-    for (std::size_t k = b; k < e; ++k) fwht_block(a + k * block, block);
-  });
+// The levels above the block size, three per sweep.
+void fwht_outer(double* a, std::size_t n, std::size_t block, unsigned threads) {
   constexpr std::size_t kSpan = 512;  // j-values per unit of work
   for (std::size_t h = block; h < n;) {
     const std::size_t radix = 8 * h <= n ? 8 : 4 * h <= n ? 4 : 2;
@@ -459,6 +456,14 @@ void fwht(double* a, std::size_t n, unsigned threads) {
     });
     h *= radix;
   }
+}
+
+void fwht(double* a, std::size_t n, unsigned threads) {
+  const std::size_t block = std::min(n, kFwhtBlock);
+  parallel_for(n / block, threads, [&](std::size_t b, std::size_t e) {
+    for (std::size_t k = b; k < e; ++k) fwht_block(a + k * block, block);
+  });
+  fwht_outer(a, n, block, threads);
 }
 
 // Sum of squares in four interleaved lanes (element i in lane i % 4), combined as
@@ -612,18 +617,37 @@ unsigned encode(const F* x, std::size_t d, T* out, const EncodeSpec& spec,
   const std::size_t D = padded_dimension(d);
   backend = aes::resolve_backend(backend);
   const std::size_t units = (D + kChunk - 1) / kChunk;
-  const std::size_t in_units = (d + kChunk - 1) / kChunk;
 
-  // 1. Norm, summed in unit order so the result is thread-independent.
+  // 1-3. One sweep over x: the norm's partial sums (in unit order, so the result does
+  // not depend on the threads), the signs and zero padding, and the Walsh-Hadamard
+  // levels within each block while it is in cache; then the outer levels. Clipping
+  // and weighting commute with the (linear) rotation, so they are folded into the
+  // rounding's scale below rather than making a second pass over x.
   std::vector<double> parts(units, 0.0);
-  parallel_for(in_units, threads, [&](std::size_t b, std::size_t e) {
-    for (std::size_t u = b; u < e; ++u) {
-      const std::size_t start = u * kChunk;
-      parts[u] = square_sum(x + start, std::min(kChunk, d - start));
-    }
-  });
+  double* buf = scratch(D);
+  {
+    const aes::RoundKeys rk = aes::expand_key(rotation_key);
+    const std::size_t block = std::min(D, kFwhtBlock);
+    parallel_for(D / block, threads, [&](std::size_t b, std::size_t e) {
+      alignas(64) std::uint64_t signs[kChunk];
+      for (std::size_t k = b; k < e; ++k) {
+        for (std::size_t start = k * block; start < (k + 1) * block; start += kChunk) {
+          const std::size_t n = std::min(kChunk, D - start);
+          const std::size_t live = start < d ? std::min(n, d - start) : 0;
+          if (live > 0) parts[start / kChunk] = square_sum(x + start, live);
+          sign_words(rk, start, n, signs, backend);
+          load_signed(x + std::min(start, d), buf + start, live, 1.0, signs);
+          std::fill(buf + start + live, buf + start + n, 0.0);
+        }
+        fwht_block(buf + k * block, block);
+      }
+      wipe(signs, sizeof signs);
+    });
+    fwht_outer(buf, D, block, threads);
+  }
   const double norm = std::sqrt(ordered_sum(parts));
   if (!std::isfinite(norm)) {  // rare: find the culprit for the message
+    wipe(buf, D * sizeof(double));
     for (std::size_t i = 0; i < d; ++i)
       if (!std::isfinite(static_cast<double>(x[i])))
         throw std::invalid_argument("input is not finite at index " + std::to_string(i));
@@ -631,25 +655,8 @@ unsigned encode(const F* x, std::size_t d, T* out, const EncodeSpec& spec,
   }
   const double factor = spec.weight * (norm > spec.clip ? spec.clip / norm : 1.0);
 
-  // 2. Clip, weight, signs, zero padding; 3. Walsh-Hadamard.
-  double* buf = scratch(D);
-  {
-    const aes::RoundKeys rk = aes::expand_key(rotation_key);
-    parallel_for(units, threads, [&](std::size_t b, std::size_t e) {
-      alignas(64) std::uint64_t signs[kChunk];
-      for (std::size_t u = b; u < e; ++u) {
-        const std::size_t start = u * kChunk, n = std::min(kChunk, D - start);
-        const std::size_t live = start < d ? std::min(n, d - start) : 0;
-        sign_words(rk, start, n, signs, backend);
-        load_signed(x + std::min(start, d), buf + start, live, factor, signs);
-        std::fill(buf + start + live, buf + start + n, 0.0);
-      }
-    });
-  }
-  fwht(buf, D, threads);
-
-  // 4. Conditional randomized rounding of v = H s x / (sqrt(D) gamma).
-  const double inv = 1.0 / (std::sqrt(static_cast<double>(D)) * spec.gamma);
+  // 4. Conditional randomized rounding of v = factor H s x / (sqrt(D) gamma).
+  const double inv = factor * (1.0 / (std::sqrt(static_cast<double>(D)) * spec.gamma));
   const std::uint64_t mask = low_bits_mask<std::uint64_t>(spec.bits);
   const aes::RoundKeys round_rk = aes::expand_key(rounding_key);
   std::vector<double> errs(units, 0.0);

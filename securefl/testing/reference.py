@@ -224,9 +224,10 @@ def dp_encode_without_noise(
     norm = float(np.sqrt(np.cumsum(parts)[-1]))
     factor = weight * (clip / norm if norm > clip else 1.0)
     buf = np.zeros(D)
-    buf[:d] = v * factor
+    buf[:d] = v
     buf = fwht(buf * dp_signs(rotation_key, D))
-    inv = 1.0 / (np.sqrt(float(D)) * gamma)
+    # Clipping and weighting are folded into the scale (the rotation is linear).
+    inv = factor * (1.0 / (np.sqrt(float(D)) * gamma))
     scaled = buf * inv
     coins = np.frombuffer(
         keystream(rounding_key, 8 * D, _counter_block(attempt)), dtype=np.dtype("<u8")
