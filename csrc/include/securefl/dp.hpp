@@ -22,7 +22,8 @@
 //   rotation signs: key R, counter from 0; s_i = -1 where bit 63 of the little-endian
 //               u64 word i of the stream is set (a word per sign: one XOR to apply);
 //   rounding attempt a: key U, initial counter block (a, 0) (two big-endian u64), the
-//               little-endian u64 word i for element i, u = (word >> 11) * 2^-53;
+//               little-endian u64 word i for element i, u = [1 + (word >> 12) 2^-52] - 1
+//               (a 52-bit uniform on [0, 1));
 //   noise:      key N; coordinates are cut into chunks of 1024 and chunk j reads its
 //               own stream from counter block (j, 0). The discrete Gaussian consumes it in
 //               batches of 512 u64 words, candidate i of a batch taking words i and
