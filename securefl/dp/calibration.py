@@ -220,9 +220,15 @@ def _ring_room(config: DPConfig) -> float:
     return half * half - config.num_clients / 4
 
 
+# The samplers' ranges (dp.hpp): a per-client noise std above these, in integer units,
+# is avoided by a coarser gamma (ring bits are then left unused, nothing else changes).
+_MAX_NOISE_STD = {"discrete_gaussian": 2.0**38, "skellam": 2.0**24}
+
+
 def _gamma(config: DPConfig, D: int, sigma_real: float, room: float) -> float:
     n, c = config.num_clients, config.clip
-    return math.sqrt((n * n * c * c / D + n * sigma_real**2) / room)
+    ring = math.sqrt((n * n * c * c / D + n * sigma_real**2) / room)
+    return max(ring, sigma_real / _MAX_NOISE_STD[config.mechanism])
 
 
 def _bounds(config: DPConfig, D: int, gamma: float) -> tuple[float, float, float, float]:

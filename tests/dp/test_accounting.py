@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 
-from securefl.dp import DPConfig, calibrate
+from securefl.dp import DPConfig, calibrate, encode_update
 from securefl.dp import accounting as acc
 from securefl.errors import ConfigError
 
@@ -185,3 +186,23 @@ def test_no_noise_plan() -> None:
     assert plan.noise_param == 0 and plan.client_noise_std == 0
     assert math.isinf(plan.epsilon) and plan.spec.noise == "none"
     assert "epsilon inf" in plan.describe()
+
+
+@pytest.mark.parametrize("mechanism", ["discrete_gaussian", "skellam"])
+def test_wide_rings_keep_the_noise_in_the_samplers_range(mechanism: str) -> None:
+    # b = 52 for 4 clients would ask for ~2^49 integer steps of noise per client.
+    config = DPConfig(
+        epsilon=2.0,
+        delta=DELTA,
+        clip=10.0,
+        num_clients=4,
+        bits=52,
+        mechanism=mechanism,
+        sensitivity=0.1,
+    )  # type: ignore[arg-type]
+    plan = calibrate(config, 30)
+    std = plan.noise_param if mechanism == "discrete_gaussian" else math.sqrt(plan.noise_param)
+    assert std <= (2.0**38 if mechanism == "discrete_gaussian" else 2.0**24)
+    assert 0.99 * 2.0 <= plan.epsilon <= 2.0
+    encoded = encode_update(np.zeros(30), plan, round_seed=bytes(32))
+    assert encoded.ring.dtype == np.uint64
