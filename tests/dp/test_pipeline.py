@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import securefl
 from securefl.dp import DPConfig, calibrate, decode_aggregate, encode_update
@@ -245,3 +247,47 @@ def test_encoding_into_a_reused_buffer() -> None:
         encode_update(x, plan, round_seed=SEED, out=np.empty(128, dtype=np.uint64))
     with pytest.raises(ValueError, match="padded length"):
         encode_update(x, plan, round_seed=SEED, out=np.empty(64, dtype=np.uint32))
+
+
+@pytest.mark.parametrize("noise", ["none", "discrete_gaussian", "skellam"])
+def test_encoding_does_not_depend_on_the_thread_count(noise: str) -> None:
+    x = np.random.default_rng(11).normal(size=70_000)
+    spec = native.EncodeSpec(50.0, 1e-3, 32, 1e12, 1e12, noise, 40.0)  # type: ignore[arg-type]
+    keys = {"rotation_key": b"R" * 16, "rounding_key": b"U" * 16, "noise_key": b"N" * 16}
+    one, _ = native.encode(x, spec, threads=1, **keys)
+    two, _ = native.encode(x, spec, threads=2, **keys)
+    assert np.array_equal(one, two)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    d=st.integers(1, 5000),
+    clip=st.floats(0.01, 100.0),
+    weight=st.floats(0.01, 1.0),
+    bits=st.integers(12, 48),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_native_encoding_equals_reference_property(
+    d: int, clip: float, weight: float, bits: int, seed: int
+) -> None:
+    x = np.random.default_rng(seed).normal(size=d) * np.random.default_rng(seed + 1).uniform(0, 3)
+    gamma = clip / 2.0 ** (bits - 6)  # coordinates stay well inside the ring
+    spec = native.EncodeSpec(clip, gamma, bits, 1e300, 1e300, "none", 0.0)
+    ring, _ = native.encode(
+        x,
+        spec,
+        rotation_key=b"R" * 16,
+        rounding_key=b"U" * 16,
+        noise_key=b"N" * 16,
+        weight=weight,
+    )
+    expected = reference.dp_encode_without_noise(
+        x,
+        clip=clip,
+        weight=weight,
+        gamma=gamma,
+        bits=bits,
+        rotation_key=b"R" * 16,
+        rounding_key=b"U" * 16,
+    )
+    assert np.array_equal(ring, expected)
