@@ -51,6 +51,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="FL rounds (default 5)")
     parser.add_argument("--plain", action="store_true", help="also run plaintext FedAvg")
     args = parser.parse_args()
+    # Ray puts the driver's working directory first on its workers' sys.path: started
+    # from a securefl checkout, they would import the source tree (without its compiled
+    # core) instead of the installed package.
+    os.chdir(Path(__file__).resolve().parent)
     secure = simulate(secure=True, rounds=args.rounds)
     for server_round, metrics in secure["metrics"].items():
         print(f"round {server_round}: {dict(metrics)}")
