@@ -6,7 +6,8 @@ Runs ``rounds`` sessions through :class:`AggregationClient` with deterministic u
 (:func:`update_for`) and prints one JSON line per session (or per error) on stdout.
 Test hooks: ``die_at`` = [session, stage] kills this process with SIGKILL when the
 server's message for that stage arrives (before it answers); ``stall_at`` sleeps there
-instead, holding the connection open without answering.
+instead, holding the connection open without answering. ``dp_plan`` (a pickled
+``DPPlan``) with ``secagg`` (other SecAggConfig fields) runs distributed DP.
 """
 
 from __future__ import annotations
@@ -43,6 +44,18 @@ def main() -> int:
         with open(f"{pki}/ckks-client.ctx", "rb") as f:
             kwargs["ckks_context"] = ClientContext.from_bytes(f.read())
         d = spec["dim"]
+    elif spec.get("dp_plan"):
+        # Distributed DP: the test's calibrated plan (pickled: calibrating in every
+        # process would cost a second each), and its ring-input SecAgg config.
+        import pickle
+
+        from securefl.dp import secagg_config
+
+        with open(spec["dp_plan"], "rb") as f:
+            plan = pickle.load(f)
+        d = plan.dimension
+        kwargs["dp"] = plan
+        kwargs["config"] = secagg_config(plan, **spec.get("secagg", {}))
     else:
         config = dict(spec["config"])
         config["graph"] = GraphKind(config["graph"])

@@ -28,13 +28,15 @@ from securefl.errors import ConfigError, InvalidMessage, ProtocolAbort, ServiceE
 from securefl.secagg import codec
 from securefl.secagg.client import SecAggClient
 from securefl.secagg.config import SecAggConfig
-from securefl.secagg.messages import Abort, Stage
+from securefl.secagg.messages import Abort, SessionStart, Stage
 from securefl.transports.service import framing
 from securefl.transports.service.framing import Frame, Kind, Protocol
 from securefl.transports.service.server import METHOD, METHOD_SMALL
 from securefl.transports.service.sessions import (
+    check_dp_config,
     ckks_frame_limit,
     decode_ckks_result,
+    join_token,
     secagg_frame_limit,
 )
 from securefl.transports.service.tls import ClientTLS
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from securefl.ckks.keys import ClientContext
+    from securefl.dp import DPPlan
 
 __all__ = ["AggregationClient", "ServiceResult"]
 
@@ -65,7 +68,8 @@ class ServiceResult:
     """A session's outcome as a client receives it."""
 
     mean: vectors.Update
-    """The weighted mean of the contributors' updates, in the update's structure."""
+    """The weighted mean of the contributors' updates, in the update's structure (with
+    differential privacy: the noisy weighted mean of their clipped updates)."""
     total_weight: int
     contributors: tuple[int, ...]
     dropped: tuple[int, ...]
@@ -95,6 +99,13 @@ class AggregationClient:
     identity_key, identity_public_keys:
         Authenticated SecAgg: this client's Ed25519 key and every enrolled client's
         public key.
+    dp:
+        Distributed differential privacy (SecAgg only; docs/PRIVACY.md): the plan the
+        server's session holds (``config`` must be its ring-input configuration,
+        :func:`securefl.dp.secagg_config`). Each session, the update is clipped to
+        ``dp.config.clip``, weighted by ``weight / config.max_weight`` and noised
+        inside the ring before it is masked; the session's public nonce is the round
+        seed. The server refuses a client whose plan differs (by digest, at join).
     timeout:
         Seconds any single exchange with the server may take: the server's round
         deadline plus its time to close a round. A server that does not answer within
@@ -115,7 +126,8 @@ class AggregationClient:
     Raises
     ------
     ConfigError
-        If neither or both of ``config`` and ``ckks_context`` are given.
+        If neither or both of ``config`` and ``ckks_context`` are given, or ``dp``
+        comes with CKKS or with a ``config`` that does not carry its encodings.
 
     Security
     --------
@@ -133,6 +145,7 @@ class AggregationClient:
         ckks_context: ClientContext | None = None,
         identity_key: Ed25519PrivateKey | None = None,
         identity_public_keys: Mapping[int, bytes] | None = None,
+        dp: DPPlan | None = None,
         timeout: float = 120.0,
         join_timeout: float | None = None,
         server_name: str | None = None,
@@ -147,6 +160,11 @@ class AggregationClient:
             raise ConfigError("give exactly one of config (SecAgg) and ckks_context (CKKS)")
         if timeout <= 0:
             raise ConfigError("timeout must be positive")
+        if dp is not None:
+            if config is None:
+                raise ConfigError("differential privacy needs SecAgg (config=), not CKKS")
+            check_dp_config(config, dp)
+        self.dp = dp
         self.target = target
         self.client_id = client_id
         self.config = config
@@ -160,6 +178,8 @@ class AggregationClient:
         self._progress = progress
         self.protocol = Protocol.SECAGG if config is not None else Protocol.CKKS
         self._dimension: int | None = config.dimension if config is not None else None
+        if dp is not None:
+            self._dimension = dp.dimension  # the update's size; config has the padded one
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
@@ -227,26 +247,39 @@ class AggregationClient:
         flat, layout = self._prepare(update)
         if self._ckks is not None:
             return self._run_ckks(self._ckks, flat, layout, weight)
-        assert self.config is not None
-        machine = SecAggClient(
-            self.client_id,
-            self.config,
-            flat,
-            weight,
-            identity_key=self._identity_key,
-            identity_public_keys=self._identity_public_keys,
-            rng=os.urandom,
-            threads=self._threads,
-        )
-        del flat
+        config = self.config
+        assert config is not None
+        machine: SecAggClient | None = None
+        if self.dp is None:
+            machine = self._secagg_client(flat, weight)
+            del flat
+        else:
+            # The encoding needs the session's nonce (the round seed): check what can be
+            # checked now, and build the state machine when SessionStart arrives.
+            import numpy as np
+
+            if flat.size != self.dp.dimension:
+                raise ValueError(f"update has {flat.size} values, the DP plan {self.dp.dimension}")
+            if not np.all(np.isfinite(flat)):
+                raise ValueError("update contains NaN or infinity")
+            if not 1 <= weight <= config.max_weight:
+                raise ValueError(f"weight must be in [1, {config.max_weight}], got {weight}")
         frame = self._join()
         session = frame.session
+        nonce = b""
         while frame.kind is Kind.PROTOCOL:
             self._check_session(frame, session)
             try:
                 message = codec.decode(cast("bytes", frame.payload))  # reads any buffer
             except InvalidMessage as exc:
                 raise ServiceError(f"undecodable message from the server: {exc}") from None
+            if machine is None:
+                if not isinstance(message, SessionStart):
+                    raise ServiceError(f"the session opened with {type(message).__name__}")
+                nonce = message.nonce
+                self._say(f"session {session}: dp-encode")
+                machine = self._secagg_client(self._dp_encode(flat, nonce, weight), weight)
+                del flat
             stage = machine.stage
             self._say(f"session {session}: {stage.value}")
             reply = machine.handle(message)  # type: ignore[arg-type]
@@ -257,32 +290,92 @@ class AggregationClient:
         self._check_session(frame, session)
         if frame.kind is Kind.ABORT:
             reason = _text(frame.payload)
-            machine.handle(Abort(reason))  # forget the secrets it holds
+            if machine is not None:
+                machine.handle(Abort(reason))  # forget the secrets it holds
             raise ProtocolAbort(f"server aborted session {session}: {reason}")
         if frame.kind is Kind.DROPPED:
             raise ServiceError(_text(frame.payload), "DROPPED")
         if frame.kind is not Kind.RESULT:
             raise ServiceError(f"unexpected {frame.kind.name} frame from the server")
-        if machine.stage is not Stage.COMPLETED:
+        if machine is None or machine.stage is not Stage.COMPLETED:
             # Only a client that answered Unmasking can be owed a result.
-            raise ServiceError(f"a result arrived in stage {machine.stage.value}")
+            where = "AdvertiseKeys" if machine is None else machine.stage.value
+            raise ServiceError(f"a result arrived in stage {where}")
         try:
-            result = framing.decode_result(frame.payload, self.config)
+            result = framing.decode_result(frame.payload, config)
         except InvalidMessage as exc:
             raise ServiceError(f"malformed result from the server: {exc}") from None
+        mean = result.weighted_mean
+        if self.dp is not None:
+            mean = self._dp_decode(result, nonce)
         self._say(f"session {session}: result")
         return ServiceResult(
-            vectors.unflatten(result.weighted_mean, layout),
+            vectors.unflatten(mean, layout),
             result.total_weight,
             result.contributors,
             result.dropped,
             session,
-            result.weighted_mean,
+            mean,
         )
 
+    def _secagg_client(self, vector: npt.NDArray[Any], weight: int) -> SecAggClient:
+        assert self.config is not None
+        return SecAggClient(
+            self.client_id,
+            self.config,
+            vector,
+            weight,
+            identity_key=self._identity_key,
+            identity_public_keys=self._identity_public_keys,
+            rng=os.urandom,
+            threads=self._threads,
+        )
+
+    def _dp_encode(
+        self, flat: npt.NDArray[np.floating], nonce: bytes, weight: int
+    ) -> npt.NDArray[Any]:
+        """Clip, weight, rotate, round and noise the update into the ring (securefl.dp),
+        with the session's public nonce as the round seed; the secret coins are drawn
+        from the OS and never leave this call."""
+        from securefl.dp import encode_update
+
+        assert self.dp is not None and self.config is not None
+        encoded = encode_update(
+            flat,
+            self.dp,
+            round_seed=nonce,
+            session=nonce,
+            client_id=self.client_id,
+            weight=weight / self.config.max_weight,
+            threads=self._threads,
+        )
+        return encoded.ring
+
+    def _dp_decode(self, result: framing.Result, nonce: bytes) -> npt.NDArray[np.float64]:
+        """The noisy weighted mean behind the ring sum the server sent: the same
+        decoding as the server's (``SessionOutcome.dp``), bit for bit."""
+        from securefl.dp import decode_aggregate
+
+        assert self.dp is not None and self.config is not None
+        try:
+            decoded = decode_aggregate(
+                result.weighted_mean,
+                self.dp,
+                round_seed=nonce,
+                survivors=len(result.contributors),
+                total_weight=result.total_weight / self.config.max_weight,
+                threads=self._threads,
+            )
+        except ConfigError as exc:
+            # A server that sends a result for too few survivors broke the DP contract.
+            raise ProtocolAbort(f"differential privacy: {exc}") from None
+        except ValueError as exc:
+            raise ServiceError(f"malformed result from the server: {exc}") from None
+        return decoded.mean
+
     def _prepare(self, update: vectors.Update) -> tuple[npt.NDArray[np.floating], vectors.Layout]:
-        """Flatten the update. Differential privacy, when configured, will add its noise
-        here, before the update is masked or encrypted."""
+        """Flatten the update (with differential privacy, :meth:`_dp_encode` then
+        encodes it once the session's nonce is known)."""
         flat, layout = vectors.flatten(update)
         if self._dimension is None:
             self._dimension = layout.size
@@ -359,7 +452,8 @@ class AggregationClient:
         while True:
             left = deadline - time.monotonic()
             try:
-                return self._exchange(Kind.JOIN, 0, 0, b"", max(left, 0.001))
+                token = join_token(self.dp)  # the server checks the DP plan at the door
+                return self._exchange(Kind.JOIN, 0, 0, token, max(left, 0.001))
             except ServiceError as exc:
                 if not exc.args[0].endswith(_NOT_CONNECTED) or left <= delay:
                     raise

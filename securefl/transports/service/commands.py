@@ -4,6 +4,9 @@
 TenSEAL for CKKS) only when they run, so the rest of the CLI works without them.
 Both sides take the same session options (``--protocol``, ``--clients``, ``--dim``,
 ...): the client checks the server's configuration by digest before doing any work.
+``--dp-epsilon`` and the other ``--dp-*`` options add distributed differential privacy
+(SecAgg / SecAgg+): both sides calibrate the same plan, and the server refuses a client
+whose plan differs when it joins.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from securefl.dp import DPPlan
     from securefl.secagg.config import SecAggConfig
     from securefl.transports.service.server import SessionOutcome
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "dp_plan", "secagg_config"]
 
 EXIT_ABORTED = 3
 EXIT_SERVICE = 4
@@ -112,15 +116,88 @@ def _session_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--authenticated", action="store_true", help="sign with identity keys")
     g.add_argument("--min-clients", type=int, default=2, help="CKKS: fewest contributions")
     g.add_argument("--ckks-context", help="CKKS context (server: public, client: secret)")
+    g.add_argument(
+        "--dp-epsilon",
+        type=float,
+        default=None,
+        help="distributed differential privacy (SecAgg/SecAgg+): epsilon over --dp-rounds "
+        "(inf: the DP encoding without noise); --bits is the ring, e.g. 20..32",
+    )
+    g.add_argument("--dp-delta", type=float, default=1e-5, help="DP: delta")
+    g.add_argument("--dp-clip", type=float, default=1.0, help="DP: L2 clip of each update")
+    g.add_argument(
+        "--dp-rounds", type=int, default=1, help="DP: rounds epsilon covers (composition)"
+    )
+    g.add_argument(
+        "--dp-mechanism", choices=["discrete_gaussian", "skellam"], default="discrete_gaussian"
+    )
+    g.add_argument(
+        "--dp-dropout",
+        type=float,
+        default=0.1,
+        help="DP: tolerated dropout rate; fewer survivors abort the session",
+    )
 
 
-def secagg_config(args: argparse.Namespace) -> SecAggConfig:
-    """The SecAgg configuration the session options describe."""
+def dp_plan(args: argparse.Namespace) -> DPPlan | None:
+    """The differential-privacy plan the ``--dp-*`` options describe (``None`` without
+    ``--dp-epsilon``).
+
+    Raises
+    ------
+    ConfigError
+        With CKKS, without ``--dim``, or if the target cannot be met (the reason says
+        why, e.g. the ring bits that would suffice).
+    """
     from securefl.errors import ConfigError
-    from securefl.secagg.config import GraphKind, SecAggConfig
+
+    if args.dp_epsilon is None:
+        return None
+    if args.protocol not in ("secagg", "secagg+"):
+        raise ConfigError("differential privacy needs --protocol secagg or secagg+, not CKKS")
+    if args.dim is None:
+        raise ConfigError("--dim is required")
+    from securefl.dp import DPConfig, calibrate
+
+    config = DPConfig(
+        epsilon=args.dp_epsilon,
+        delta=args.dp_delta,
+        clip=args.dp_clip,
+        num_clients=args.clients,
+        rounds=args.dp_rounds,
+        dropout_rate=args.dp_dropout,
+        bits=args.bits,
+        mechanism=args.dp_mechanism,
+    )
+    return calibrate(config, args.dim)
+
+
+def secagg_config(args: argparse.Namespace, plan: DPPlan | None = None) -> SecAggConfig:
+    """The SecAgg configuration the session options describe; with a DP ``plan``, the
+    plan's ring-input configuration with the same graph and threshold."""
+    from securefl.errors import ConfigError
 
     if args.dim is None:
         raise ConfigError("--dim is required")
+    if plan is None:
+        return _secagg_config(args, args.dim)
+    from securefl import dp
+
+    base = _secagg_config(args, plan.padded_dimension)
+    config: SecAggConfig = dp.secagg_config(
+        plan,
+        threshold=base.threshold,
+        graph=base.graph,
+        degree=base.degree,
+        max_weight=base.max_weight,
+        authenticated=base.authenticated,
+    )
+    return config
+
+
+def _secagg_config(args: argparse.Namespace, dimension: int) -> SecAggConfig:
+    from securefl.secagg.config import GraphKind, SecAggConfig
+
     n = args.clients
     common = {
         "bits": args.bits,
@@ -131,7 +208,7 @@ def secagg_config(args: argparse.Namespace) -> SecAggConfig:
     if args.protocol == "secagg+" and args.degree is None:
         return SecAggConfig.from_rates(
             n,
-            args.dim,
+            dimension,
             dropout_rate=args.dropout_rate,
             corruption_rate=args.corruption_rate,
             **common,
@@ -141,12 +218,12 @@ def secagg_config(args: argparse.Namespace) -> SecAggConfig:
         return SecAggConfig(
             n,
             args.threshold or k // 2 + 1,
-            args.dim,
+            dimension,
             graph=GraphKind.HARARY,
             degree=k,
             **common,
         )
-    return SecAggConfig(n, args.threshold or n // 2 + 1, args.dim, **common)
+    return SecAggConfig(n, args.threshold or n // 2 + 1, dimension, **common)
 
 
 def _pki(args: argparse.Namespace, name: str, default: str | None) -> str | None:
@@ -213,6 +290,7 @@ def _run_server(args: argparse.Namespace) -> int:
     if args.protocol == "ckks":
         from securefl.ckks.keys import ServerContext
 
+        dp_plan(args)  # refuses --dp-epsilon with CKKS
         context = _pki(args, "ckks_context", "ckks-server.ctx")
         if context is None or args.dim is None:
             raise ConfigError("CKKS needs --ckks-context (the public context) and --dim")
@@ -223,15 +301,18 @@ def _run_server(args: argparse.Namespace) -> int:
             args.min_clients,
         )
     else:
-        config = secagg_config(args)
+        plan = dp_plan(args)
+        config = secagg_config(args, plan)
         keys = {i: k for i, k in enrolled.items() if i < config.num_clients}
-        session = SecAggSession(config, keys if config.authenticated else None)
+        session = SecAggSession(config, keys if config.authenticated else None, dp=plan)
     ids = sorted(enrolled) if enrolled else None
     options = ServiceOptions(round_timeout=args.round_timeout, join_timeout=args.join_timeout)
     server = AggregationServer(session, tls, enrolled=ids, options=options, address=args.address)
     if args.port_file:
         Path(args.port_file).write_text(f"{server.port}\n")
     print(f"securefl serve: {server.address}, {args.protocol}, {session}", flush=True)
+    if isinstance(session, SecAggSession) and session.dp is not None:
+        print(f"securefl serve: differential privacy: {session.dp.describe()}", flush=True)
     records: list[dict[str, Any]] = []
 
     def report(outcome: SessionOutcome) -> None:
@@ -301,13 +382,16 @@ def _run_client(args: argparse.Namespace) -> int:
     if args.protocol == "ckks":
         from securefl.ckks.keys import ClientContext
 
+        dp_plan(args)  # refuses --dp-epsilon with CKKS
         context = _pki(args, "ckks_context", "ckks-client.ctx")
         if context is None:
             raise ConfigError("CKKS needs --ckks-context (the clients' secret context)")
         kwargs["ckks_context"] = ClientContext.from_bytes(Path(context).read_bytes())
     else:
-        config = secagg_config(args)
+        plan = dp_plan(args)
+        config = secagg_config(args, plan)
         kwargs["config"] = config
+        kwargs["dp"] = plan
         if config.authenticated:
             key_path = _pki(args, "identity_key", f"client-{cid}.ed25519")
             if key_path is None:

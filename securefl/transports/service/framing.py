@@ -249,6 +249,10 @@ def _ring_sum(config: SecAggConfig, result: Result) -> RingArray | None:
     """Recover the ring sum S behind ``result`` (the inverse of the server's decoding,
     docs/PROTOCOL.md "The masked vector"), or ``None`` unless decoding S reproduces
     the mean exactly."""
+    if config.ring_input:
+        # The "mean" is already the ring sum (as float64, exact for b <= 53), which
+        # only the DP decoder (securefl.dp) turns into a mean: send it as it is.
+        return None
     fp = config.fixed_point
     m = len(result.contributors)
     if fp.bits not in (32, 64) or not 1 <= m <= fp.max_summands or result.total_weight < 1:
@@ -280,11 +284,20 @@ def _decode_ring(
     return mean
 
 
+def _is_ring(values: npt.NDArray[np.float64], bits: int) -> bool:
+    """True if every value is an integer in [0, 2^bits) (NaN fails both tests)."""
+    if not values.size:
+        return True
+    in_range = bool(values.min() >= 0) and bool(values.max() < 2.0**bits)
+    return in_range and bool(np.array_equal(values, np.floor(values)))
+
+
 def encode_result(result: Result, config: SecAggConfig | None = None) -> list[bytes | memoryview]:
     """Payload of a SecAgg ``RESULT`` frame: total weight u64 · contributors (count u32,
     ids u32) · dropped (same) · d u64 · encoding u8 · 7 zero bytes · the values
     (:class:`ResultEncoding`). With ``config``, the ring sum when it decodes to exactly
-    the mean, else float64."""
+    the mean, else float64; a ``ring_input`` session's result is the ring sum itself,
+    sent as float64 (exact integers)."""
     ring = None if config is None else _ring_sum(config, result)
     values = np.ascontiguousarray(result.weighted_mean, dtype="<f8") if ring is None else ring
     encoding = ResultEncoding.FLOAT64 if ring is None else ResultEncoding.RING_SUM
@@ -304,7 +317,8 @@ def decode_result(payload: memoryview, config: SecAggConfig) -> Result:
     ------
     InvalidMessage
         If the payload is malformed, holds another dimension, or a ring sum that does
-        not decode (out of range for its contributors).
+        not decode (out of range for its contributors; for a ``ring_input`` session,
+        values that are not integers in [0, 2^b)).
     """
     try:
         (total,) = struct.unpack_from("<Q", payload, 0)
@@ -335,6 +349,10 @@ def decode_result(payload: memoryview, config: SecAggConfig) -> Result:
     m = len(lists[0])
     if encoding == ResultEncoding.FLOAT64:
         mean = np.frombuffer(payload, dtype="<f8", count=d, offset=offset).astype(np.float64)
+        if config.ring_input and not _is_ring(mean, config.bits):
+            raise InvalidMessage(f"a ring-input result must hold integers in [0, 2^{config.bits})")
+    elif config.ring_input:
+        raise InvalidMessage("a ring-input result is sent as float64")
     else:
         if not 1 <= m <= config.num_clients or not m <= total <= m * config.max_weight:
             raise InvalidMessage("result names an impossible contributor count or weight")

@@ -27,7 +27,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from securefl.errors import InvalidMessage, SecureFLError
+from securefl.errors import ConfigError, InvalidMessage, SecureFLError
 from securefl.secagg import codec
 from securefl.secagg.messages import Stage
 from securefl.secagg.server import AggregateResult, Rejection, SecAggServer
@@ -38,6 +38,7 @@ from securefl.transports.service.sessions import (
     SecAggSession,
     ckks_frame_limit,
     encode_ckks_result,
+    join_token,
     secagg_frame_limit,
 )
 from securefl.transports.service.tls import ServerTLS, parse_client_id
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     import grpc  # type: ignore[import-untyped, unused-ignore]
 
     from securefl.ckks.server import Aggregator
+    from securefl.dp import DPAggregate
 
 __all__ = ["METHOD", "METHOD_SMALL", "AggregationServer", "ServiceOptions", "SessionOutcome"]
 
@@ -94,9 +96,6 @@ class ServiceOptions:
     chunk_size: int = 1 << 20
     max_message: int = 4 << 20
     threads: int | None = None
-    # A differential-privacy configuration (noise added by clients before masking, and
-    # its accounting across sessions) will be a field here, applied in
-    # ``AggregationClient._prepare`` and reported in ``SessionOutcome``.
 
     def __post_init__(self) -> None:
         if self.round_timeout <= 0 or self.join_timeout <= 0:
@@ -116,7 +115,11 @@ class SessionOutcome:
     stage: Stage
     abort_reason: str | None = None
     result: AggregateResult | None = None
-    """SecAgg: the weighted mean (the server learns it; clients receive it)."""
+    """SecAgg: the weighted mean (the server learns it; clients receive it). With
+    differential privacy, the unmasked ring sum (``result.ring_sum``); see ``dp``."""
+    dp: DPAggregate | None = None
+    """With differential privacy (``SecAggSession.dp``): the noisy sum and mean the ring
+    sum decodes to, exactly what every client computes from the result it receives."""
     contributors: tuple[int, ...] = ()
     rejections: list[Rejection] = field(default_factory=list)
     started: float = 0.0
@@ -181,8 +184,6 @@ class AggregationServer:
         options: ServiceOptions | None = None,
         address: str = "127.0.0.1:0",
     ) -> None:
-        from securefl.errors import ConfigError
-
         secagg = isinstance(session, SecAggSession)
         authenticated = isinstance(session, SecAggSession) and session.config.authenticated
         if tls.client_ca is None and not authenticated:
@@ -198,6 +199,8 @@ class AggregationServer:
             enrolled = keys.keys() if keys else range(session.num_clients)
         self.enrolled = frozenset(enrolled)
         self._mutual = tls.client_ca is not None
+        self._join_token = join_token(session.dp if isinstance(session, SecAggSession) else None)
+        self._nonce = b""  # the open SecAgg session's nonce: DP's public round seed
         if isinstance(session, SecAggSession):
             self._limit = secagg_frame_limit(session.config)
             self._dimension = session.config.dimension
@@ -388,7 +391,11 @@ class AggregationServer:
             threads=self.options.threads,
         )
         self._machine = machine
-        start = codec.encode(machine.start())
+        opening = machine.start()
+        # The nonce is fresh, public and reaches every client before it encodes its
+        # update: DP uses it as the round seed of the shared rotation.
+        self._nonce = opening.nonce
+        start = codec.encode(opening)
         assert self._outcome is not None
         self._outcome.rejections = machine.rejections
         self._publish(0, {c: self._frame(Kind.PROTOCOL, c, 0, start) for c in self._members})
@@ -426,6 +433,14 @@ class AggregationServer:
                 assert result is not None
                 outcome.result = result
                 outcome.contributors = result.contributors
+                refusal = self._decode_dp(outcome, result)
+                if refusal is not None:
+                    # The ring sum is withheld: it would release less noise than promised.
+                    outcome.stage = Stage.ABORTED
+                    outcome.abort_reason = refusal
+                    why = [refusal.encode()]
+                    self._publish_final(r + 1, dict.fromkeys(waiting, (Kind.ABORT, why)))
+                    return True
                 payload = framing.encode_result(
                     framing.Result(
                         result.weighted_mean,
@@ -456,6 +471,29 @@ class AggregationServer:
         outcome.stage = Stage.COMPLETED
         self._publish_final(r + 1, dict.fromkeys(waiting, (Kind.RESULT, aggregate)))
         return True
+
+    def _decode_dp(self, outcome: SessionOutcome, result: AggregateResult) -> str | None:
+        """With DP, decode the ring sum into ``outcome.dp``; the reason to abort instead
+        if the survivors are fewer than the plan's noise is calibrated for."""
+        session = self.session
+        if not isinstance(session, SecAggSession) or session.dp is None:
+            return None
+        from securefl.dp import decode_aggregate
+
+        assert result.ring_sum is not None
+        try:
+            outcome.dp = decode_aggregate(
+                result.ring_sum,
+                session.dp,
+                round_seed=self._nonce,
+                survivors=len(result.contributors),
+                total_weight=result.total_weight / session.config.max_weight,
+                threads=self.options.threads,
+            )
+        except ConfigError as exc:
+            log.warning("session %d: %s", outcome.session, exc)
+            return f"differential privacy: {exc}"
+        return None
 
     def _frame(
         self, kind: Kind, client: int, round_: int, *payload: bytes | memoryview
@@ -517,8 +555,7 @@ class AggregationServer:
                 )
             call = _Call(client)
             if frame.kind is Kind.JOIN:
-                if len(frame.payload):
-                    raise _Refuse("INVALID_ARGUMENT", "a join frame has no payload")
+                self._check_join_token(frame.payload)
                 parts = self._join(call, context)
             elif frame.kind is Kind.SUBMIT:
                 parts = self._submit(call, frame, context)
@@ -536,6 +573,22 @@ class AggregationServer:
         finally:
             if final:
                 self._delivered(frame.session)
+
+    def _check_join_token(self, payload: memoryview) -> None:
+        # A client encoding with another DP plan (noise, scale, rotation) would corrupt
+        # the ring sum without failing any protocol check: refuse it before it joins.
+        if len(payload) == len(self._join_token) and bytes(payload) == self._join_token:
+            return
+        if not self._join_token:
+            raise _Refuse(
+                "FAILED_PRECONDITION",
+                "this server runs without differential privacy; the client has a DP plan",
+            )
+        raise _Refuse(
+            "FAILED_PRECONDITION",
+            "the client's DP plan differs from the server's (epsilon, delta, clip, "
+            "mechanism, dropout rate, rounds, bits, clients and dimension must match)",
+        )
 
     def _delivered(self, session: int) -> None:
         with self._cv:

@@ -19,13 +19,16 @@ from securefl.transports.service import framing
 if TYPE_CHECKING:
     from securefl.ckks.keys import ServerContext
     from securefl.ckks.wire import Spec
+    from securefl.dp import DPPlan
 
 __all__ = [
     "CKKSSession",
     "SecAggSession",
+    "check_dp_config",
     "ckks_frame_limit",
     "decode_ckks_result",
     "encode_ckks_result",
+    "join_token",
     "secagg_frame_limit",
 ]
 
@@ -43,14 +46,28 @@ class SecAggSession:
         The session parameters; every client must hold the same (checked by digest).
     identity_public_keys:
         Authenticated mode: each enrolled client's Ed25519 public key.
+    dp:
+        Distributed differential privacy (docs/PRIVACY.md): the calibrated plan every
+        client encodes its update with before masking. ``config`` must then be the
+        plan's ring-input configuration (:func:`securefl.dp.secagg_config`); clients
+        must hold the same plan (checked by digest when they join).
+
+    Raises
+    ------
+    ConfigError
+        If the authenticated mode lacks identity keys, or ``config`` does not carry
+        ``dp``'s encoded updates.
     """
 
     config: SecAggConfig
     identity_public_keys: Mapping[int, bytes] | None = field(default=None, repr=False)
+    dp: DPPlan | None = field(default=None, repr=False)  # long; serve prints describe()
 
     def __post_init__(self) -> None:
         if self.config.authenticated and not self.identity_public_keys:
             raise ConfigError("authenticated mode needs the enrolled identity public keys")
+        if self.dp is not None:
+            check_dp_config(self.config, self.dp)
 
     @property
     def num_clients(self) -> int:
@@ -92,6 +109,39 @@ class CKKSSession:
             )
         if self.dimension < 1:
             raise ConfigError(f"dimension must be >= 1, got {self.dimension}")
+
+
+def check_dp_config(config: SecAggConfig, plan: DPPlan) -> None:
+    """Check that ``config`` carries the encoded updates of ``plan``.
+
+    Raises
+    ------
+    ConfigError
+        Unless ``config`` has ``ring_input`` and the plan's padded dimension, ring bits
+        and number of clients (what :func:`securefl.dp.secagg_config` sets).
+    """
+    if not config.ring_input:
+        raise ConfigError("differential privacy needs a ring_input SecAgg configuration")
+    wanted = {
+        "dimension": plan.padded_dimension,
+        "bits": plan.config.bits,
+        "num_clients": plan.config.num_clients,
+    }
+    for name, value in wanted.items():
+        if getattr(config, name) != value:
+            raise ConfigError(
+                f"the SecAgg configuration has {name}={getattr(config, name)}, the DP plan "
+                f"needs {value} (build it with securefl.dp.secagg_config)"
+            )
+
+
+def join_token(plan: DPPlan | None) -> bytes:
+    """The JOIN frame's payload: empty without DP, else the plan's 32-byte digest.
+
+    A client whose plan differs (noise, scale, rotation) would corrupt the ring sum
+    without any protocol check noticing, so the server refuses it at the door.
+    """
+    return b"" if plan is None else plan.digest()
 
 
 def secagg_frame_limit(config: SecAggConfig) -> int:
