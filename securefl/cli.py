@@ -169,6 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_commands(sub)  # serve, join: the network service
 
     args = parser.parse_args(argv)
+    if getattr(args, "plot", None):
+        import importlib.util
+
+        # Fail before a long run, not after it.
+        if importlib.util.find_spec("matplotlib") is None:
+            parser.error("--plot needs matplotlib: pip install matplotlib")
     if getattr(args, "handler", None) is not None:
         return int(args.handler(args))
     if args.command == "bench":

@@ -116,3 +116,20 @@ def test_bench_protocol_sets_the_graph() -> None:
         Scenario(protocol="paillier")
     with pytest.raises(ValueError, match="graph must be"):
         Scenario(graph="ring")
+
+
+def test_plot_without_matplotlib_fails_before_running(monkeypatch, capsys) -> None:
+    import importlib.util
+
+    import pytest
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name)
+    )
+    for command in (["bench", "--clients", "4", "--dim", "10"], ["demo", "--dp-epsilon", "8"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--plot", "out.png"])
+        err = capsys.readouterr()
+        assert "--plot needs matplotlib" in err.err
+        assert "SecAgg" not in err.out and "epsilon" not in err.out  # nothing ran
