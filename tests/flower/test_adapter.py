@@ -456,3 +456,50 @@ def test_mod_refuses_a_next_session_with_the_running_sessions_tag() -> None:
     assert _kind(reply) is AdvertiseKeys and NEXT_RECORD_KEY not in reply.content
     (record,) = _sessions(context)
     assert len(record["history"]) == 1  # the SessionStart answered in this message
+
+
+@pytest.mark.parametrize("dimension", [2**62, 2**40, 2**28 + 1])
+def test_mod_refuses_a_dimension_above_its_maximum(dimension: int) -> None:
+    config = SecAggConfig(num_clients=3, threshold=2, dimension=dimension)
+    context = _context()
+    reply = make_secagg_mod()(_request(_start(config)), context, _never)
+    assert "dimension" in _error_reason(reply)
+    assert not _sessions(context)
+
+
+def test_mod_accepts_a_dimension_up_to_its_maximum() -> None:
+    assert _kind(make_secagg_mod(max_dimension=3)(_request(_start()), _context(), _never)) is (
+        AdvertiseKeys
+    )
+    reply = make_secagg_mod(max_dimension=2)(_request(_start()), _context(), _never)
+    assert "dimension" in _error_reason(reply)
+    with pytest.raises(ValueError):
+        make_secagg_mod(max_dimension=0)
+
+
+def test_mod_answers_an_unbuildable_session_with_an_error_reply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the bound, a client that cannot be built (too big for numpy, or for the
+    node's memory) is an error reply, not an exception."""
+    huge = SecAggConfig(num_clients=3, threshold=2, dimension=2**62)
+    context = _context()
+    reply = make_secagg_mod(max_dimension=2**62)(_request(_start(huge)), context, _never)
+    assert "cannot run it" in _error_reason(reply)
+    assert not _sessions(context)
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr("securefl.transports.flower.mod.SecAggClient", out_of_memory)
+    reply = make_secagg_mod()(_request(_start()), context, _never)
+    assert "MemoryError" in _error_reason(reply)
+    assert not _sessions(context)
+
+
+def test_replays_use_a_zero_view_not_a_zero_vector() -> None:
+    from securefl.transports.flower.mod import _Session
+
+    config = SecAggConfig(num_clients=3, threshold=2, dimension=2**20)
+    client = _Session.create(b"s" * 16, 0, pack_config(config)).client(None)
+    assert client._update.strides == (0,) and not client._update.flags.writeable

@@ -18,8 +18,12 @@ arrives (MaskedInputCollection), with the global model carried by that message; 
 update is used at once and never stored. Replaying ShareRouting in the Unmasking round
 uses a zero update instead: the client's state after it (held shares, peers) does not
 depend on the update, only the discarded masked vector does; it costs one extra
-masked-vector computation, milliseconds. The record is deleted when the session
+masked-vector computation, milliseconds. Every other replay uses a read-only
+zero view of length d that allocates nothing. The record is deleted when the session
 completes or aborts, and replaced by the next session.
+
+The mod refuses a session whose dimension d exceeds its ``max_dimension``: d is chosen
+by the server, and the client allocates O(d) memory for the masked vector.
 
 Security
 --------
@@ -58,13 +62,17 @@ from securefl.transports.flower.records import (
     write_envelope,
 )
 
-__all__ = ["ERROR_CODE", "STATE_KEY", "make_secagg_mod", "secagg_mod"]
+__all__ = ["DEFAULT_MAX_DIMENSION", "ERROR_CODE", "STATE_KEY", "make_secagg_mod", "secagg_mod"]
 
 STATE_KEY = "securefl.secagg"
 """Prefix of the keys of the client's session records in ``Context.state``."""
 
 ERROR_CODE = 7301
 """Flower error code of a reply in which the mod declines or leaves a session."""
+
+DEFAULT_MAX_DIMENSION = 2**28
+"""The largest model (number of float parameters) the mod accepts by default: 1 GiB
+of uint32 masked vector, 2 GiB with b = 64."""
 
 _SEED_BYTES = 32
 _RNG_LABEL = b"securefl/flower/client-session-rng/v1"
@@ -155,16 +163,26 @@ class _Session:
         return value
 
     def client(
-        self, threads: int | None, update: npt.NDArray[np.float64] | None = None, weight: int = 1
+        self,
+        threads: int | None,
+        update: npt.NDArray[np.floating] | None = None,
+        weight: int = 1,
     ) -> SecAggClient:
         """Rebuild the client and replay the server messages it has already answered.
 
         ``update`` is needed only to answer ShareRouting; elsewhere a zero vector
         stands in (see the module docstring).
+
+        Raises
+        ------
+        ValueError, MemoryError
+            If the client cannot be built for the session's dimension.
         """
         config = self.config
         if update is None:
-            update = np.zeros(config.dimension)
+            # A read-only broadcast view: replaying costs no O(d) allocation, except
+            # where a replayed ShareRouting masks it (float32, the smaller dtype).
+            update = np.broadcast_to(np.zeros(1, np.float32), (config.dimension,))
         client_id = self.record["client-id"]
         assert isinstance(client_id, int)
         client = SecAggClient(
@@ -187,6 +205,7 @@ def make_secagg_mod(
     *,
     weight_key: str = "num-examples",
     min_threshold: int = 2,
+    max_dimension: int = DEFAULT_MAX_DIMENSION,
     threads: int | None = None,
 ) -> Mod:
     """Build the client Mod that runs securefl's SecAgg / SecAgg+ for train messages.
@@ -208,6 +227,10 @@ def make_secagg_mod(
     min_threshold:
         The smallest Shamir threshold t the client accepts: a server asking for
         t = 1 would let any single neighbour rebuild this client's secrets.
+    max_dimension:
+        The largest dimension d (model parameters) the client accepts; set it to the
+        size of the model this node trains where known. The client allocates O(d)
+        memory, and d is the server's choice.
     threads:
         Threads for quantizing and masking (``None``: all cores).
 
@@ -218,7 +241,14 @@ def make_secagg_mod(
         (malformed records or bytes, out-of-round or foreign-session messages, an
         unacceptable configuration) gets an error reply; it never raises. Errors
         raised by the user's train function propagate, as without the mod.
+
+    Raises
+    ------
+    ValueError
+        If ``max_dimension`` is below 1.
     """
+    if max_dimension < 1:
+        raise ValueError(f"max_dimension must be >= 1, got {max_dimension}")
 
     def secagg(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         records = msg.content.config_records
@@ -288,15 +318,15 @@ def make_secagg_mod(
             started = _start(context, envelope, keep)
             if isinstance(started, str):
                 return started
-            session, client = started, started.client(threads)
+            session = started
         elif isinstance(server_message, ShareRouting):
             return "a training request in the wrong place"
         else:
             found = _find(context, envelope.session)
             if isinstance(found, str):
                 return found
-            session, client = found, found.client(threads)
-        return _step(context, session, envelope.message, client)
+            session = found
+        return _step(context, session, envelope.message)
 
     def _find(context: Context, tag: bytes) -> _Session | str:
         record = context.state.config_records.get(_state_key(tag))
@@ -327,6 +357,11 @@ def make_secagg_mod(
                 )
             if config.authenticated:
                 raise InvalidMessage("the Flower adapter has no identity keys (authenticated mode)")
+            # A server-chosen huge d would exhaust the node's memory (denial of service).
+            if config.dimension > max_dimension:
+                raise InvalidMessage(
+                    f"dimension d={config.dimension} above this client's maximum {max_dimension}"
+                )
         except InvalidMessage as exc:
             return f"refused session: {exc}"
         return _Session.create(envelope.session, envelope.client_id, envelope.config)
@@ -360,7 +395,7 @@ def make_secagg_mod(
         except (InvalidMessage, TypeError, ValueError) as exc:
             context.state.config_records.pop(_state_key(session.session), None)
             return _error(msg, f"cannot take part: {exc}")
-        answer = _step(context, session, payload, session.client(threads, update, weight))
+        answer = _step(context, session, payload, update, weight)
         if isinstance(answer, str):
             return _error(msg, answer)
         content = RecordDict()
@@ -368,10 +403,21 @@ def make_secagg_mod(
         return Message(content, reply_to=msg)
 
     def _step(
-        context: Context, session: _Session, payload: bytes, client: SecAggClient
+        context: Context,
+        session: _Session,
+        payload: bytes,
+        update: npt.NDArray[np.float64] | None = None,
+        weight: int = 1,
     ) -> Envelope | str:
+        """Rebuild the client, answer ``payload`` and save (or drop) the session."""
         server_message = codec.decode(payload)
-        answer = client.handle(server_message)  # type: ignore[arg-type]
+        try:
+            client = session.client(threads, update, weight)
+            answer = client.handle(server_message)  # type: ignore[arg-type]
+        except (ValueError, MemoryError) as exc:
+            # The contract is an error reply, never an exception, whatever the server chose.
+            context.state.config_records.pop(_state_key(session.session), None)
+            return f"left the session: cannot run it on this node: {type(exc).__name__}"
         session.remember(payload)
         if client.stage in (Stage.COMPLETED, Stage.ABORTED):
             # Nothing more to answer: the seed leaves the node's state.
