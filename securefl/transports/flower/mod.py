@@ -373,6 +373,15 @@ def make_secagg_mod(
         session: _Session,
         payload: bytes,
     ) -> Message:
+        try:
+            ready = session.client(threads).stage is Stage.MASKED_INPUT_COLLECTION
+        except (ValueError, MemoryError):
+            ready = False
+        if not ready:
+            # An out-of-round ShareRouting must not trigger a training run (wasted work
+            # the server could force at will): the client leaves without training.
+            answer = _step(context, session, payload)
+            return _error(msg, answer if isinstance(answer, str) else "training out of round")
         config = session.config
         try:
             global_flat, layout = _flat(_single_array_record(msg.content, "the train message"))
