@@ -325,7 +325,9 @@ def test_mod_refuses_out_of_session_and_out_of_round_messages() -> None:
     assert not _sessions(context)
 
 
-def test_session_state_holds_no_update_and_no_secret_in_the_clear() -> None:
+def test_session_state_holds_a_32_byte_secret_seed_and_no_update() -> None:
+    """Context.state holds the session's secret seed (as Flower's SecAgg+ mod keeps its
+    secret keys there), never the update."""
     context = _context()
     make_secagg_mod()(_request(_start()), context, _never)
     (record,) = _sessions(context)
