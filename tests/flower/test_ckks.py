@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message
 from flwr.clientapp import ClientApp
 
 from flower import sim_app
@@ -18,7 +18,7 @@ from flower.local_grid import Intercept, LocalGrid, task_identity
 
 pytest.importorskip("tenseal")
 
-from securefl.ckks import ClientContext
+from securefl.ckks import ClientContext, encrypt_update
 from securefl.errors import DecryptionError
 from securefl.transports.flower import (
     CKKSFedAvg,
@@ -43,7 +43,11 @@ def key() -> ClientContext:
 
 
 def _run(
-    key: ClientContext, tmp_path: Path, rounds: int, intercept: Intercept | None = None
+    key: ClientContext,
+    tmp_path: Path,
+    rounds: int,
+    intercept: Intercept | None = None,
+    **options: Any,
 ) -> tuple[CKKSFedAvg, list[ArrayRecord]]:
     path = tmp_path / "ckks-context.bin"
     path.write_bytes(key.to_bytes())
@@ -51,7 +55,11 @@ def _run(
     app.train()(sim_app.train)
     grid = LocalGrid(app, NODES, intercept)
     strategy = CKKSFedAvg(
-        key.server_bytes(), fraction_evaluate=0.0, min_train_nodes=NODES, min_available_nodes=NODES
+        key.server_bytes(),
+        fraction_evaluate=0.0,
+        min_train_nodes=NODES,
+        min_available_nodes=NODES,
+        **options,
     )
     history: list[ArrayRecord] = []
     strategy.start(
@@ -118,3 +126,63 @@ def test_ckks_bad_replies_are_left_out(key: ClientContext, tmp_path: Path) -> No
     report = strategy.reports[0]
     assert sorted(n - 1000 for n, _ in report.rejections) == [0, 1, 3]
     _check(key, history, {1: [2, 4]})
+
+
+def _fail_all_but(keep: set[int]) -> Intercept:
+    def intercept(node: int, reply: Message) -> Message:
+        if node - 1000 in keep:
+            return reply
+        return Message(Error(0, "simulated failure"), reply_to=reply)
+
+    return intercept
+
+
+@pytest.mark.parametrize(("survivors", "released"), [({3}, False), (set(), False), ({1, 3}, True)])
+def test_ckks_round_with_too_few_contributors_keeps_the_model(
+    key: ClientContext, tmp_path: Path, survivors: set[int], released: bool
+) -> None:
+    strategy, history = _run(key, tmp_path, 2, _fail_all_but(survivors))
+    first, second = strategy.reports
+    assert len(first.contributors) == len(survivors)
+    if released:
+        assert first.skipped is None
+        _check(key, history, {1: sorted(survivors)})
+        return
+    # One node's "aggregate" is its own trained model: it is never released.
+    assert first.skipped and "min_contributors" in first.skipped
+    assert second.skipped
+    for arrays in history[1:]:
+        assert set(arrays.keys()) == set(history[0].keys())
+        for k, value in arrays.items():
+            np.testing.assert_array_equal(value.numpy(), history[0][k].numpy())
+
+
+def test_ckks_min_contributors_is_at_least_two(key: ClientContext) -> None:
+    with pytest.raises(ValueError, match="min_contributors"):
+        CKKSFedAvg(key.server_bytes(), min_contributors=1)
+    assert CKKSFedAvg(key.server_bytes(), min_contributors=3).min_contributors == 3
+
+
+def test_ckks_replies_must_have_the_global_models_layout_and_length(
+    key: ClientContext, tmp_path: Path
+) -> None:
+    """Node 0 (answering first) sends a valid ciphertext of another model; node 2 one
+    of the right layout but a longer vector. Both are rejected, whatever the order;
+    the others' sum is exact."""
+    other, other_layout = encrypt_update(key, {"v": np.ones(7, np.float32)}, 1)
+    model = sim_app.initial_arrays()
+    longer, _ = encrypt_update(key, {**model, "extra": np.ones(2, np.float32)}, 1)
+
+    def tamper(node: int, reply: Message) -> Message:
+        record = reply.content[CKKS_RECORD_KEY]
+        if node - 1000 == 0:
+            record["update"], record["layout"] = other, other_layout.to_bytes()
+        if node - 1000 == 2:
+            record["update"] = longer
+        return reply
+
+    strategy, history = _run(key, tmp_path, 1, tamper)
+    rejections = dict(strategy.reports[0].rejections)
+    assert set(rejections) == {1000, 1002}
+    assert "layout" in rejections[1000] and "values" in rejections[1002]
+    _check(key, history, {1: [1, 3, 4]})

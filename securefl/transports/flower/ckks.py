@@ -16,6 +16,17 @@ no masks to remove.
 Key distribution is outside Flower: every client loads the same
 :class:`~securefl.ckks.ClientContext` (with the secret key) from its own storage
 through ``load_context``; the server gets only ``ClientContext.server_bytes()``.
+
+Security
+--------
+The strategy only releases an aggregate of at least ``min_contributors`` replies, each
+checked against the global model's layout and length. The client mod cannot check
+that: it decrypts whatever ciphertext the server sends under the round's tag. The
+ciphertexts are malleable and unauthenticated, and the server holds the public
+parameters, so no record field can bind a ciphertext to a session or prove how many
+clients it sums; a server that deviates from the protocol could make clients decrypt
+one client's encrypted model, and learn about it from the evaluation metrics. The
+threat model is a curious server that runs this strategy as written.
 """
 
 from __future__ import annotations
@@ -44,12 +55,20 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
-from securefl.ckks import Aggregator, ClientContext, ServerContext, decrypt_mean, encrypt_update
+from securefl.ckks import (
+    Aggregator,
+    ClientContext,
+    ServerContext,
+    decrypt_mean,
+    encrypt_update,
+    protobuf,
+    wire,
+)
 from securefl.ckks.client import MAX_WEIGHT
 from securefl.errors import DecryptionError, InvalidMessage, SecureFLError
 from securefl.transports.flower.mod import ERROR_CODE
 from securefl.transports.flower.records import read_weight
-from securefl.vectors import Layout
+from securefl.vectors import Layout, flatten
 
 __all__ = [
     "CKKS_RECORD_KEY",
@@ -97,6 +116,26 @@ def _encrypted_parts(arrays: ArrayRecord) -> tuple[bytes, Layout]:
         return blob.tobytes(), Layout.from_bytes(layout.tobytes())
     except ValueError as exc:
         raise InvalidMessage(f"encrypted model record: bad layout: {exc}") from None
+
+
+def _vector_length(message: bytes) -> int:
+    """The number of values a client's encrypted vector holds (``SFCK`` or TenSEAL).
+
+    Raises
+    ------
+    InvalidMessage
+        If the bytes are malformed.
+    """
+    if wire.is_tenseal(message):
+        return sum(protobuf.decode_vector(message).sizes)
+    return wire.read_header(message).length
+
+
+def _layout_of(arrays: ArrayRecord) -> Layout:
+    """The layout of a global model record, encrypted or in the clear."""
+    if _is_encrypted(arrays):
+        return _encrypted_parts(arrays)[1]
+    return flatten({k: a.numpy() for k, a in arrays.items()})[1]
 
 
 def decrypt_arrays(context: ClientContext, arrays: ArrayRecord) -> ArrayRecord:
@@ -156,6 +195,12 @@ def make_ckks_mod(load_context: ContextLoader, *, weight_key: str = "num-example
         Decrypts the global model of train and evaluate messages that carry securefl's
         CKKS record; after training, replies with the encrypted weighted model only.
         A malformed record or an aggregate under another key gets an error reply.
+
+    Security
+    --------
+    Nothing in the record binds the ciphertext to the round's session tag or to a
+    number of contributors (see the module docstring): the mod trusts the server to
+    send the aggregate ``CKKSFedAvg`` released.
     """
 
     def ckks(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -209,6 +254,8 @@ class CKKSRoundReport:
     contributors: tuple[int, ...] = ()
     rejections: list[tuple[int, str]] = field(default_factory=list)
     """(node id, reason) of every reply left out of the sum."""
+    skipped: str | None = None
+    """Why the round's sum was not released (the global model is kept), or ``None``."""
 
 
 class CKKSFedAvg(FedAvg):
@@ -224,26 +271,40 @@ class CKKSFedAvg(FedAvg):
     server_context:
         ``ClientContext.server_bytes()`` or a :class:`~securefl.ckks.ServerContext`:
         the parameters without any key.
+    min_contributors:
+        The fewest accepted replies whose sum becomes the next global model (at least
+        2). With fewer, the round is skipped and the global model kept: a "sum" of one
+        reply is that node's trained model, which every client would decrypt next round.
     threads:
         Threads for the ciphertext sum (``None``: all cores).
     **fedavg:
         Passed to :class:`flwr.serverapp.strategy.FedAvg`.
+
+    Raises
+    ------
+    ValueError
+        If ``min_contributors`` is below 2.
     """
 
     def __init__(
         self,
         server_context: bytes | ServerContext,
         *,
+        min_contributors: int = 2,
         threads: int | None = None,
         **fedavg: Any,
     ) -> None:
+        if min_contributors < 2:
+            raise ValueError(f"min_contributors must be >= 2, got {min_contributors}")
         super().__init__(**fedavg)
+        self.min_contributors = min_contributors
         if isinstance(server_context, (bytes, bytearray, memoryview)):
             server_context = ServerContext.from_bytes(server_context)
         self.server_context = server_context
         self.threads = threads
         self.reports: list[CKKSRoundReport] = []
         self._session = b""
+        self._layout: Layout | None = None
 
     def summary(self) -> None:
         """Log FedAvg's summary and the encryption setting."""
@@ -264,6 +325,8 @@ class CKKSFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """FedAvg's train messages, tagged for the CKKS mod (which decrypts ``arrays``)."""
+        # Every reply of the round must have this layout: that of the global model.
+        self._layout = _layout_of(arrays)
         return self._tagged(super().configure_train(server_round, arrays, config, grid), True)
 
     def configure_evaluate(
@@ -280,7 +343,9 @@ class CKKSFedAvg(FedAvg):
         report = CKKSRoundReport(server_round)
         self.reports.append(report)
         aggregator = Aggregator(self.server_context, threads=self.threads)
-        layout: bytes | None = None
+        expected = self._layout
+        if expected is None:
+            raise RuntimeError("aggregate_train before configure_train")
         for reply in replies:
             node = reply.metadata.src_node_id
             try:
@@ -295,20 +360,31 @@ class CKKSFedAvg(FedAvg):
                 update, this_layout = record.get("update"), record.get("layout")
                 if not isinstance(update, bytes) or not isinstance(this_layout, bytes):
                     raise InvalidMessage("update and layout must be bytes")
-                # Adding vectors of different models would silently mix parameters.
-                if layout is not None and this_layout != layout:
-                    raise InvalidMessage("the model layout differs from the other clients'")
-                Layout.from_bytes(this_layout)
+                # Adding vectors of another model would silently mix parameters.
+                if Layout.from_bytes(this_layout) != expected:
+                    raise InvalidMessage("the model layout differs from the global model's")
+                # A vector of another length would misalign every value after it.
+                length = _vector_length(update)
+                if length != expected.size + 1:
+                    raise InvalidMessage(
+                        f"encrypted vector of {length} values, the model needs {expected.size + 1}"
+                    )
                 aggregator.add(str(node), update)
             except (SecureFLError, ValueError) as exc:
                 report.rejections.append((node, str(exc)))
                 continue
-            layout = this_layout
             report.contributors += (node,)
         for node, reason in report.rejections:
             log(WARNING, "securefl: CKKS reply of node %s left out: %s", node, reason)
-        if layout is None:
+        if len(report.contributors) < self.min_contributors:
+            # A sum of one reply is that node's model: every client would decrypt it.
+            report.skipped = (
+                f"{len(report.contributors)} contributor(s), fewer than "
+                f"min_contributors = {self.min_contributors}: the global model is kept"
+            )
+            log(WARNING, "securefl: CKKS round %s skipped: %s", server_round, report.skipped)
             return None, None
-        arrays = ArrayRecord({AGGREGATE_KEY: _u8(aggregator.result()), LAYOUT_KEY: _u8(layout)})
+        layout = _u8(expected.to_bytes())
+        arrays = ArrayRecord({AGGREGATE_KEY: _u8(aggregator.result()), LAYOUT_KEY: layout})
         metrics = MetricRecord({"securefl-contributors": len(report.contributors)})
         return arrays, metrics
