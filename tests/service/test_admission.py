@@ -143,40 +143,59 @@ def test_malformed_and_oversized_frames_do_not_disturb_the_round(
         assert_secagg_mean(CONFIG, mean, range(5), seed=3, round_=1)
 
 
+def identity_key(pki: Path, cid: int) -> Ed25519PrivateKey:
+    raw = bytes.fromhex((pki / f"client-{cid}.ed25519").read_text())
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+def signed_hospital(
+    target: str,
+    tls: ClientTLS,
+    config: SecAggConfig,
+    keys: dict[int, bytes],
+    cid: int,
+    key: Ed25519PrivateKey,
+    results: dict[int, object],
+) -> None:
+    """Client ``cid`` of an authenticated session sends 0.1 * cid with weight cid + 1;
+    its result, or the ServiceError it got, goes to ``results``."""
+    client = AggregationClient(
+        target,
+        cid,
+        tls,
+        config=config,
+        identity_key=key,
+        identity_public_keys=keys,
+        timeout=20,
+        threads=1,
+    )
+    with client:
+        try:
+            results[cid] = client.aggregate(np.full(30, 0.1 * cid), weight=cid + 1)
+        except ServiceError as exc:
+            results[cid] = exc
+
+
 def test_identity_keys_enroll_clients_without_client_certificates(serve, pki) -> None:
     """Server-side TLS only, authenticated SecAgg: the enrolled Ed25519 keys decide who
-    takes part. Client 3 holds a key that is not its enrolled one: the server rejects its
-    signed keys and the others' mean excludes it; an unenrolled id is refused."""
+    takes part. Client 3 holds a key that is not its enrolled one: the server refuses its
+    signed JOIN and the others' mean excludes it; an unenrolled id is refused."""
     config = SecAggConfig(
         num_clients=5, threshold=2, dimension=30, max_weight=10, authenticated=True
     )
     keys = {i: k for i, k in enrolled_keys(pki).items() if i < 5}
-    running = serve(SecAggSession(config, keys), round_timeout=3.0, mutual=False)
+    running = serve(SecAggSession(config, keys), round_timeout=3.0, join_timeout=3.0, mutual=False)
     server_only = ClientTLS(server_ca=(pki / "ca.pem").read_bytes())
 
     def identity(cid: int) -> Ed25519PrivateKey:
         if cid == 3:
             return Ed25519PrivateKey.generate()  # an impostor's key for id 3
-        raw = bytes.fromhex((pki / f"client-{cid}.ed25519").read_text())
-        return Ed25519PrivateKey.from_private_bytes(raw)
+        return identity_key(pki, cid)
 
     results: dict[int, object] = {}
 
     def hospital(cid: int) -> None:
-        client = AggregationClient(
-            running.target,
-            cid,
-            server_only,
-            config=config,
-            identity_key=identity(cid),
-            identity_public_keys=keys,
-            timeout=20,
-        )
-        with client:
-            try:
-                results[cid] = client.aggregate(np.full(30, 0.1 * cid), weight=cid + 1)
-            except ServiceError as exc:
-                results[cid] = exc
+        signed_hospital(running.target, server_only, config, keys, cid, identity(cid), results)
 
     outsider = AggregationClient(
         running.target,
@@ -201,8 +220,72 @@ def test_identity_keys_enroll_clients_without_client_certificates(serve, pki) ->
     (outcome,) = running.server.outcomes
     assert outcome.stage is Stage.COMPLETED
     assert outcome.result.contributors == (0, 1, 2, 4)
-    assert any(r.sender == 3 for r in outcome.rejections)
-    assert isinstance(results[3], ServiceError)  # refused, then left out
+    assert 3 not in outcome.members  # its frames' signatures do not verify
+    assert isinstance(results[3], ServiceError)
+    assert results[3].code == "UNAUTHENTICATED"
     want = sum(0.1 * c * (c + 1) for c in (0, 1, 2, 4)) / sum(c + 1 for c in (0, 1, 2, 4))
     for cid in (0, 1, 2, 4):
+        np.testing.assert_allclose(results[cid].weighted_mean, want, atol=1e-6)
+
+
+def test_forged_frames_are_refused_without_mutual_tls(serve, pki) -> None:
+    """Server-side TLS only: an outsider with just the CA certificate sends frames that
+    claim client 0 (a JOIN before client 0 joins, then a forged MaskedInput while the
+    session runs), unsigned or signed with enrolled client 1's key. Each is refused with
+    UNAUTHENTICATED; the real client 0 and the others complete with the correct mean."""
+    from securefl.secagg import codec
+    from securefl.secagg.messages import MaskedInput
+
+    config = SecAggConfig(
+        num_clients=5, threshold=2, dimension=30, max_weight=10, authenticated=True
+    )
+    keys = {i: k for i, k in enrolled_keys(pki).items() if i < 5}
+    running = serve(SecAggSession(config, keys), round_timeout=5.0, mutual=False)
+    server_only = ClientTLS(server_ca=(pki / "ca.pem").read_bytes())
+    channel = grpc.secure_channel(
+        running.target, grpc.ssl_channel_credentials(server_only.server_ca)
+    )
+    call = channel.stream_stream(METHOD)
+
+    def forged(kind: Kind, session: int, round_: int, payload: bytes, key=None) -> list[bytes]:
+        parts = framing.encode(kind, Protocol.SECAGG, 0, session, round_, payload, signing_key=key)
+        return [b"".join(bytes(p) for p in parts)]
+
+    def refusal(pieces: list[bytes]) -> grpc.StatusCode:
+        with pytest.raises(grpc.RpcError) as info:
+            b"".join(call(iter(pieces), timeout=10, wait_for_ready=True))
+        return info.value.code()
+
+    # Occupying client 0's seat before it joins.
+    assert refusal(forged(Kind.JOIN, 0, 0, b"")) == grpc.StatusCode.UNAUTHENTICATED
+    other = identity_key(pki, 1)
+    assert refusal(forged(Kind.JOIN, 0, 0, b"", other)) == grpc.StatusCode.UNAUTHENTICATED
+
+    results: dict[int, object] = {}
+
+    def hospital(cid: int) -> None:
+        key = identity_key(pki, cid)
+        signed_hospital(running.target, server_only, config, keys, cid, key, results)
+
+    threads = [threading.Thread(target=hospital, args=(cid,)) for cid in range(5)]
+    for t in threads:
+        t.start()
+    # Knocking client 0 out with a forged MaskedInput: refused before its round is even
+    # looked at, whatever round is open.
+    masked = codec.encode(MaskedInput(0, 32, np.zeros(31, dtype=np.uint32)))
+    for key in (None, other):
+        assert refusal(forged(Kind.SUBMIT, 1, 2, masked, key)) in (
+            grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.PERMISSION_DENIED,
+        )
+    for t in threads:
+        t.join(60)
+    channel.close()
+    running.join()
+    (outcome,) = running.server.outcomes
+    assert outcome.stage is Stage.COMPLETED
+    assert outcome.result.contributors == (0, 1, 2, 3, 4)
+    assert outcome.rejections == []
+    want = sum(0.1 * c * (c + 1) for c in range(5)) / sum(c + 1 for c in range(5))
+    for cid in range(5):
         np.testing.assert_allclose(results[cid].weighted_mean, want, atol=1e-6)

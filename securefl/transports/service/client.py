@@ -472,7 +472,17 @@ class AggregationClient:
         import grpc  # type: ignore[import-untyped, unused-ignore]
 
         timeout = self.timeout if timeout is None else timeout
-        parts = framing.encode(kind, self.protocol, self.client_id, session, round_, payload)
+        # With an identity key every frame is signed: without mutual TLS the signature
+        # is what proves to the server that this frame comes from this enrolled client.
+        parts = framing.encode(
+            kind,
+            self.protocol,
+            self.client_id,
+            session,
+            round_,
+            payload,
+            signing_key=self._identity_key,
+        )
         requests: list[bytes] = list(framing.chunks(parts, self._chunk_size))
         try:
             if len(requests) == 1:

@@ -9,9 +9,14 @@ replayed message is refused by number before anything decodes it.
 
 Frame layout, little-endian (32-byte header, then the payload)::
 
-    magic "SFLS" (4) · version u8 = 1 · kind u8 · protocol u8 · reserved u8 = 0
+    magic "SFLS" (4) · version u8 = 1 · kind u8 · protocol u8 · flags u8
     · client id u32 · session u32 · round u32 · 4 zero bytes · payload length u64
-    · payload
+    · payload · [signature (64), if flags has SIGNED]
+
+A signed frame (flag bit 0, :data:`SIGNED`) ends with the client's Ed25519 signature over
+:func:`signing_digest` (the 32 header bytes and the payload's SHA-256, domain-separated);
+the payload length does not count it. Without mutual TLS it is what ties a frame to
+the enrolled client it claims to come from.
 
 The header's size keeps the payload 8-byte aligned in the receive buffer, so a masked
 vector (docs/PROTOCOL.md) or a raw ciphertext (docs/CKKS.md) is used in place.
@@ -22,6 +27,7 @@ This module does no I/O; it is shared by the server and the client.
 from __future__ import annotations
 
 import enum
+import hashlib
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from securefl.errors import InvalidMessage
 from securefl.primitives.masking import RingArray
@@ -39,6 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEADER",
+    "SIGNATURE",
+    "SIGNED",
     "Frame",
     "Kind",
     "Protocol",
@@ -51,6 +60,7 @@ __all__ = [
     "encode_result",
     "header",
     "kind_of",
+    "signing_digest",
 ]
 
 MAGIC = b"SFLS"
@@ -60,6 +70,13 @@ HEADER = _HEADER.size
 """Bytes of the frame header."""
 
 MAX_IDS = 1 << 20
+
+SIGNED = 1
+"""Flag bit: an Ed25519 signature of :data:`SIGNATURE` bytes follows the payload."""
+SIGNATURE = 64
+"""Bytes of a frame signature."""
+_FLAGS = SIGNED
+_DOMAIN = b"securefl/service/frame/v1\x00"
 
 
 class Kind(enum.IntEnum):
@@ -96,6 +113,10 @@ class Frame:
     session: int
     round: int
     payload: memoryview
+    raw_header: bytes = b""
+    """The 32 header bytes as received (what a signature covers)."""
+    signature: bytes = b""
+    """The client's signature (:data:`SIGNED` frames), else empty."""
 
     def __repr__(self) -> str:
         # Payloads are masked vectors or ciphertexts: print sizes, never content.
@@ -106,10 +127,23 @@ class Frame:
 
 
 def header(
-    kind: Kind, protocol: Protocol, client_id: int, session: int, round_: int, length: int
+    kind: Kind,
+    protocol: Protocol,
+    client_id: int,
+    session: int,
+    round_: int,
+    length: int,
+    flags: int = 0,
 ) -> bytes:
     """The 32-byte header of a frame whose payload has ``length`` bytes."""
-    return _HEADER.pack(MAGIC, VERSION, kind, protocol, 0, client_id, session, round_, length)
+    return _HEADER.pack(MAGIC, VERSION, kind, protocol, flags, client_id, session, round_, length)
+
+
+def signing_digest(raw_header: bytes, payload_sha256: bytes) -> bytes:
+    """What a client signs: SHA-256 of a domain label, the frame's 32 header bytes and
+    the SHA-256 of its payload. The label keeps a frame signature from ever verifying
+    as a protocol signature (docs/PROTOCOL.md) made with the same key, or vice versa."""
+    return hashlib.sha256(_DOMAIN + bytes(raw_header) + payload_sha256).digest()
 
 
 def encode(
@@ -119,6 +153,7 @@ def encode(
     session: int,
     round_: int,
     *payload: bytes | bytearray | memoryview,
+    signing_key: Ed25519PrivateKey | None = None,
 ) -> list[bytes | memoryview]:
     """Return the frame as its header followed by the payload's parts (not copied).
 
@@ -128,12 +163,21 @@ def encode(
         The header fields; integers must fit their field (u32).
     payload:
         The protocol message (or result, or reason), in one or more parts.
+    signing_key:
+        A client's enrolled identity key: the frame is :data:`SIGNED` and ends with
+        the signature of :func:`signing_digest`.
     """
-    length = sum(len(memoryview(p).cast("B")) for p in payload)
-    return [
-        header(kind, protocol, client_id, session, round_, length),
-        *(memoryview(p) for p in payload),
-    ]
+    views = [memoryview(p).cast("B") for p in payload]
+    length = sum(len(v) for v in views)
+    flags = 0 if signing_key is None else SIGNED
+    head = header(kind, protocol, client_id, session, round_, length, flags)
+    parts: list[bytes | memoryview] = [head, *(memoryview(p) for p in payload)]
+    if signing_key is not None:
+        digest = hashlib.sha256()
+        for v in views:
+            digest.update(v)
+        parts.append(signing_key.sign(signing_digest(head, digest.digest())))
+    return parts
 
 
 def kind_of(parts: Sequence[bytes | memoryview]) -> Kind:
@@ -188,15 +232,15 @@ def assemble(pieces: Iterable[bytes], max_payload: int) -> Frame:
         if expected < 0 and received >= HEADER:
             head = pieces_kept[0] if len(pieces_kept[0]) >= HEADER else b"".join(pieces_kept)
             fields = _HEADER.unpack_from(head)
-            magic, version, _kind, _proto, reserved, _cid, _session, _round, length = fields
-            if magic != MAGIC or version != VERSION or reserved != 0:
+            magic, version, _kind, _proto, flags, _cid, _session, _round, length = fields
+            if magic != MAGIC or version != VERSION or flags & ~_FLAGS:
                 raise InvalidMessage("not a securefl service frame (bad magic or version)")
             # An oversized announcement would make us buffer an attacker's gigabytes.
             if length > max_payload:
                 raise InvalidMessage(
                     f"frame payload of {length} bytes exceeds the limit of {max_payload}"
                 )
-            expected = HEADER + length
+            expected = HEADER + length + (SIGNATURE if flags & SIGNED else 0)
         if expected >= 0 and received > expected:
             raise InvalidMessage("frame is longer than its header says")
     if expected < 0:
@@ -209,9 +253,21 @@ def assemble(pieces: Iterable[bytes], max_payload: int) -> Frame:
 
 
 def _parse(data: bytes) -> Frame:
-    _m, _v, kind, proto, _r, cid, session, round_, _length = _HEADER.unpack_from(data)
+    _m, _v, kind, proto, flags, cid, session, round_, length = _HEADER.unpack_from(data)
+    view = memoryview(data)
+    end = HEADER + length
+    signature = bytes(view[end:]) if flags & SIGNED else b""
     try:
-        return Frame(Kind(kind), Protocol(proto), cid, session, round_, memoryview(data)[HEADER:])
+        return Frame(
+            Kind(kind),
+            Protocol(proto),
+            cid,
+            session,
+            round_,
+            view[HEADER:end],
+            bytes(view[:HEADER]),
+            signature,
+        )
     except ValueError:
         raise InvalidMessage(f"unknown frame kind {kind} or protocol {proto}") from None
 

@@ -19,6 +19,7 @@ marks the client gone, so the rounds after it need not wait for its deadline.
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import threading
 import time
@@ -26,6 +27,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from securefl.errors import ConfigError, InvalidMessage, SecureFLError
 from securefl.secagg import codec
@@ -199,6 +203,14 @@ class AggregationServer:
             enrolled = keys.keys() if keys else range(session.num_clients)
         self.enrolled = frozenset(enrolled)
         self._mutual = tls.client_ca is not None
+        keys = session.identity_public_keys if isinstance(session, SecAggSession) else None
+        try:
+            self._identity_keys = {
+                int(c): Ed25519PublicKey.from_public_bytes(bytes(k))
+                for c, k in (keys or {}).items()
+            }
+        except ValueError as exc:
+            raise ConfigError(f"malformed identity public key: {exc}") from None
         self._join_token = join_token(session.dp if isinstance(session, SecAggSession) else None)
         self._nonce = b""  # the open SecAgg session's nonce: DP's public round seed
         if isinstance(session, SecAggSession):
@@ -614,7 +626,35 @@ class AggregationServer:
                 )
         if claimed not in self.enrolled:
             raise _Refuse("PERMISSION_DENIED", f"client {claimed} is not enrolled")
+        if not self._mutual or (frame.signature and claimed in self._identity_keys):
+            self._verify_signature(frame)
         return claimed
+
+    def _verify_signature(self, frame: framing.Frame) -> None:
+        """Check the frame's signature by the claimed client's enrolled identity key.
+
+        Raises
+        ------
+        _Refuse
+            ``UNAUTHENTICATED`` if the frame is unsigned, the id has no enrolled key, or
+            the signature does not verify.
+        """
+        claimed = frame.client_id
+        # Without mutual TLS nothing else ties a frame to its sender: an outsider with
+        # only the CA certificate could otherwise join or submit as an enrolled client.
+        key = self._identity_keys.get(claimed)
+        if key is None:
+            raise _Refuse("UNAUTHENTICATED", f"client {claimed} has no enrolled identity key")
+        if not frame.signature:
+            raise _Refuse("UNAUTHENTICATED", f"the frame for client {claimed} is not signed")
+        digest = framing.signing_digest(frame.raw_header, hashlib.sha256(frame.payload).digest())
+        try:
+            key.verify(frame.signature, digest)
+        except InvalidSignature:
+            raise _Refuse(
+                "UNAUTHENTICATED",
+                f"the frame's signature is not client {claimed}'s enrolled identity key",
+            ) from None
 
     def _watch(self, call: _Call, context: grpc.ServicerContext) -> bool:
         """Mark the client gone if its call ends before its answer is sent; False if
