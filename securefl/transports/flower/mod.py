@@ -18,8 +18,9 @@ arrives (MaskedInputCollection), with the global model carried by that message; 
 update is used at once and never stored. Replaying ShareRouting in the Unmasking round
 uses a zero update instead: the client's state after it (held shares, peers) does not
 depend on the update, only the discarded masked vector does; it costs one extra
-masked-vector computation, milliseconds. Every other replay uses a read-only
-zero view of length d that allocates nothing. The record is deleted when the session
+masked-vector computation, milliseconds. Every other replay uses a read-only zero
+view of length d instead of a float vector (``SecAggClient``'s finiteness check still
+makes a transient d-byte boolean array). The record is deleted when the session
 completes or aborts, and replaced by the next session.
 
 The mod refuses a session whose dimension d exceeds its ``max_dimension``: d is chosen
@@ -180,8 +181,8 @@ class _Session:
         """
         config = self.config
         if update is None:
-            # A read-only broadcast view: replaying costs no O(d) allocation, except
-            # where a replayed ShareRouting masks it (float32, the smaller dtype).
+            # A read-only broadcast view: no 8d-byte zero vector per message; only a
+            # replayed ShareRouting copies it to mask it (float32, the smaller dtype).
             update = np.broadcast_to(np.zeros(1, np.float32), (config.dimension,))
         client_id = self.record["client-id"]
         assert isinstance(client_id, int)
