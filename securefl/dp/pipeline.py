@@ -249,17 +249,30 @@ def secagg_config(plan: DPPlan, **options: Any) -> Any:
     """A :class:`~securefl.secagg.config.SecAggConfig` that carries encoded updates.
 
     ``options`` are SecAggConfig's other fields (threshold, graph, degree, ...);
-    ``num_clients``, ``bits``, ``dimension`` and ``ring_input`` come from the plan.
+    ``num_clients``, ``bits``, ``dimension`` and ``ring_input`` come from the plan, and
+    so does ``min_survivors`` (the plan's n_min): SecAgg then never unmasks a sum of
+    fewer clients than the noise is calibrated for.
+
+    Raises
+    ------
+    ConfigError
+        If ``options`` sets a field the plan fixes (``min_survivors`` only when it
+        differs from the plan's n_min).
     """
     from securefl.secagg.config import SecAggConfig
 
     for name in ("num_clients", "bits", "dimension", "ring_input"):
         if name in options:
             raise ConfigError(f"{name} comes from the DP plan")
+    n_min = plan.config.min_survivors
+    if options.pop("min_survivors", n_min) != n_min:
+        # A lower minimum would let SecAgg unmask sums with less noise than promised.
+        raise ConfigError(f"min_survivors comes from the DP plan (n_min={n_min})")
     return SecAggConfig(
         num_clients=plan.config.num_clients,
         dimension=plan.padded_dimension,
         bits=plan.config.bits,
         ring_input=True,
+        min_survivors=n_min,
         **options,
     )

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from securefl.errors import ConfigError, DecryptionError
 from securefl.primitives import masked_accumulate, quantize, shamir
 from securefl.secagg import crypto
-from securefl.secagg.config import MAX_CLIENT_ID, SecAggConfig
+from securefl.secagg.config import MAX_CLIENT_ID, GraphKind, SecAggConfig
 from securefl.secagg.messages import (
     Abort,
     AdvertiseKeys,
@@ -391,6 +391,7 @@ class SecAggClient:
             raise _Abort("consistency check names clients that never advertised keys")
         if len(survivors) < self.config.threshold:
             raise _Abort(f"only {len(survivors)} survivors; threshold t={self.config.threshold}")
+        self._check_min_survivors(len(survivors))
         assert self._identity_key is not None
         self._survivors_signed = survivors
         signature = crypto.sign(self._identity_key, *consistency_payload(self._session, survivors))
@@ -411,6 +412,12 @@ class SecAggClient:
             raise _Abort("unmasking request does not account for every neighbour")
         if self.config.authenticated:
             self._check_consistency(msg, held)
+            self._check_min_survivors(len(msg.all_survivors))  # the set all survivors signed
+        elif self.config.graph is GraphKind.COMPLETE:
+            # Every other survivor is a neighbour: the request names them all, plus us.
+            self._check_min_survivors(len(survivors) + 1)
+        # SecAgg+ without authentication shows only the neighbourhood: the server's
+        # own check (before any request goes out) is what enforces the minimum there.
         response = UnmaskingResponse(
             self.client_id,
             tuple((p, self._held[p][0]) for p in sorted(survivors)),
@@ -421,6 +428,15 @@ class SecAggClient:
         self._secrets.clear()
         self._self_mask_seed = b""
         return response
+
+    def _check_min_survivors(self, count: int) -> None:
+        # Unmasking a sum of fewer than min_survivors inputs would release less DP
+        # noise than calibrated: reveal no share for it.
+        minimum = self.config.min_survivors
+        if minimum is not None and count < minimum:
+            raise _Abort(
+                f"only {count} survivors; the session needs at least min_survivors={minimum}"
+            )
 
     def _check_consistency(self, msg: UnmaskingRequest, held: set[int]) -> None:
         signed = self._survivors_signed

@@ -69,6 +69,15 @@ class SecAggConfig:
         encodings) instead of floats; ``clip`` and ``frac_bits`` are then unused and
         the server returns the raw ring sum (``AggregateResult.ring_sum``). Needs
         b <= 53 so the sum is exact in float64 for transports that carry floats.
+    min_survivors:
+        The fewest clients whose masked inputs may be unmasked as one sum (``None``:
+        no minimum beyond t + 1). Distributed DP (``securefl.dp``) calibrates each
+        client's share of the noise for at least n_min survivors; a sum of fewer
+        carries less noise than promised, so it must never be unmasked, not merely
+        refused after the fact. The server aborts before any Unmasking request when
+        fewer masked inputs arrived, and a client refuses to reveal shares when the
+        survivor set it is shown is smaller (it sees the global set in
+        authenticated mode and on the complete graph only; see docs/PRIVACY.md).
 
     Raises
     ------
@@ -87,6 +96,7 @@ class SecAggConfig:
     degree: int | None = None
     authenticated: bool = False
     ring_input: bool = False
+    min_survivors: int | None = None
     fixed_point: FixedPoint = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +118,16 @@ class SecAggConfig:
             raise ConfigError(
                 f"n * W = {self.num_clients * self.max_weight} total weight does not fit "
                 f"a ring of b={self.bits} bits"
+            )
+        # bool is an int: True would silently mean "at least one survivor".
+        if self.min_survivors is not None and (
+            isinstance(self.min_survivors, bool)
+            or not isinstance(self.min_survivors, int)
+            or not 1 <= self.min_survivors <= self.num_clients
+        ):
+            raise ConfigError(
+                f"min_survivors must be an integer in [1, n={self.num_clients}], "
+                f"got {self.min_survivors!r}"
             )
         if self.ring_input and self.bits > 53:
             raise ConfigError(f"ring_input needs bits <= 53, got {self.bits}")
@@ -199,4 +219,6 @@ class SecAggConfig:
         )
         if self.ring_input:  # appended only when set: existing digests are unchanged
             encoded += b"ring"
+        if self.min_survivors is not None:  # likewise: clients must agree on the minimum
+            encoded += b"min" + struct.pack("<I", self.min_survivors)
         return hashlib.sha256(b"securefl/secagg/config/v1" + encoded).digest()

@@ -306,6 +306,16 @@ class SecAggServer:
                 f"only {count} clients {what}; need at least t + 1 = {self.config.threshold + 1}"
             )
 
+    def _require_survivors(self, count: int, what: str) -> None:
+        # A sum of fewer than min_survivors inputs carries less DP noise than promised:
+        # it must never be unmasked (decoding would refuse it only after the fact).
+        minimum = self.config.min_survivors
+        if minimum is not None and count < minimum:
+            raise _Abort(
+                f"only {count} clients {what}; the session needs at least "
+                f"min_survivors={minimum} before its sum may be unmasked"
+            )
+
     def _close_advertise(self) -> dict[int, ServerMessage]:
         owners: dict[bytes, list[int]] = {}
         for i, m in self._keys.items():
@@ -320,6 +330,7 @@ class SecAggServer:
             del self._keys[i]
         self._u1 = tuple(sorted(self._keys))
         self._require(len(self._u1), "advertised keys")
+        self._require_survivors(len(self._u1), "advertised keys")
         seed = self._rng(16)
         graph = build_graph(self.config, self._u1, seed)
         self._neighbours = {i: graph.neighbours(i) for i in self._u1}
@@ -344,6 +355,7 @@ class SecAggServer:
     def _close_share_keys(self) -> dict[int, ServerMessage]:
         self._u2 = frozenset(self._shares)
         self._require(len(self._u2), "shared keys")
+        self._require_survivors(len(self._u2), "shared keys")
         out: dict[int, ServerMessage] = {}
         for v in sorted(self._u2):
             senders = sorted(self._neighbours[v] & self._u2)
@@ -367,6 +379,8 @@ class SecAggServer:
 
     def _close_masked_input(self) -> dict[int, ServerMessage]:
         self._require(len(self._u3), "sent masked inputs")
+        # U3 is fixed here: below the minimum, no Unmasking request ever goes out.
+        self._require_survivors(len(self._u3), "sent masked inputs")
         self._check_recoverable(self._u3)
         self._survivors = tuple(sorted(self._u3))
         if self.config.authenticated:
@@ -420,6 +434,7 @@ class SecAggServer:
         cfg = self.config
         survivors = self._survivors
         dropped = sorted(self._u2 - set(survivors))
+        self._require_survivors(len(survivors), "sent masked inputs")  # defence in depth
         keys: list[bytes] = []
         signs: list[int] = []
         for u in survivors:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from securefl.secagg import codec
+from securefl.secagg import codec, crypto
 from securefl.secagg.client import SecAggClient
 from securefl.secagg.config import GraphKind, SecAggConfig
 from securefl.secagg.messages import ClientMessage, ServerMessage, Stage
@@ -92,6 +93,28 @@ class Session:
         server = SecAggServer(config, rng=rng)
         start = server.start()
         return cls(config, server, clients, dict.fromkeys(clients, start))
+
+    @classmethod
+    def create_authenticated(cls, config: SecAggConfig, n: int, seed: str) -> Session:
+        """Like :meth:`create`, with fixed enrolled Ed25519 identities for clients 0..n-1."""
+        keys = {i: Ed25519PrivateKey.from_private_bytes(bytes([i + 1]) * 32) for i in range(n)}
+        public = {i: crypto.public_bytes(k) for i, k in keys.items()}
+        updates, weights = make_updates(n, config.dimension)
+        rng = Drbg(seed)
+        clients = {
+            i: SecAggClient(
+                i,
+                config,
+                updates[i],
+                weights[i],
+                identity_key=keys[i],
+                identity_public_keys=public,
+                rng=rng,
+            )
+            for i in range(n)
+        }
+        server = SecAggServer(config, identity_public_keys=public, rng=rng)
+        return cls(config, server, clients, dict.fromkeys(clients, server.start()))
 
     def deliver(self, skip: set[int] = frozenset()) -> dict[int, ClientMessage]:
         """Give each client its message; return the (decoded) replies."""

@@ -81,26 +81,8 @@ class TestUnmaskingRequests:
     def test_authenticated_client_refuses_a_request_contradicting_the_signed_set(self) -> None:
         n = 6
         config = make_config(n, t=3, d=12, authenticated=True)
-        keys = {i: Ed25519PrivateKey.from_private_bytes(bytes([i + 1]) * 32) for i in range(n)}
-        public = {i: crypto.public_bytes(k) for i, k in keys.items()}
-        updates, weights = make_updates(n, config.dimension)
-        rng = Drbg("auth-contradict")
-        clients = {
-            i: SecAggClient(
-                i,
-                config,
-                updates[i],
-                weights[i],
-                identity_key=keys[i],
-                identity_public_keys=public,
-                rng=rng,
-            )
-            for i in range(n)
-        }
-        from securefl.secagg.server import SecAggServer
-
-        server = SecAggServer(config, identity_public_keys=public, rng=rng)
-        session = Session(config, server, clients, dict.fromkeys(clients, server.start()))
+        session = Session.create_authenticated(config, n, seed="auth-contradict")
+        clients = session.clients
         session.run_until(Stage.CONSISTENCY_CHECK)
         session.round()
         request = session.inbox[0]
