@@ -223,13 +223,16 @@ def decode_aggregate(
             "aggregate with less noise than promised"
         )
     total = np.asarray(ring_sum)
-    if total.dtype.kind == "f":
-        ints = total.astype(np.uint64)
-        if not np.array_equal(ints, total):
-            raise ValueError("ring sum must hold integers")
-        total = ints
+    if total.dtype.kind not in "uif":
+        raise ValueError(f"ring sum must hold integers, got dtype {total.dtype}")
     if total.size != plan.padded_dimension:
         raise ValueError(f"ring sum has {total.size} values, expected {plan.padded_dimension}")
+    # Checked before any cast: a cast to the ring's dtype would wrap (or, for floats,
+    # truncate) values outside Z_{2^b} and decode a corrupted sum as a plausible one.
+    if total.dtype.kind == "f" and not np.all(np.isfinite(total) & (total == np.floor(total))):
+        raise ValueError("ring sum must hold integers")
+    if total.size and (total.min() < 0 or total.max() >= 2**cfg.bits):
+        raise ValueError(f"ring sum has values outside Z_2^{cfg.bits}")
     ring = cast(RingArray, total.astype(plan.spec.dtype, copy=False))
     noisy = native.decode(
         ring,

@@ -178,10 +178,33 @@ def test_bad_client_and_server_inputs() -> None:
         decode_aggregate(total, plan, round_seed=SEED, survivors=2)
     with pytest.raises(ValueError, match="expected 16"):
         decode_aggregate(np.zeros(8, dtype=np.uint32), plan, round_seed=SEED, survivors=4)
-    with pytest.raises(ValueError, match=">= 2"):
-        decode_aggregate(np.full(16, 2**24, dtype=np.uint32), plan, round_seed=SEED, survivors=4)
-    with pytest.raises(ValueError, match="integers"):
-        decode_aggregate(np.full(16, 0.5), plan, round_seed=SEED, survivors=4)
+
+
+def test_decode_refuses_sums_outside_the_ring_before_casting() -> None:
+    plan = calibrate(
+        DPConfig(epsilon=4.0, delta=1e-5, clip=1.0, num_clients=4, bits=24, dropout_rate=0.25), 10
+    )
+    # Out-of-ring sums are refused before the cast to the ring's dtype, which would
+    # wrap them (2^40 as uint32 is 0: it used to decode as a sum of zeros).
+    for bad in (
+        np.full(16, 2**24, dtype=np.uint32),
+        np.full(16, 2**40, dtype=np.uint64),
+        np.full(16, -1, dtype=np.int64),
+        np.full(16, 2.0**40),
+        np.full(16, -1.0),
+    ):
+        with pytest.raises(ValueError, match=r"outside Z_2\^24"):
+            decode_aggregate(bad, plan, round_seed=SEED, survivors=4)
+    for bad in (np.full(16, 0.5), np.full(16, np.inf), np.full(16, np.nan)):
+        with pytest.raises(ValueError, match="integers"):
+            decode_aggregate(bad, plan, round_seed=SEED, survivors=4)
+    with pytest.raises(ValueError, match="dtype complex128"):
+        decode_aggregate(np.zeros(16, dtype=complex), plan, round_seed=SEED, survivors=4)
+    # The largest ring element is accepted, as uint64 and as a float.
+    top = np.full(16, 2**24 - 1, dtype=np.uint64)
+    decoded = decode_aggregate(top, plan, round_seed=SEED, survivors=4)
+    as_float = decode_aggregate(top.astype(np.float64), plan, round_seed=SEED, survivors=4)
+    np.testing.assert_array_equal(decoded.noisy_sum, as_float.noisy_sum)
 
 
 def test_aggregate_api_with_dp_through_secagg_and_dropouts() -> None:
