@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import struct
 from dataclasses import dataclass, field
 from typing import Literal
@@ -53,6 +54,8 @@ __all__ = ["DPConfig", "DPPlan", "Mechanism", "calibrate"]
 Mechanism = Literal["discrete_gaussian", "skellam"]
 
 _MAX_TRIES = 100
+_MIN_CLIP, _MAX_CLIP = 1e-100, 1e100
+_MAX_U32 = 2**32 - 1
 _SEARCH_STEPS = 80
 
 
@@ -66,16 +69,18 @@ class DPConfig:
         The target for the whole run (all rounds). ``epsilon = math.inf`` disables
         the noise but keeps the pipeline (rotation, rounding): the baseline.
     clip:
-        c: each client's vector is clipped to L2 norm c.
+        c: each client's vector is clipped to L2 norm c (1e-100 <= c <= 1e100: only
+        its ratio to gamma matters, and binary64 must hold its square times n^2).
     num_clients:
-        n: the most clients in a round.
+        n: the most clients in a round (an integer, 1 .. 2^32 - 1).
     rounds:
-        T: how many rounds the same data takes part in (composition).
+        T: how many rounds the same data takes part in (composition; an integer,
+        1 .. 2^32 - 1).
     dropout_rate:
         The tolerated fraction of dropouts; the noise is calibrated for the
         survivors of the worst case, n_min = n - floor(n * dropout_rate).
     bits:
-        b: the ring Z_{2^b} of SecAgg, 2 <= b <= 53 (the ring sum must stay exact
+        b: the ring Z_{2^b} of SecAgg, an integer 2 <= b <= 53 (the ring sum must stay exact
         in float64 for transports that carry vectors as floats).
     mechanism:
         ``"discrete_gaussian"`` (KLS 2021) or ``"skellam"`` (AKL 2021).
@@ -108,14 +113,27 @@ class DPConfig:
     ring_stddevs: float = 4.0
 
     def __post_init__(self) -> None:
+        # Non-integers used to fail deep inside (struct.error in the digest, TypeError
+        # in the accountant); True/False would silently mean 1/0.
+        for name in ("num_clients", "rounds", "bits"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))  # numpy integers -> int
         if not (self.epsilon > 0):
             raise ConfigError(f"epsilon must be > 0 (math.inf: no noise), got {self.epsilon}")
         if not 0 < self.delta < 1:
             raise ConfigError(f"delta must be in (0, 1), got {self.delta}")
-        if not (math.isfinite(self.clip) and self.clip > 0):
-            raise ConfigError(f"clip must be finite and > 0, got {self.clip}")
-        if self.num_clients < 1 or self.rounds < 1:
-            raise ConfigError("num_clients and rounds must be >= 1")
+        # The calibration squares (n c)^2 and (1e6 c sqrt(n))^2 in binary64: an absurd
+        # clip would overflow there (OverflowError) instead of being refused here.
+        if not (math.isfinite(self.clip) and _MIN_CLIP <= self.clip <= _MAX_CLIP):
+            raise ConfigError(f"clip must be in [{_MIN_CLIP:g}, {_MAX_CLIP:g}], got {self.clip}")
+        # Both are u32 in the plan's digest (and n in SecAgg's wire format).
+        if not 1 <= self.num_clients <= _MAX_U32 or not 1 <= self.rounds <= _MAX_U32:
+            raise ConfigError(
+                f"num_clients and rounds must be in [1, 2^32 - 1], got "
+                f"{self.num_clients} and {self.rounds}"
+            )
         if not 0 <= self.dropout_rate < 1:
             raise ConfigError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
         if not 2 <= self.bits <= 53:
@@ -126,8 +144,8 @@ class DPConfig:
             raise ConfigError(f"sensitivity must be in (0, clip], got {self.sensitivity}")
         if not 0 < self.beta < 1:
             raise ConfigError(f"beta must be in (0, 1), got {self.beta}")
-        if not self.ring_stddevs > 0:
-            raise ConfigError(f"ring_stddevs must be > 0, got {self.ring_stddevs}")
+        if not (math.isfinite(self.ring_stddevs) and self.ring_stddevs > 0):
+            raise ConfigError(f"ring_stddevs must be finite and > 0, got {self.ring_stddevs}")
 
     @property
     def min_survivors(self) -> int:

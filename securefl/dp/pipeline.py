@@ -22,6 +22,7 @@ purpose and the client id. No ``numpy.random``, no clock.
 
 from __future__ import annotations
 
+import numbers
 import secrets
 from dataclasses import dataclass
 from typing import Any, NoReturn, cast
@@ -37,6 +38,7 @@ from securefl.errors import ConfigError
 from securefl.primitives import dp as native
 from securefl.primitives.masking import RingArray
 from securefl.secagg import crypto
+from securefl.secagg.config import MAX_CLIENT_ID
 
 __all__ = [
     "DPAggregate",
@@ -114,7 +116,8 @@ def encode_update(
         >= 16 bytes of fresh secret randomness for this client and round; drawn from
         the OS (``secrets``) when omitted. Tests pass a fixed value.
     session, client_id:
-        Bind the derived keys to a session and a client (HKDF salt and info).
+        Bind the derived keys to a session and a client (HKDF salt and info); the
+        id is in [0, 2^32 - 2], as SecAgg's.
     weight:
         A public weight in (0, 1] folded in after clipping (the L2 norm stays <= c,
         so the sensitivity is unchanged).
@@ -130,7 +133,9 @@ def encode_update(
     ------
     ValueError
         If the update's size differs from ``plan.dimension``, holds NaN/inf, or the
-        weight is out of range.
+        weight or ``client_id`` is out of range.
+    TypeError
+        If ``client_id`` is not an integer.
 
     Security
     --------
@@ -143,6 +148,11 @@ def encode_update(
         raise ValueError(f"update has {flat.size} values but the plan is for {plan.dimension}")
     if not 0 < weight <= 1:
         raise ValueError(f"weight must be in (0, 1], got {weight}")
+    # The id is a u32 in the key derivation (struct.error otherwise), as in SecAgg.
+    if isinstance(client_id, bool) or not isinstance(client_id, numbers.Integral):
+        raise TypeError(f"client_id must be an integer, got {client_id!r}")
+    if not 0 <= client_id <= MAX_CLIENT_ID:
+        raise ValueError(f"client_id must be in [0, {MAX_CLIENT_ID}], got {client_id}")
     seed = secrets.token_bytes(32) if secret is None else bytes(secret)
     if len(seed) < _MIN_SEED_BYTES:
         raise ValueError(f"secret must be at least {_MIN_SEED_BYTES} bytes")

@@ -12,6 +12,7 @@ precision of the samplers (binary64 Bernoulli trials, not rational arithmetic).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,9 +48,13 @@ def padded_dimension(d: int) -> int:
 
     Raises
     ------
+    TypeError
+        If ``d`` is not an integer (3.5 used to be padded to 4).
     ValueError
         If ``d`` is out of range.
     """
+    if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+        raise TypeError(f"dimension must be an integer, got {d!r}")
     if d < 1:
         raise ValueError(f"dimension must be >= 1, got {d}")
     return int(core.dp_padded_dimension(int(d)))

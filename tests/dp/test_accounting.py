@@ -173,12 +173,51 @@ def test_too_few_clients_is_refused() -> None:
         {"sensitivity": 2.0},
         {"beta": 0.0},
         {"ring_stddevs": 0.0},
+        {"ring_stddevs": math.inf},
     ],
 )
 def test_bad_configurations_are_refused(change: dict[str, object]) -> None:
     fields = {"epsilon": 1.0, "delta": DELTA, "clip": 1.0, "num_clients": 10}
     with pytest.raises(ConfigError):
         DPConfig(**{**fields, **change})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # Used to fail deep inside: struct.error, the accountant's TypeError.
+        ({"bits": 20.5}, "bits must be an integer, got 20.5"),
+        ({"num_clients": 10.5}, "num_clients must be an integer, got 10.5"),
+        ({"rounds": 2.5}, "rounds must be an integer, got 2.5"),
+        ({"num_clients": True}, "num_clients must be an integer, got True"),
+        ({"rounds": "3"}, "rounds must be an integer, got '3'"),
+        ({"num_clients": 2**32}, r"num_clients and rounds must be in \[1, 2\^32 - 1\]"),
+        # Used to raise OverflowError in the calibration's binary64 arithmetic.
+        ({"clip": 1e300}, r"clip must be in \[1e-100, 1e\+100\], got 1e\+300"),
+        ({"clip": 1e-300}, r"clip must be in \[1e-100, 1e\+100\]"),
+        ({"clip": math.inf}, "clip must be in"),
+        ({"clip": math.nan}, "clip must be in"),
+    ],
+)
+def test_malformed_configurations_are_refused_with_a_reason(
+    change: dict[str, object], message: str
+) -> None:
+    fields = {"epsilon": 1.0, "delta": DELTA, "clip": 1.0, "num_clients": 10}
+    with pytest.raises(ConfigError, match=message):
+        DPConfig(**{**fields, **change})  # type: ignore[arg-type]
+
+
+def test_integer_like_values_and_extreme_clips_calibrate() -> None:
+    config = DPConfig(
+        epsilon=1.0, delta=DELTA, clip=1.0, num_clients=np.int64(10), rounds=np.int32(2)
+    )
+    assert calibrate(config, 10).config.num_clients == 10
+    # Only c / gamma matters: the plan at 1e100 and 1e-100 is that of c = 1, rescaled.
+    unit = calibrate(dataclasses.replace(config, clip=1.0), 10)
+    for clip in (1e100, 1e-100):
+        plan = calibrate(dataclasses.replace(config, clip=clip), 10)
+        assert plan.gamma / clip == pytest.approx(unit.gamma, rel=1e-9)
+        assert plan.epsilon == pytest.approx(unit.epsilon, rel=1e-9)
 
 
 def test_no_noise_plan() -> None:

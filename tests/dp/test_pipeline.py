@@ -163,6 +163,14 @@ def test_bad_client_and_server_inputs() -> None:
         encode_update(bad, plan, round_seed=SEED)
     with pytest.raises(ValueError, match="round_seed"):
         encode_update(np.zeros(10), plan, round_seed=b"short")
+    # The id is a u32 in the key derivation: out of range used to raise struct.error.
+    for client_id in (-1, 2**32 - 1, 2**40):
+        with pytest.raises(ValueError, match=r"client_id must be in \[0, 4294967294\]"):
+            encode_update(np.zeros(10), plan, round_seed=SEED, client_id=client_id)
+    with pytest.raises(TypeError, match=r"client_id must be an integer, got 1\.5"):
+        encode_update(np.zeros(10), plan, round_seed=SEED, client_id=1.5)  # type: ignore[arg-type]
+    top = encode_update(np.zeros(10), plan, round_seed=SEED, secret=b"s" * 32, client_id=2**32 - 2)
+    assert top.ring.size == 16
     with pytest.raises(ValueError, match="weight"):
         encode_update(np.zeros(10), plan, round_seed=SEED, weight=1.5)
     with pytest.raises(TypeError):

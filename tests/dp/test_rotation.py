@@ -51,3 +51,13 @@ def test_bad_rotation_input() -> None:
         dp.rotate(np.zeros(8, dtype=np.float32), KEY)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="16 bytes"):
         dp.rotate(np.zeros(8), b"k")
+
+
+def test_padded_dimension_takes_integers_only() -> None:
+    assert [dp.padded_dimension(d) for d in (1, 3, 4, 5, np.int64(1000))] == [1, 4, 4, 8, 1024]
+    # 3.5 used to be padded to 4 as if it were a dimension.
+    for bad in (3.5, 4.0, True, "4"):
+        with pytest.raises(TypeError, match="dimension must be an integer"):
+            dp.padded_dimension(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dimension must be >= 1"):
+        dp.padded_dimension(0)
