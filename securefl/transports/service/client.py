@@ -58,8 +58,11 @@ _STATUS_HINTS = {
     "UNAUTHENTICATED": "the server refused this client's credentials",
     "INVALID_ARGUMENT": "the server rejected the message",
     "FAILED_PRECONDITION": "the server is not in the expected session or round",
-    "RESOURCE_EXHAUSTED": "the message exceeds the server's size limit",
-    "ALREADY_EXISTS": "this client is already taking part",
+    "RESOURCE_EXHAUSTED": (
+        "the server is out of capacity (too many concurrent calls) or the message "
+        "exceeds its size limit"
+    ),
+    "ALREADY_EXISTS": "this client is already taking part, or has another call in flight",
 }
 
 

@@ -206,6 +206,13 @@ def chunks(parts: Iterable[bytes | memoryview], size: int) -> Iterator[bytes]:
         yield bytes(pending)
 
 
+def max_pieces(size: int) -> int:
+    """The most chunks a frame of ``size`` bytes may arrive in: 8 bytes per chunk on
+    average, plus a few (:func:`chunks` cuts at least :data:`HEADER` bytes but the
+    last), so that the chunks' bookkeeping stays within a few times the frame's size."""
+    return size // 8 + 8
+
+
 def assemble(pieces: Iterable[bytes], max_payload: int) -> Frame:
     """Read one frame from a stream of chunks.
 
@@ -221,12 +228,19 @@ def assemble(pieces: Iterable[bytes], max_payload: int) -> Frame:
     ------
     InvalidMessage
         If the header is malformed, the payload is larger than ``max_payload`` or than
-        announced, or the stream ends early.
+        announced, the stream ends early, or a chunk is empty or the frame comes in
+        more chunks than :func:`max_pieces` allows.
     """
     pieces_kept: list[bytes] = []
     received = 0
     expected = -1  # total frame size, once the header is in
+    most = max_pieces(HEADER + max_payload + SIGNATURE)
     for piece in pieces:
+        # Empty or tiny chunks would grow the list without bounding the bytes received.
+        if not piece:
+            raise InvalidMessage("empty chunk in a frame")
+        if len(pieces_kept) >= most:
+            raise InvalidMessage(f"frame split into more than {most} chunks")
         pieces_kept.append(piece)
         received += len(piece)
         if expected < 0 and received >= HEADER:
@@ -241,6 +255,7 @@ def assemble(pieces: Iterable[bytes], max_payload: int) -> Frame:
                     f"frame payload of {length} bytes exceeds the limit of {max_payload}"
                 )
             expected = HEADER + length + (SIGNATURE if flags & SIGNED else 0)
+            most = max_pieces(expected)
         if expected >= 0 and received > expected:
             raise InvalidMessage("frame is longer than its header says")
     if expected < 0:

@@ -137,6 +137,20 @@ class SessionOutcome:
     reported as AdvertiseKeys."""
 
 
+def _cut_off(context: grpc.ServicerContext) -> None:
+    """End a call whose upload missed its deadline with ``DEADLINE_EXCEEDED`` (the
+    handler's blocked read then fails and frees its thread)."""
+    from grpc._cython import cygrpc  # type: ignore[attr-defined, import-untyped, unused-ignore]
+
+    # grpc's public ServicerContext.cancel() says CANCELLED, which reads as the client's
+    # doing; the underlying call can end with the status that names the cause.
+    call: Any = getattr(getattr(context, "_rpc_event", None), "call", None)
+    try:
+        call.cancel(cygrpc.StatusCode.deadline_exceeded, "the frame did not arrive in time")
+    except Exception:  # another grpc version's internals: the public, vaguer way
+        context.cancel()
+
+
 class _Refuse(Exception):
     """End a call with a gRPC status (raised inside the handler's lock-free parts)."""
 
@@ -228,6 +242,7 @@ class AggregationServer:
         self._opened = threading.Condition(lock)
         self._number = 0  # current session number (1, 2, ...)
         self._joining: dict[int, _Call] = {}  # clients waiting for the session to start
+        self._in_flight: dict[int, object] = {}  # client -> the token of its one open call
         self._accepting = False
         self._first_join = 0.0
         self._members: frozenset[int] = frozenset()
@@ -552,39 +567,118 @@ class AggregationServer:
     ) -> Iterator[bytes]:
         import grpc  # type: ignore[import-untyped, unused-ignore]
 
+        token = object()  # this call's claim on its client's in-flight slot
+        holder: int | None = None
         try:
-            frame = framing.assemble(requests, self._limit)
-        except InvalidMessage as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed frame: {exc}")
-        except Exception:  # the client went away mid-upload: nothing to answer
-            return
-        try:
-            client = self._identify(frame, context)
-            if frame.protocol != self.protocol:
-                raise _Refuse(
-                    "FAILED_PRECONDITION",
-                    f"this server runs {self.protocol.name}, not {frame.protocol.name}",
-                )
-            call = _Call(client)
-            if frame.kind is Kind.JOIN:
-                self._check_join_token(frame.payload)
-                parts = self._join(call, context)
-            elif frame.kind is Kind.SUBMIT:
-                parts = self._submit(call, frame, context)
-            else:
-                raise _Refuse("INVALID_ARGUMENT", f"a client cannot send {frame.kind.name}")
-        except _Refuse as exc:
-            context.abort(getattr(grpc.StatusCode, exc.code), exc.details)
-        if parts is None:
-            if self._stopped and context.is_active():
-                context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-            return  # the client has gone: nobody to answer
+            try:
+                if self._mutual:
+                    # Unenrolled certificates are refused before a single chunk is read:
+                    # a stalled upload from one could otherwise hold a worker thread.
+                    holder = self._certificate_id(context)
+                    self._claim(holder, token, context)
+                frame = self._read_frame(requests, context)
+                if frame is None:
+                    return  # the client went away mid-upload, or stalled: nothing to answer
+                client = self._identify(frame, context)
+                if holder is None:
+                    holder = client
+                    self._claim(client, token, context)
+                if frame.protocol != self.protocol:
+                    raise _Refuse(
+                        "FAILED_PRECONDITION",
+                        f"this server runs {self.protocol.name}, not {frame.protocol.name}",
+                    )
+                call = _Call(client)
+                if frame.kind is Kind.JOIN:
+                    self._check_join_token(frame.payload)
+                    parts = self._join(call, context)
+                elif frame.kind is Kind.SUBMIT:
+                    parts = self._submit(call, frame, context)
+                else:
+                    raise _Refuse("INVALID_ARGUMENT", f"a client cannot send {frame.kind.name}")
+            except _Refuse as exc:
+                context.abort(getattr(grpc.StatusCode, exc.code), exc.details)
+            if parts is None:
+                if self._stopped and context.is_active():
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+                return  # the client has gone: nobody to answer
+            yield from self._answer(frame.session, parts)
+        finally:
+            if holder is not None:
+                self._release(holder, token)
+
+    def _answer(self, session: int, parts: list[bytes]) -> Iterator[bytes]:
+        """Stream ``parts``; count a final frame as delivered once it is sent."""
         final = framing.kind_of(parts) in (Kind.RESULT, Kind.ABORT)
         try:
             yield from parts
         finally:
             if final:
-                self._delivered(frame.session)
+                self._delivered(session)
+
+    def _read_frame(
+        self, requests: Iterator[bytes], context: grpc.ServicerContext
+    ) -> framing.Frame | None:
+        """Assemble the call's frame within ``round_timeout``; ``None`` if the client
+        went away or was too slow (then the call has ended with ``DEADLINE_EXCEEDED``).
+
+        Raises
+        ------
+        _Refuse
+            ``INVALID_ARGUMENT`` if the frame is malformed.
+        """
+        # A client that announces a frame and never sends it (slowloris) would hold a
+        # worker thread for as long as it likes: cut the upload off at the deadline.
+        timer = threading.Timer(self.options.round_timeout, _cut_off, (context,))
+        timer.daemon = True
+        timer.start()
+        try:
+            return framing.assemble(requests, self._limit)
+        except InvalidMessage as exc:
+            raise _Refuse("INVALID_ARGUMENT", f"malformed frame: {exc}") from None
+        except Exception:  # the client went away mid-upload, or was cut off
+            return None
+        finally:
+            timer.cancel()
+
+    def _claim(self, client: int, token: object, context: grpc.ServicerContext) -> None:
+        """Take ``client``'s single in-flight slot for this call (``token``).
+
+        Raises
+        ------
+        _Refuse
+            ``ALREADY_EXISTS`` if another call of the same client is in flight.
+        """
+        with self._cv:
+            # One id's parallel calls (a flood of stalled streams) must not starve the
+            # worker pool that every enrolled client's long-poll needs.
+            if client in self._in_flight:
+                raise _Refuse("ALREADY_EXISTS", f"client {client} already has a call in flight")
+            self._in_flight[client] = token
+        context.add_callback(lambda: self._release(client, token))
+
+    def _release(self, client: int, token: object) -> None:
+        with self._cv:
+            if self._in_flight.get(client) is token:
+                del self._in_flight[client]
+
+    def _certificate_id(self, context: grpc.ServicerContext) -> int:
+        """The enrolled client id that the mutual-TLS certificate names.
+
+        Raises
+        ------
+        _Refuse
+            ``PERMISSION_DENIED`` if the certificate names no single client id, or one
+            that is not enrolled.
+        """
+        names: Any = context.auth_context().get("x509_common_name", [])
+        ids = {parse_client_id(bytes(n).decode("utf-8", "replace")) for n in names}
+        if len(ids) != 1:
+            raise _Refuse("PERMISSION_DENIED", "the client certificate names no single client")
+        (client,) = ids
+        if client is None or client not in self.enrolled:
+            raise _Refuse("PERMISSION_DENIED", f"client {client} is not enrolled")
+        return client
 
     def _check_join_token(self, payload: memoryview) -> None:
         # A client encoding with another DP plan (noise, scale, rotation) would corrupt
@@ -615,15 +709,12 @@ class AggregationServer:
 
     def _identify(self, frame: framing.Frame, context: grpc.ServicerContext) -> int:
         claimed = frame.client_id
-        if self._mutual:
-            names: Any = context.auth_context().get("x509_common_name", [])
-            ids = {parse_client_id(bytes(n).decode("utf-8", "replace")) for n in names}
-            # A certificate names exactly one client; the frame must not claim another.
-            if len(ids) != 1 or claimed not in ids:
-                raise _Refuse(
-                    "PERMISSION_DENIED",
-                    f"the client certificate does not identify client {claimed}",
-                )
+        # A certificate names exactly one client; the frame must not claim another.
+        if self._mutual and claimed != self._certificate_id(context):
+            raise _Refuse(
+                "PERMISSION_DENIED",
+                f"the client certificate does not identify client {claimed}",
+            )
         if claimed not in self.enrolled:
             raise _Refuse("PERMISSION_DENIED", f"client {claimed} is not enrolled")
         if not self._mutual or (frame.signature and claimed in self._identity_keys):
