@@ -58,3 +58,45 @@ def test_ckks_rounds_with_a_client_killed(serve, clients, tmp_path, ckks_pki) ->
             mean = np.load(tmp_path / f"mean-{cid}-{r}.npy")
             # CKKS noise at these small parameters (scale 2^20): well below 1e-3.
             assert np.max(np.abs(mean - want)) < 1e-3
+
+
+def test_a_ciphertext_of_another_length_is_refused(serve, pki, ckks_pki) -> None:
+    """Client 4 encrypts 2 values instead of the session's 500: the server refuses it with
+    INVALID_ARGUMENT before the aggregator sees it, so it cannot fix the length for the
+    others, and clients 0-3 receive their weighted mean."""
+    import threading
+
+    from securefl.errors import ServiceError
+    from securefl.transports.service import AggregationClient, ClientTLS
+
+    session = CKKSSession(ckks_pki.server_context(), num_clients=5, dimension=D)
+    running = serve(session, round_timeout=2.0)
+    results: dict[int, object] = {}
+
+    def hospital(cid: int) -> None:
+        tls = ClientTLS.from_files(
+            str(pki / "ca.pem"), str(pki / f"client-{cid}.pem"), str(pki / f"client-{cid}.key")
+        )
+        update = np.zeros(2) if cid == 4 else np.full(D, 0.1 * cid)
+        with AggregationClient(
+            running.target, cid, tls, ckks_context=ckks_pki, timeout=20, threads=1
+        ) as client:
+            try:
+                results[cid] = client.aggregate(update, weight=cid + 1)
+            except ServiceError as exc:
+                results[cid] = exc
+
+    threads = [threading.Thread(target=hospital, args=(cid,)) for cid in (4, 0, 1, 2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    running.join()
+    (outcome,) = running.server.outcomes
+    assert outcome.stage is Stage.COMPLETED
+    assert outcome.contributors == (0, 1, 2, 3)
+    assert isinstance(results[4], ServiceError) and results[4].code == "INVALID_ARGUMENT"
+    assert "501" in str(results[4])
+    want = sum(0.1 * c * (c + 1) for c in range(4)) / sum(c + 1 for c in range(4))
+    for cid in range(4):
+        np.testing.assert_allclose(results[cid].weighted_mean, want, atol=1e-3)

@@ -803,6 +803,8 @@ class AggregationServer:
             except InvalidMessage as exc:
                 self._reject(client, f"undecodable: {exc}")
                 raise _Refuse("INVALID_ARGUMENT", f"undecodable message: {exc}") from None
+        else:
+            self._check_ckks_length(frame.payload)
         with self._cv:
             self._check_turn(client, frame)
             machine = self._machine
@@ -835,6 +837,29 @@ class AggregationServer:
                     f"after round {r}".encode(),
                 )
             return parts
+
+    def _check_ckks_length(self, payload: memoryview) -> None:
+        """Refuse an ``SFCK`` ciphertext that does not hold the session's d + 1 values.
+
+        Raises
+        ------
+        _Refuse
+            ``INVALID_ARGUMENT`` if the header is malformed or the length differs.
+        """
+        from securefl.ckks.wire import read_header
+
+        try:
+            length = read_header(payload).length
+        except InvalidMessage as exc:
+            raise _Refuse("INVALID_ARGUMENT", f"rejected: {exc}") from None
+        # The aggregator adopts the first ciphertext's length: one client with a short
+        # ciphertext would otherwise make every honest client's submission fail.
+        if length != self._dimension + 1:
+            raise _Refuse(
+                "INVALID_ARGUMENT",
+                f"rejected: the ciphertext holds {length} values; the session's "
+                f"{self._dimension} and the weight make {self._dimension + 1}",
+            )
 
     def _check_turn(self, client: int, frame: framing.Frame) -> None:
         # Late, replayed or foreign-session frames are refused by number, before decoding.
