@@ -159,3 +159,47 @@ def test_securefl_join_command(serve, pki, tmp_path) -> None:
         )
         for i in range(5):
             assert np.max(np.abs(np.load(tmp_path / f"m{i}-{r}.npy") - want)) <= bound
+
+
+class _EndedContext:
+    """A call that ended before the server could watch it."""
+
+    def add_callback(self, callback: object) -> bool:
+        return False
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float:
+        return 0.0
+
+
+def test_a_call_that_ended_right_after_answering_counts_as_gone(pki) -> None:
+    """A client whose call ends between its accepted answer and the server's watch is
+    gone: the next round does not wait for it until the deadline."""
+    from securefl.secagg import codec
+    from securefl.secagg.client import SecAggClient
+    from securefl.transports.service import AggregationServer, ServerTLS, framing
+    from securefl.transports.service.framing import Kind, Protocol
+    from securefl.transports.service.server import SessionOutcome, _Call
+
+    config = SecAggConfig(num_clients=3, threshold=2, dimension=4, max_weight=1)
+    tls = ServerTLS.from_files(
+        str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem")
+    )
+    server = AggregationServer(SecAggSession(config), tls)
+    try:
+        server._number, server._members = 1, frozenset(range(3))
+        server._outcome = SessionOutcome(1, Protocol.SECAGG, (0, 1, 2), Stage.ADVERTISE_KEYS)
+        with server._cv:
+            server._open_secagg(server.session)
+        opening = b"".join(server._outbox[1, 0][0])
+        start = codec.decode(bytes(framing.assemble([opening], 1 << 20).payload))
+        reply = SecAggClient(0, config, np.zeros(4), 1).handle(start)
+        submit = framing.Frame(
+            Kind.SUBMIT, Protocol.SECAGG, 0, 1, 0, memoryview(codec.encode(reply))
+        )
+        assert server._submit(_Call(0), submit, _EndedContext()) is None
+        assert 0 in server._answered and 0 in server._gone
+    finally:
+        server.stop(grace=0)

@@ -821,6 +821,9 @@ class AggregationServer:
             self._answered.add(client)
             self._cv.notify_all()
             if not self._watch(call, context):
+                # Its call ended already: nobody will take its next frame, and the next
+                # round must not wait its full deadline for an answer that cannot come.
+                self._gone.add(client)
                 return None
             r = frame.round
             while self._round == r and self._number == frame.session:
