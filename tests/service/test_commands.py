@@ -39,3 +39,13 @@ def test_missing_dimension_is_a_config_error() -> None:
 
 def test_handlers_are_set() -> None:
     assert parse("--clients", "5").handler.__name__ == "_serve"
+
+
+def test_serve_seats_only_the_enrolled_ids_below_the_client_count() -> None:
+    from securefl.transports.service.commands import seats
+
+    enrolled = {i: bytes([i]) * 32 for i in (0, 1, 2, 7, 9)}
+    assert seats(enrolled, 3) == {i: enrolled[i] for i in (0, 1, 2)}
+    assert seats({}, 3) == {}
+    with pytest.raises(ConfigError, match="no client id below"):
+        seats({7: b"k" * 32}, 3)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from securefl.secagg.config import SecAggConfig
     from securefl.transports.service.server import SessionOutcome
 
-__all__ = ["add_commands", "dp_plan", "secagg_config"]
+__all__ = ["add_commands", "dp_plan", "seats", "secagg_config"]
 
 EXIT_ABORTED = 3
 EXIT_SERVICE = 4
@@ -245,6 +245,25 @@ def _enrollment(path: str | None) -> dict[int, bytes]:
         raise ConfigError(f"cannot read the enrollment file {path}: {exc}") from None
 
 
+def seats(enrolled: dict[int, bytes], num_clients: int) -> dict[int, bytes]:
+    """The enrolled ids (and identity keys) that have a seat in a session of
+    ``num_clients`` clients, ids 0 .. num_clients - 1.
+
+    Raises
+    ------
+    ConfigError
+        If the enrollment is not empty but names none of those ids.
+    """
+    from securefl.errors import ConfigError
+
+    # An id beyond the session's seats would be admitted and counted towards the
+    # session's quorum, then refused by the protocol's state machine.
+    kept = {i: k for i, k in enrolled.items() if 0 <= i < num_clients}
+    if enrolled and not kept:
+        raise ConfigError(f"the enrollment names no client id below --clients {num_clients}")
+    return kept
+
+
 def _init_pki(args: argparse.Namespace) -> int:
     from securefl.transports.service.tls import write_pki
 
@@ -303,9 +322,9 @@ def _run_server(args: argparse.Namespace) -> int:
     else:
         plan = dp_plan(args)
         config = secagg_config(args, plan)
-        keys = {i: k for i, k in enrolled.items() if i < config.num_clients}
+        keys = seats(enrolled, config.num_clients)
         session = SecAggSession(config, keys if config.authenticated else None, dp=plan)
-    ids = sorted(enrolled) if enrolled else None
+    ids = sorted(seats(enrolled, session.num_clients)) if enrolled else None
     options = ServiceOptions(round_timeout=args.round_timeout, join_timeout=args.join_timeout)
     server = AggregationServer(session, tls, enrolled=ids, options=options, address=args.address)
     if args.port_file:
