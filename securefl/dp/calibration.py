@@ -238,9 +238,12 @@ def _ring_room(config: DPConfig) -> float:
     return half * half - config.num_clients / 4
 
 
-# The samplers' ranges (dp.hpp): a per-client noise std above these, in integer units,
-# is avoided by a coarser gamma (ring bits are then left unused, nothing else changes).
-_MAX_NOISE_STD = {"discrete_gaussian": 2.0**38, "skellam": 2.0**24}
+# The samplers' accurate ranges (dp.hpp): a per-client noise std above these, in integer
+# units, is avoided by a coarser gamma (ring bits are then left unused). PTRS's
+# log-acceptance -lambda + k ln lambda - ln k! cancels terms of size ~lambda ln lambda
+# in binary64: measured worst error 4.4e-5 nats at lambda = mu/2 = 2^33 (std 2^17),
+# 1e-3 at 2^38, O(1) at 2^47.
+_MAX_NOISE_STD = {"discrete_gaussian": 2.0**38, "skellam": 2.0**17}
 
 
 def _gamma(config: DPConfig, D: int, sigma_real: float, room: float) -> float:
@@ -328,9 +331,11 @@ def calibrate(config: DPConfig, dimension: int) -> DPPlan:
     ------
     ConfigError
         If the target cannot be met: too few survivors (fewer than two, so no sum
-        hides an individual), a ring too small for n clients' rounding alone, or a
+        hides an individual), a ring too small for n clients' rounding alone, a
         target below the epsilon floor that b bits allow (the message names the
-        bit width that would suffice, or says none does).
+        bit width that would suffice, or says none does), or below the floor that
+        the sampler's accurate range allows (noise std <= 2^38 integer steps for
+        the discrete Gaussian, 2^17 for Skellam).
     """
     if dimension < 1:
         raise ConfigError(f"dimension must be >= 1, got {dimension}")
@@ -356,6 +361,18 @@ def calibrate(config: DPConfig, dimension: int) -> DPPlan:
         )
 
     floor = _floor_epsilon(config, D, room)
+    cap = _MAX_NOISE_STD[config.mechanism]
+    if floor > config.epsilon and cap * cap * config.num_clients < room:
+        # The sampler's cap, not the ring, bounds the noise in integer steps: more bits
+        # would not help (the noise cannot grow past the range where it is accurate).
+        raise ConfigError(
+            f"cannot reach epsilon={config.epsilon:g} at delta={config.delta:g} over "
+            f"{config.rounds} rounds: the {config.mechanism} sampler is accurate only up "
+            f"to a per-client noise std of 2^{math.log2(cap):g} integer steps, and at "
+            f"that noise rounding {D} coordinates costs epsilon >= {floor:.3g} however "
+            "coarse the scale; lower d or the rounds, raise epsilon"
+            + (", or use the discrete Gaussian" if config.mechanism == "skellam" else "")
+        )
     if floor > config.epsilon:
         bits = _sufficient_bits(config, D)
         hint = (

@@ -241,7 +241,38 @@ def test_wide_rings_keep_the_noise_in_the_samplers_range(mechanism: str) -> None
     )  # type: ignore[arg-type]
     plan = calibrate(config, 30)
     std = plan.noise_param if mechanism == "discrete_gaussian" else math.sqrt(plan.noise_param)
-    assert std <= (2.0**38 if mechanism == "discrete_gaussian" else 2.0**24)
+    # The samplers' accurate ranges (dp.hpp, docs/PRIVACY.md "Samplers").
+    assert std <= (2.0**38 if mechanism == "discrete_gaussian" else 2.0**17)
     assert 0.99 * 2.0 <= plan.epsilon <= 2.0
     encoded = encode_update(np.zeros(30), plan, round_seed=bytes(32))
     assert encoded.ring.dtype == np.uint64
+
+
+@pytest.mark.parametrize(("mechanism", "cap"), [("skellam", 2**17)])
+def test_the_noise_stops_at_the_samplers_accurate_range(mechanism: str, cap: int) -> None:
+    # b = 53 and n = 2: the ring alone would allow ~2^49 integer steps of noise std.
+    config = DPConfig(
+        epsilon=0.01, delta=DELTA, clip=1.0, num_clients=2, bits=53, mechanism=mechanism
+    )  # type: ignore[arg-type]
+    plan = calibrate(config, 2**20)
+    std = plan.noise_param if mechanism == "discrete_gaussian" else math.sqrt(plan.noise_param)
+    assert std == pytest.approx(cap, rel=1e-12)
+    assert 0.99 * 0.01 <= plan.epsilon <= 0.01
+    assert plan.client_noise_std == pytest.approx(plan.gamma * cap, rel=1e-12)
+
+
+def test_a_target_below_the_samplers_floor_is_refused_with_the_reason() -> None:
+    # At most 2^17 steps of Skellam noise: rounding 2^20 coordinates (~2^9 steps of
+    # L2 error) then costs epsilon >= 0.0074 however many ring bits there are.
+    config = DPConfig(
+        epsilon=0.001, delta=DELTA, clip=1.0, num_clients=2, bits=53, mechanism="skellam"
+    )
+    with pytest.raises(ConfigError) as info:
+        calibrate(config, 2**20)
+    message = str(info.value)
+    assert "accurate only up to a per-client noise std of 2^17 integer steps" in message
+    assert "epsilon >= 0.00742" in message
+    assert "or use the discrete Gaussian" in message
+    # The discrete Gaussian's wider range reaches that target.
+    plan = calibrate(dataclasses.replace(config, mechanism="discrete_gaussian"), 2**20)
+    assert plan.epsilon <= 0.001
