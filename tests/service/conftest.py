@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -182,3 +182,17 @@ def assert_secagg_mean(config: SecAggConfig, mean: np.ndarray, contributors, see
     want, weight = expected_mean(config.dimension, seed, round_, contributors, config.clip)
     bound = config.fixed_point.precision * len(contributors) * config.max_weight / weight
     assert np.max(np.abs(mean - want)) <= bound * (1 + 1e-9)
+
+
+def in_threads(target: Callable[[int], None], ids: Iterable[int]) -> list[threading.Thread]:
+    """Start ``target(id)`` for each id, each in its own thread (in-process clients)."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def join_all(threads: list[threading.Thread], timeout: float = 60.0) -> None:
+    """Wait for the threads of :func:`in_threads`."""
+    for t in threads:
+        t.join(timeout)

@@ -23,7 +23,7 @@ from securefl.transports.service import AggregationClient, ClientTLS, SecAggSess
 from securefl.transports.service.framing import Kind, Protocol
 from securefl.transports.service.server import METHOD
 
-from .conftest import UNENROLLED, assert_secagg_mean, enrolled_keys, finish
+from .conftest import UNENROLLED, assert_secagg_mean, enrolled_keys, finish, in_threads, join_all
 
 CONFIG = SecAggConfig(num_clients=6, threshold=3, dimension=100, max_weight=10)
 
@@ -211,11 +211,8 @@ def test_identity_keys_enroll_clients_without_client_certificates(serve, pki) ->
         outsider.aggregate(np.zeros(30), 1)
     assert info.value.code == "PERMISSION_DENIED"
 
-    threads = [threading.Thread(target=hospital, args=(cid,)) for cid in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    threads = in_threads(hospital, range(5))
+    join_all(threads)
     running.join()
     (outcome,) = running.server.outcomes
     assert outcome.stage is Stage.COMPLETED
@@ -267,9 +264,7 @@ def test_forged_frames_are_refused_without_mutual_tls(serve, pki) -> None:
         key = identity_key(pki, cid)
         signed_hospital(running.target, server_only, config, keys, cid, key, results)
 
-    threads = [threading.Thread(target=hospital, args=(cid,)) for cid in range(5)]
-    for t in threads:
-        t.start()
+    threads = in_threads(hospital, range(5))
     # Knocking client 0 out with a forged MaskedInput: refused before its round is even
     # looked at, whatever round is open.
     masked = codec.encode(MaskedInput(0, 32, np.zeros(31, dtype=np.uint32)))
@@ -278,8 +273,7 @@ def test_forged_frames_are_refused_without_mutual_tls(serve, pki) -> None:
             grpc.StatusCode.UNAUTHENTICATED,
             grpc.StatusCode.PERMISSION_DENIED,
         )
-    for t in threads:
-        t.join(60)
+    join_all(threads)
     channel.close()
     running.join()
     (outcome,) = running.server.outcomes

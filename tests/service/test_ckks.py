@@ -12,7 +12,7 @@ from securefl.ckks.keys import CKKSParams, ClientContext
 from securefl.secagg.messages import Stage
 from securefl.transports.service import CKKSSession
 
-from .conftest import expected_mean, finish
+from .conftest import expected_mean, finish, in_threads, join_all
 
 D = 500
 
@@ -64,7 +64,6 @@ def test_a_ciphertext_of_another_length_is_refused(serve, pki, ckks_pki) -> None
     """Client 4 encrypts 2 values instead of the session's 500: the server refuses it with
     INVALID_ARGUMENT before the aggregator sees it, so it cannot fix the length for the
     others, and clients 0-3 receive their weighted mean."""
-    import threading
 
     from securefl.errors import ServiceError
     from securefl.transports.service import AggregationClient, ClientTLS
@@ -86,11 +85,8 @@ def test_a_ciphertext_of_another_length_is_refused(serve, pki, ckks_pki) -> None
             except ServiceError as exc:
                 results[cid] = exc
 
-    threads = [threading.Thread(target=hospital, args=(cid,)) for cid in (4, 0, 1, 2, 3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    threads = in_threads(hospital, (4, 0, 1, 2, 3))
+    join_all(threads)
     running.join()
     (outcome,) = running.server.outcomes
     assert outcome.stage is Stage.COMPLETED

@@ -19,7 +19,7 @@ from securefl.transports.service import AggregationClient, ClientTLS, SecAggSess
 from securefl.transports.service.framing import Kind, Protocol
 from securefl.transports.service.server import METHOD
 
-from .conftest import UNENROLLED
+from .conftest import UNENROLLED, in_threads, join_all
 
 CONFIG = SecAggConfig(num_clients=5, threshold=3, dimension=20, max_weight=10)
 
@@ -68,11 +68,8 @@ def test_stalled_streams_from_an_unenrolled_certificate_do_not_block_clients(ser
         ) as client:
             results[cid] = client.aggregate(np.full(20, 0.1 * cid), weight=1)
 
-    threads = [threading.Thread(target=hospital, args=(cid,)) for cid in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    threads = in_threads(hospital, range(5))
+    join_all(threads)
     hold.set()
     codes = {status_of(s) for s in streams}
     channel.close()
