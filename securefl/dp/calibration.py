@@ -239,11 +239,12 @@ def _ring_room(config: DPConfig) -> float:
 
 
 # The samplers' accurate ranges (dp.hpp): a per-client noise std above these, in integer
-# units, is avoided by a coarser gamma (ring bits are then left unused). PTRS's
-# log-acceptance -lambda + k ln lambda - ln k! cancels terms of size ~lambda ln lambda
-# in binary64: measured worst error 4.4e-5 nats at lambda = mu/2 = 2^33 (std 2^17),
-# 1e-3 at 2^38, O(1) at 2^47.
-_MAX_NOISE_STD = {"discrete_gaussian": 2.0**38, "skellam": 2.0**17}
+# units, is avoided by a coarser gamma (ring bits are then left unused). The discrete
+# Gaussian's |Y| = floor(-t ln u), u on a 2^-52 grid, jitters each value by ~2^-52 t:
+# ~2^-22 of a step at sigma = 2^30, 2e-4 at 2^38. PTRS's log-acceptance -lambda +
+# k ln lambda - ln k! cancels terms of size ~lambda ln lambda in binary64: measured worst
+# error 4.4e-5 nats at lambda = mu/2 = 2^33 (std 2^17), 1e-3 at 2^38, O(1) at 2^47.
+_MAX_NOISE_STD = {"discrete_gaussian": 2.0**30, "skellam": 2.0**17}
 
 
 def _gamma(config: DPConfig, D: int, sigma_real: float, room: float) -> float:
@@ -334,7 +335,7 @@ def calibrate(config: DPConfig, dimension: int) -> DPPlan:
         hides an individual), a ring too small for n clients' rounding alone, a
         target below the epsilon floor that b bits allow (the message names the
         bit width that would suffice, or says none does), or below the floor that
-        the sampler's accurate range allows (noise std <= 2^38 integer steps for
+        the sampler's accurate range allows (noise std <= 2^30 integer steps for
         the discrete Gaussian, 2^17 for Skellam).
     """
     if dimension < 1:

@@ -242,13 +242,13 @@ def test_wide_rings_keep_the_noise_in_the_samplers_range(mechanism: str) -> None
     plan = calibrate(config, 30)
     std = plan.noise_param if mechanism == "discrete_gaussian" else math.sqrt(plan.noise_param)
     # The samplers' accurate ranges (dp.hpp, docs/PRIVACY.md "Samplers").
-    assert std <= (2.0**38 if mechanism == "discrete_gaussian" else 2.0**17)
+    assert std <= (2.0**30 if mechanism == "discrete_gaussian" else 2.0**17)
     assert 0.99 * 2.0 <= plan.epsilon <= 2.0
     encoded = encode_update(np.zeros(30), plan, round_seed=bytes(32))
     assert encoded.ring.dtype == np.uint64
 
 
-@pytest.mark.parametrize(("mechanism", "cap"), [("skellam", 2**17)])
+@pytest.mark.parametrize(("mechanism", "cap"), [("discrete_gaussian", 2**30), ("skellam", 2**17)])
 def test_the_noise_stops_at_the_samplers_accurate_range(mechanism: str, cap: int) -> None:
     # b = 53 and n = 2: the ring alone would allow ~2^49 integer steps of noise std.
     config = DPConfig(
@@ -273,6 +273,22 @@ def test_a_target_below_the_samplers_floor_is_refused_with_the_reason() -> None:
     assert "accurate only up to a per-client noise std of 2^17 integer steps" in message
     assert "epsilon >= 0.00742" in message
     assert "or use the discrete Gaussian" in message
-    # The discrete Gaussian's wider range reaches that target.
+    # The discrete Gaussian's wider range (2^30) reaches that target.
     plan = calibrate(dataclasses.replace(config, mechanism="discrete_gaussian"), 2**20)
     assert plan.epsilon <= 0.001
+
+
+def test_discrete_gaussian_beyond_its_accurate_range_is_refused() -> None:
+    # sigma <= 2^30: beyond, |Y| = floor(-t ln u) on a 2^-52 grid jitters by ~2^-52 t.
+    # For d = 2^36 the capped noise cannot hide ~2^17 steps of rounding error at 1e-3.
+    config = DPConfig(epsilon=1e-3, delta=DELTA, clip=1.0, num_clients=2, bits=53)
+    with pytest.raises(ConfigError) as info:
+        calibrate(config, 2**36)
+    message = str(info.value)
+    assert "discrete_gaussian sampler is accurate only up to a per-client noise std of 2^30" in (
+        message
+    )
+    assert "epsilon >= 0.00351" in message
+    assert "use the discrete Gaussian" not in message
+    plan = calibrate(dataclasses.replace(config, epsilon=0.004), 2**36)
+    assert plan.noise_param == 2.0**30 and plan.epsilon <= 0.004

@@ -69,7 +69,7 @@ def test_skellam_matches_its_pmf(mu: float) -> None:
     check_distribution(samples, support, pmf)
 
 
-@pytest.mark.parametrize(("kind", "std"), [("skellam", 2.0**17)])
+@pytest.mark.parametrize(("kind", "std"), [("discrete_gaussian", 2.0**30), ("skellam", 2.0**17)])
 def test_samplers_at_the_calibration_cap(kind: str, std: float) -> None:
     # The largest noise calibrate() asks for. At std 2^24 (Poisson mean 2^47) PTRS's
     # binary64 log-acceptance lost O(1) nats and the variance came out 4.8% high.

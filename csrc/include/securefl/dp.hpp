@@ -38,14 +38,17 @@
 // branch-free polynomial evaluations (series to f^23 and r^13 after exact range
 // reduction: truncation below 1e-18, a few ulps of rounding) so that the candidates are
 // computed 4 or 8 at a time in SIMD registers. The result differs from the exact
-// discrete Gaussian by those roundings (of the order of 2^-50 per sample) and truncates
-// |Y| at about 36 t, where the discrete Gaussian has mass below e^-600. Poisson draws
+// discrete Gaussian by those roundings: ~2^-50 in the acceptance test, and, u lying on a
+// 2^-52 grid, a jitter of ~2^-52 t in |Y| (2^-22 of a step at sigma = 2^30, the
+// calibration's cap; ~2e-4 at 2^38). |Y| is truncated at about 36 t, where the discrete
+// Gaussian has mass below e^-600. Poisson draws
 // use Hoermann's PTRS (transformed rejection with squeeze, 1993) for means >= 10 and
 // multiplication of uniforms below, with libm's log in binary64; the log-acceptance
 // -lambda + k ln lambda - ln k! cancels terms of size lambda ln lambda, so its error
 // grows with lambda (measured: 8e-8 nats at 2^24, 4.4e-5 at 2^33, 1e-3 at 2^38, O(1) at
-// 2^47). securefl.dp.calibrate keeps the Skellam std <= 2^17 (lambda <= 2^33); the
-// wider range check_noise accepts is not accurate.
+// 2^47). securefl.dp.calibrate keeps the Skellam std <= 2^17 (lambda <= 2^33) and the
+// discrete Gaussian's sigma <= 2^30; the wider ranges check_noise accepts are not
+// accurate.
 #pragma once
 
 #include <cstddef>
