@@ -110,7 +110,8 @@ def test_dp_sessions_give_the_same_noisy_mean_everywhere(serve, clients, tmp_pat
 def test_too_few_survivors_for_the_noise_abort_without_a_result(serve, clients, tmp_path) -> None:
     """Two of five clients die before sending their masked input: SecAgg (t = 2) could
     unmask the three others' sum, but the noise is calibrated for four survivors, so the
-    server withholds it and every live client gets the abort and its reason."""
+    session's min_survivors aborts it before unmasking: nothing is unmasked or kept, and
+    every live client gets the abort and its reason."""
     plan = plan_for()
     running = serve(dp_session(plan), round_timeout=1.5)
     path = saved(plan, tmp_path / "plan.pickle")
@@ -123,15 +124,15 @@ def test_too_few_survivors_for_the_noise_abort_without_a_result(serve, clients, 
     running.join()
     (outcome,) = running.server.outcomes
     assert outcome.stage is Stage.ABORTED
-    assert outcome.dp is None
-    assert outcome.contributors == (2, 3, 4)
-    assert "differential privacy: 3 survivors" in (outcome.abort_reason or "")
+    assert outcome.dp is None and outcome.result is None
+    assert outcome.contributors == ()  # no survivor set was ever unmasked
+    assert "min_survivors=4" in (outcome.abort_reason or "")
     for i in (0, 1):
         assert procs[i].returncode == -9
     for i in range(2, N):
         (record,) = reports[i]
         assert record["error"] == "ProtocolAbort"
-        assert "3 survivors" in record["message"]
+        assert "min_survivors=4" in record["message"]
         assert procs[i].returncode == 3
 
 
@@ -147,6 +148,12 @@ def test_secagg_session_checks_the_plan_against_its_config() -> None:
         wrong = SecAggConfig(**{**options, field: value}, ring_input=True)
         with pytest.raises(ConfigError, match=field):
             SecAggSession(wrong, dp=plan)
+    # Right shape, but SecAgg would unmask fewer survivors than the noise assumes.
+    options = {**SECAGG, "num_clients": N, "dimension": plan.padded_dimension, "bits": 20}
+    for minimum in (None, plan.config.min_survivors - 1):
+        lax = SecAggConfig(**options, ring_input=True, min_survivors=minimum)
+        with pytest.raises(ConfigError, match="min_survivors"):
+            SecAggSession(lax, dp=plan)
 
 
 def test_dp_client_refuses_ckks_a_mismatched_config_and_bad_updates(pki) -> None:

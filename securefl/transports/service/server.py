@@ -458,10 +458,13 @@ class AggregationServer:
             if stage is Stage.COMPLETED:
                 result = machine.result
                 assert result is not None
-                outcome.result = result
                 outcome.contributors = result.contributors
+                # A last line behind SecAgg's own min_survivors check (the state machine
+                # aborts before unmasking): an under-noised sum is neither kept nor sent.
                 refusal = self._decode_dp(outcome, result)
-                if refusal is not None:
+                if refusal is None:
+                    outcome.result = result
+                else:
                     # The ring sum is withheld: it would release less noise than promised.
                     outcome.stage = Stage.ABORTED
                     outcome.abort_reason = refusal

@@ -118,7 +118,8 @@ def check_dp_config(config: SecAggConfig, plan: DPPlan) -> None:
     ------
     ConfigError
         Unless ``config`` has ``ring_input`` and the plan's padded dimension, ring bits
-        and number of clients (what :func:`securefl.dp.secagg_config` sets).
+        and number of clients, and the plan's minimum number of survivors (what
+        :func:`securefl.dp.secagg_config` sets).
     """
     if not config.ring_input:
         raise ConfigError("differential privacy needs a ring_input SecAgg configuration")
@@ -126,6 +127,8 @@ def check_dp_config(config: SecAggConfig, plan: DPPlan) -> None:
         "dimension": plan.padded_dimension,
         "bits": plan.config.bits,
         "num_clients": plan.config.num_clients,
+        # SecAgg must refuse to unmask fewer survivors than the noise is calibrated for.
+        "min_survivors": plan.config.min_survivors,
     }
     for name, value in wanted.items():
         if getattr(config, name) != value:
