@@ -1,9 +1,20 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _outside_the_source_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """As in tests/conftest.py: `securefl join` processes and Ray's workers put the working
+    directory first on sys.path and must import the installed package, not the source tree."""
+    home = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(home)
 
 
 @pytest.fixture(scope="session")

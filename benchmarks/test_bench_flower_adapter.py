@@ -30,6 +30,7 @@ from __future__ import annotations
 import gc
 import itertools
 import statistics
+import sys
 import time
 import warnings
 from typing import Any
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from ray import cloudpickle as ray_cloudpickle
 
 import securefl.transports.flower as sfl  # first import of flwr (silences click's warning)
 
@@ -53,6 +55,10 @@ with warnings.catch_warnings():
     from flwr.serverapp import Grid, ServerApp
     from flwr.serverapp.strategy import FedAvg
     from flwr.simulation import run_simulation
+
+# Ray's workers cannot import this module (it lives outside the installed package, and
+# the source tree must stay off their sys.path): ship its functions by value.
+ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 N, D, ROUNDS = 10, 1_000_000, 8
 BACKEND = {"client_resources": {"num_cpus": 1}, "init_args": {"num_cpus": 2}}
