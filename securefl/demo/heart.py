@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 import securefl
-from securefl.datasets import HOSPITALS, load_hospitals
+from securefl.datasets import HOSPITALS, HospitalData, load_hospitals
 from securefl.secagg.messages import Stage
 
 __all__ = ["DPOptions", "DemoOptions", "run", "run_dp"]
@@ -44,9 +44,13 @@ class DemoOptions:
     mu: float = 0.0
     dropout: float = 0.0
     seed: int = 0
-    model: str = "logreg"
+    model: Literal["logreg", "mlp"] = "logreg"
     clip: float = 16.0
     bits: int = 32
+
+    def __post_init__(self) -> None:
+        if self.model not in ("logreg", "mlp"):
+            raise ValueError(f"model must be 'logreg' or 'mlp', got {self.model!r}")
 
 
 @dataclass
@@ -140,21 +144,45 @@ def _max_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
+def _federated(
+    hospitals: Mapping[str, HospitalData],
+    protocol: str,
+    opts: DemoOptions,
+    schedule: list[set[int]],
+) -> tuple[Any, float, dict[str, Any]]:
+    """FedAvg / FedProx through ``protocol``: (global state_dict, seconds, log with the
+    bytes per client and round and the seconds spent aggregating)."""
+    from securefl.fl import federated_training
+
+    log: dict[str, Any] = {"bytes": []}
+    t0 = time.perf_counter()
+    result = federated_training(
+        hospitals,
+        rounds=opts.rounds,
+        local_epochs=opts.local_epochs,
+        mu=opts.mu,
+        aggregate=_aggregator(protocol, opts, schedule, log),
+        progress=_progress(protocol, opts.rounds),
+        model=opts.model,
+        seed=opts.seed,
+    )
+    log["aggregate_seconds"] = float(sum(result.aggregate_seconds))
+    return result.state_dict, time.perf_counter() - t0, log
+
+
 def run_demo(opts: DemoOptions) -> list[Row]:
     """Train every baseline and protocol; return one row per method."""
     from securefl.fl import (
         centralized,
         evaluate,
         evaluate_local,
-        federated_training,
         local_only,
         predictions_equal,
     )
 
     hospitals = load_hospitals(seed=opts.seed)
-    n = len(hospitals)
-    schedule = _dropout_schedule(opts, n)
-    kind: Literal["logreg", "mlp"] = "mlp" if opts.model == "mlp" else "logreg"
+    schedule = _dropout_schedule(opts, len(hospitals))
+    kind = opts.model
     rows: list[Row] = []
 
     t0 = time.perf_counter()
@@ -170,23 +198,7 @@ def run_demo(opts: DemoOptions) -> list[Row]:
     )
     rows.append(Row("pooled", evaluate(pooled, hospitals), time.perf_counter() - t0))
 
-    def train(protocol: str) -> tuple[Any, float, dict[str, Any]]:
-        log: dict[str, Any] = {"bytes": []}
-        t0 = time.perf_counter()
-        result = federated_training(
-            hospitals,
-            rounds=opts.rounds,
-            local_epochs=opts.local_epochs,
-            mu=opts.mu,
-            aggregate=_aggregator(protocol, opts, schedule, log),
-            progress=_progress(protocol, opts.rounds),
-            model=kind,
-            seed=opts.seed,
-        )
-        log["aggregate_seconds"] = float(sum(result.aggregate_seconds))
-        return result.state_dict, time.perf_counter() - t0, log
-
-    plain_state, plain_seconds, plain_log = train("plain")
+    plain_state, plain_seconds, plain_log = _federated(hospitals, "plain", opts, schedule)
     name = "FedProx" if opts.mu > 0 else "FedAvg"
     rows.append(
         Row(
@@ -200,7 +212,7 @@ def run_demo(opts: DemoOptions) -> list[Row]:
         )
     )
     for protocol in opts.protocols:
-        state, seconds, log = train(protocol)
+        state, seconds, log = _federated(hospitals, protocol, opts, schedule)
         rows.append(
             Row(
                 f"{name} {protocol}",
@@ -363,8 +375,7 @@ def dp_training(
 
     names = list(hospitals)
     data = [hospitals[h] for h in names]
-    kind = "mlp" if opts.model == "mlp" else "logreg"
-    net = make_model(data[0].x_train.shape[1], kind, seed=opts.seed)  # type: ignore[arg-type]
+    net = make_model(data[0].x_train.shape[1], opts.model, seed=opts.seed)
     largest = max(h.x_train.shape[0] for h in data)
     config = DPConfig(
         epsilon=epsilon,
@@ -401,27 +412,16 @@ def dp_training(
 
 def run_dp_study(opts: DemoOptions, dp: DPOptions) -> list[Row]:
     """Non-private FedAvg (the reference), then DP-FedSGD at each epsilon."""
-    from securefl.fl import evaluate, federated_training
+    from securefl.fl import evaluate
 
     hospitals = load_hospitals(seed=opts.seed)
     schedule = _dropout_schedule(opts, len(hospitals))
-    kind: Literal["logreg", "mlp"] = "mlp" if opts.model == "mlp" else "logreg"
-    t0 = time.perf_counter()
-    plain = federated_training(
-        hospitals,
-        rounds=opts.rounds,
-        local_epochs=opts.local_epochs,
-        mu=opts.mu,
-        aggregate=_aggregator("plain", opts, schedule, {"bytes": []}),
-        progress=_progress("plain", opts.rounds),
-        model=kind,
-        seed=opts.seed,
-    )
+    plain_state, plain_seconds, _ = _federated(hospitals, "plain", opts, schedule)
     rows = [
         Row(
             "FedAvg plain",
-            evaluate(plain.state_dict, hospitals),
-            time.perf_counter() - t0,
+            evaluate(plain_state, hospitals),
+            plain_seconds,
             extra={"epsilon": math.inf, "private": False},
         )
     ]

@@ -68,3 +68,13 @@ def test_fedprox_json_schema(tmp_path, capsys) -> None:
 def test_unknown_protocol_is_refused() -> None:
     with pytest.raises(SystemExit):
         main(["demo", "--protocols", "rot13"])
+
+
+def test_demo_options_refuse_an_unknown_model() -> None:
+    import pytest
+
+    from securefl.demo.heart import DemoOptions
+
+    assert DemoOptions(model="mlp").model == "mlp"
+    with pytest.raises(ValueError, match="model must be 'logreg' or 'mlp'"):
+        DemoOptions(model="resnet")  # type: ignore[arg-type]
