@@ -18,7 +18,15 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from securefl.bench.compare import BASELINES, compare, format_comparisons
-    from securefl.bench.secagg import Scenario, format_table, load_scenarios, plot, run, sweep
+    from securefl.bench.secagg import (
+        Scenario,
+        format_table,
+        inputs,
+        load_scenarios,
+        plot,
+        run,
+        sweep,
+    )
     from securefl.errors import BackendUnavailable
 
     baselines = [b.strip() for b in (args.compare or "").split(",") if b.strip()]
@@ -53,13 +61,14 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        outcome = run(scenario)
+        data = inputs(scenario)  # once: securefl and every baseline get the same arrays
+        outcome = run(scenario, data)
         print(format_table(outcome))
         if baselines and not outcome.completed:
             print("comparison skipped: securefl's round aborted")
         elif baselines:
             try:
-                print(format_comparisons(compare(scenario, outcome, baselines)))
+                print(format_comparisons(compare(scenario, outcome, baselines, data)))
             except BackendUnavailable as exc:
                 parser.error(str(exc))
         outcomes.append(outcome)

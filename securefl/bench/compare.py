@@ -105,13 +105,17 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def compare(scenario: Scenario, outcome: Outcome, baselines: list[str]) -> list[Comparison]:
+def compare(
+    scenario: Scenario, outcome: Outcome, baselines: list[str], data: Inputs | None = None
+) -> list[Comparison]:
     """Run ``baselines`` on ``scenario`` and attach the results to ``outcome``.
 
     Parameters
     ----------
     scenario, outcome:
         The scenario and securefl's measured round (from :func:`securefl.bench.secagg.run`).
+    data:
+        The scenario's inputs if the caller holds them (else generated again, identically).
     baselines:
         Names from :data:`BASELINES`.
 
@@ -128,7 +132,7 @@ def compare(scenario: Scenario, outcome: Outcome, baselines: list[str]) -> list[
         raise ValueError(f"unknown baselines {sorted(unknown)}; expected some of {BASELINES}")
     if "flower" in baselines and scenario.protocol == "ckks":
         raise ValueError("--compare flower compares SecAgg rounds: use --protocol secagg(+)")
-    data = inputs(scenario)
+    data = inputs(scenario) if data is None else data
     results = []
     for name in baselines:
         if name == "flower":

@@ -160,10 +160,9 @@ def _environment() -> dict[str, str]:
     }
 
 
-def _run_ckks(scenario: Scenario) -> Outcome:
+def _run_ckks(scenario: Scenario, data: Inputs) -> Outcome:
     """CKKS FedAvg: every survivor encrypts, the server sums, one client decrypts."""
     d = scenario.dimension
-    data = inputs(scenario)
     t0 = time.perf_counter()
     result = securefl.aggregate(
         data.updates,
@@ -210,13 +209,17 @@ def _run_ckks(scenario: Scenario) -> Outcome:
     return outcome
 
 
-def run(scenario: Scenario) -> Outcome:
-    """Run the scenario once; dropped clients vanish after ShareKeys (the costly case)."""
+def run(scenario: Scenario, data: Inputs | None = None) -> Outcome:
+    """Run the scenario once; dropped clients vanish after ShareKeys (the costly case).
+
+    ``data``: the scenario's :func:`inputs`, when the caller already has them (to hand
+    the same arrays to a baseline without generating them twice).
+    """
+    data = inputs(scenario) if data is None else data
     if scenario.protocol == "ckks":
-        return _run_ckks(scenario)
+        return _run_ckks(scenario, data)
     config = scenario.config()
     n, d = scenario.clients, scenario.dimension
-    data = inputs(scenario)
     updates, weights = data.updates, data.weights
     schedule = {i: Stage.MASKED_INPUT_COLLECTION for i in data.dropped}
     t0 = time.perf_counter()
