@@ -50,24 +50,28 @@ class LocalGrid(Grid):
         self.exchanges = 0
         """Calls of send_and_receive with at least one message."""
 
+    # The strategies under test only list nodes and call send_and_receive; the rest of
+    # Flower's Grid interface fails loudly so that a new use of it cannot pass unnoticed.
+    _UNUSED = "the test grid supports get_node_ids and send_and_receive only"
+
     def set_run(self, run_id: int) -> None:  # type: ignore[override]
         pass
 
     @property
     def run(self) -> Any:
-        raise NotImplementedError
+        raise NotImplementedError(self._UNUSED)
 
     def create_message(self, *args: Any, **kwargs: Any) -> Message:
-        raise NotImplementedError
+        raise NotImplementedError(self._UNUSED)
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.contexts)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError
+        raise NotImplementedError(self._UNUSED)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError
+        raise NotImplementedError(self._UNUSED)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
