@@ -128,6 +128,7 @@ class SecAggClient:
         self._directory: dict[int, tuple[bytes, bytes]] = {}
         self._neighbours: frozenset[int] = frozenset()
         self._self_mask_seed = b""
+        self._commitment = b""
         # Shares this client holds for its neighbours: peer -> (self-mask, key share).
         self._held: dict[int, tuple[bytes, bytes]] = {}
         self._survivors_signed: tuple[int, ...] | None = None
@@ -180,6 +181,7 @@ class SecAggClient:
         self._held.clear()
         self._secrets.clear()
         self._self_mask_seed = b""
+        self._commitment = b""
 
     # Round 0 --------------------------------------------------------------------------
 
@@ -190,14 +192,23 @@ class SecAggClient:
         self._nonce = msg.nonce
         mask_pk = crypto.public_bytes(self._mask_key)
         enc_pk = crypto.public_bytes(self._encryption_key)
+        # b_u is drawn now so that the server can check the b_u it reconstructs
+        # against a commitment every client saw (a lying share holder is caught).
+        self._self_mask_seed = self._rng(32)
+        commitment = crypto.self_mask_commitment(
+            msg.nonce, msg.config_digest, self.client_id, self._self_mask_seed
+        )
+        self._commitment = commitment
         signature = b""
         if self._identity_key is not None and self.config.authenticated:
             signature = crypto.sign(
                 self._identity_key,
-                *advertise_payload(msg.nonce, msg.config_digest, self.client_id, mask_pk, enc_pk),
+                *advertise_payload(
+                    msg.nonce, msg.config_digest, self.client_id, mask_pk, enc_pk, commitment
+                ),
             )
         self.stage = Stage.SHARE_KEYS
-        return AdvertiseKeys(self.client_id, mask_pk, enc_pk, signature)
+        return AdvertiseKeys(self.client_id, mask_pk, enc_pk, commitment, signature)
 
     # Round 1 --------------------------------------------------------------------------
 
@@ -212,7 +223,11 @@ class SecAggClient:
         mask_pk = crypto.public_bytes(self._mask_key)
         enc_pk = crypto.public_bytes(self._encryption_key)
         # The server must relay our keys unchanged, or it could sit in the middle.
-        if mine is None or (mine.mask_public_key, mine.encryption_public_key) != (mask_pk, enc_pk):
+        if mine is None or (
+            mine.mask_public_key,
+            mine.encryption_public_key,
+            mine.self_mask_commitment,
+        ) != (mask_pk, enc_pk, self._commitment):
             raise _Abort("key directory does not hold this client's keys")
         keys_seen: set[bytes] = set()
         for e in msg.entries:
@@ -229,6 +244,7 @@ class SecAggClient:
                     e.client_id,
                     e.mask_public_key,
                     e.encryption_public_key,
+                    e.self_mask_commitment,
                 )
                 if identity is None or not crypto.verify(identity, e.signature, *payload):
                     raise _Abort(f"client {e.client_id} is not enrolled or its keys are mis-signed")
@@ -238,10 +254,18 @@ class SecAggClient:
         self._session = crypto.session_id(
             self._nonce,
             cfg.digest(),
-            [(i, e.mask_public_key, e.encryption_public_key) for i, e in sorted(entries.items())],
+            [
+                (i, e.mask_public_key, e.encryption_public_key, e.self_mask_commitment)
+                for i, e in sorted(entries.items())
+            ],
         )
+        # The graph comes from the session id, not from the server: a server that
+        # picked (or ground) the seed, or gave clients different graphs, is refused.
+        seed = crypto.graph_seed(self._session)
+        if msg.graph_seed != seed:
+            raise _Abort("the server's graph seed is not the one derived from the session id")
         try:
-            graph = build_graph(cfg, sorted(entries), msg.graph_seed)
+            graph = build_graph(cfg, sorted(entries), seed)
             self._neighbours = graph.neighbours(self.client_id)
         except ValueError as exc:
             raise _Abort(f"cannot build the neighbourhood graph: {exc}") from None
@@ -251,7 +275,6 @@ class SecAggClient:
                 f"threshold t={cfg.threshold}"
             )
 
-        self._self_mask_seed = self._rng(32)
         peers = sorted(self._neighbours)
         indices = [p + 1 for p in peers]  # Shamir index 0 is the secret itself
         mask_sk = self._mask_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())

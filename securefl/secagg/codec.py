@@ -38,13 +38,14 @@ from securefl.secagg.messages import (
 __all__ = ["MAX_CIPHERTEXT", "MAX_CLIENTS", "VERSION", "decode", "encode"]
 
 MAGIC = b"SFL"
-VERSION = 1
+VERSION = 2
 MAX_CLIENTS = 1 << 20
 """No list in a message may name more clients than this."""
 MAX_CIPHERTEXT = 1024
 MAX_REASON = 4096
 DEFAULT_MAX_DIMENSION = 1 << 31
 KEY = 32
+COMMITMENT = 32
 SIGNATURE = 64
 SHARE = 40
 _VECTOR_PAD = 6  # zero bytes: the masked words start at offset 24 of the message
@@ -113,6 +114,15 @@ class _Writer:
         return b"".join(self.parts)
 
 
+def _reason_bytes(reason: str) -> bytes:
+    """At most MAX_REASON bytes of UTF-8, cut at a character boundary so that the
+    decoder (which requires valid UTF-8) accepts what the encoder wrote."""
+    raw = reason.encode("utf-8")
+    if len(raw) <= MAX_REASON:
+        return raw
+    return raw[:MAX_REASON].decode("utf-8", errors="ignore").encode("utf-8")
+
+
 def encode(message: ServerMessage | ClientMessage) -> bytes:
     """The wire bytes of ``message``.
 
@@ -132,6 +142,7 @@ def encode(message: ServerMessage | ClientMessage) -> bytes:
             w.u32(e.client_id)
             w.fixed(e.mask_public_key, KEY)
             w.fixed(e.encryption_public_key, KEY)
+            w.fixed(e.self_mask_commitment, COMMITMENT)
             w.signature(e.signature)
     elif isinstance(message, ShareRouting):
         w.pairs(message.ciphertexts)
@@ -143,11 +154,12 @@ def encode(message: ServerMessage | ClientMessage) -> bytes:
         w.ids(message.all_survivors)
         w.pairs(message.signatures, SIGNATURE)
     elif isinstance(message, Abort):
-        w.var(message.reason.encode("utf-8")[:MAX_REASON])
+        w.var(_reason_bytes(message.reason))
     elif isinstance(message, AdvertiseKeys):
         w.u32(message.sender)
         w.fixed(message.mask_public_key, KEY)
         w.fixed(message.encryption_public_key, KEY)
+        w.fixed(message.self_mask_commitment, COMMITMENT)
         w.signature(message.signature)
     elif isinstance(message, ShareKeys):
         w.u32(message.sender)
@@ -252,7 +264,10 @@ def _session_start(r: _Reader) -> SessionStart:
 def _key_directory(r: _Reader) -> KeyDirectory:
     seed = r.take(16)
     n = r.count(MAX_CLIENTS, "key directory")
-    entries = tuple(KeyEntry(r.u32(), r.take(KEY), r.take(KEY), r.signature()) for _ in range(n))
+    entries = tuple(
+        KeyEntry(r.u32(), r.take(KEY), r.take(KEY), r.take(COMMITMENT), r.signature())
+        for _ in range(n)
+    )
     _increasing([e.client_id for e in entries], "key directory")
     return KeyDirectory(seed, entries)
 
@@ -311,7 +326,9 @@ _DECODERS: dict[int, Callable[[_Reader], ServerMessage | ClientMessage]] = {
     4: lambda r: ConsistencyRequest(r.ids("survivors")),
     5: _unmasking_request,
     6: _abort,
-    65: lambda r: AdvertiseKeys(r.u32(), r.take(KEY), r.take(KEY), r.signature()),
+    65: lambda r: AdvertiseKeys(
+        r.u32(), r.take(KEY), r.take(KEY), r.take(COMMITMENT), r.signature()
+    ),
     66: lambda r: ShareKeys(r.u32(), r.pairs("ciphertexts")),
     67: _masked_input,
     68: lambda r: ConsistencyCheck(r.u32(), r.take(SIGNATURE)),

@@ -7,6 +7,7 @@ does any work, so a server cannot trick clients into a weaker threshold or ring.
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from dataclasses import dataclass, field
 from enum import Enum
@@ -18,7 +19,13 @@ from securefl.primitives.quantize import FixedPoint
 if TYPE_CHECKING:
     from securefl.secagg.graph import ThreatModel
 
-__all__ = ["MAX_CLIENT_ID", "GraphKind", "SecAggConfig"]
+__all__ = ["CONFIG_VERSION", "MAX_CLIENT_ID", "GraphKind", "SecAggConfig"]
+
+CONFIG_VERSION = 2
+"""Version of :meth:`SecAggConfig.to_bytes` (and so of the digest clients compare)."""
+_MAGIC = b"SFLC"
+_WIRE = struct.Struct("<4sBIIQBdQBBIBIdH")
+_AUTHENTICATED, _RING_INPUT = 1, 2
 
 MAX_CLIENT_ID = 2**32 - 2
 """Client ids are u32 on the wire; id + 1 is a Shamir index, so 2^32 - 1 is excluded."""
@@ -43,8 +50,11 @@ class SecAggConfig:
         t: shares needed to reconstruct a client's secrets. A coalition of the server
         and fewer than t of a client's neighbours learns nothing about its update; a
         session survives as long as every survivor and every dropped client keeps at
-        least t responsive neighbours. For the complete graph, t > n / 2 prevents a
-        server that lies about dropouts from unmasking anyone.
+        least t responsive neighbours. Rules (checked here, see
+        :meth:`minimum_threshold`): t >= 2 always, t > c, and in authenticated mode
+        2t > k + c, so that a server that shows different survivor sets to different
+        neighbours can never collect t self-mask shares *and* t key shares of one
+        client (Bonawitz et al. 2017, section 6; c below).
     dimension:
         d, the length of the flattened update vector.
     bits:
@@ -69,6 +79,15 @@ class SecAggConfig:
         encodings) instead of floats; ``clip`` and ``frac_bits`` are then unused and
         the server returns the raw ring sum (``AggregateResult.ring_sum``). Needs
         b <= 53 so the sum is exact in float64 for transports that carry floats.
+    corruption_rate:
+        gamma in [0, 1): the fraction of clients the adversary (with the server) may
+        control. It fixes c, the corrupt neighbours a client must tolerate
+        (:attr:`tolerated_corrupt_neighbours`): floor(gamma n) on the complete graph;
+        on the Harary graph the smallest count exceeded with probability at most
+        2^-(sigma + 1) / n over the random graph (the bound of Bell et al. 2020 that
+        :func:`securefl.secagg.graph.choose_parameters` uses). 0: the server alone.
+    security_bits:
+        sigma for that tail bound (Harary graph only), 1..256.
     min_survivors:
         The fewest clients whose masked inputs may be unmasked as one sum (``None``:
         no minimum beyond t + 1). Distributed DP (``securefl.dp``) calibrates each
@@ -97,6 +116,8 @@ class SecAggConfig:
     authenticated: bool = False
     ring_input: bool = False
     min_survivors: int | None = None
+    corruption_rate: float = 0.0
+    security_bits: int = 40
     fixed_point: FixedPoint = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -108,11 +129,31 @@ class SecAggConfig:
             raise ConfigError(f"max_weight must be in [1, 2^32), got {self.max_weight}")
         if not isinstance(self.graph, GraphKind):
             raise ConfigError(f"graph must be a GraphKind, got {self.graph!r}")
+        if isinstance(self.corruption_rate, bool) or not isinstance(
+            self.corruption_rate, (int, float)
+        ):
+            raise ConfigError(
+                f"corruption_rate must be a float in [0, 1), got {self.corruption_rate!r}"
+            )
+        object.__setattr__(self, "corruption_rate", float(self.corruption_rate))
+        if not (math.isfinite(self.corruption_rate) and 0 <= self.corruption_rate < 1):
+            raise ConfigError(f"corruption_rate must be in [0, 1), got {self.corruption_rate!r}")
+        if (
+            isinstance(self.security_bits, bool)
+            or not isinstance(self.security_bits, int)
+            or not 1 <= self.security_bits <= 256
+        ):
+            raise ConfigError(
+                f"security_bits must be an integer in [1, 256], got {self.security_bits!r}"
+            )
         k = self.neighbourhood_size
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int):
+            raise ConfigError(f"threshold must be an integer, got {self.threshold!r}")
         if not 1 <= self.threshold <= k:
             raise ConfigError(
-                f"threshold t={self.threshold} must be in [1, k] with k={k} neighbours per client"
+                f"threshold t={self.threshold} must be in [2, k] with k={k} neighbours per client"
             )
+        self._check_threshold_rules(k)
         # The weight element sums to at most n * W: it must not wrap either.
         if self.num_clients * self.max_weight >= 2**self.bits:
             raise ConfigError(
@@ -181,7 +222,70 @@ class SecAggConfig:
             dimension=dimension,
             graph=graph,
             degree=None if params.complete else params.degree,
+            corruption_rate=float(corruption_rate),
+            security_bits=security_bits,
             **options,
+        )
+
+    @property
+    def tolerated_corrupt_neighbours(self) -> int:
+        """c: how many of a client's k neighbours the adversary may control."""
+        return _corrupt_neighbours(
+            self.num_clients,
+            self.neighbourhood_size,
+            self.graph,
+            self.corruption_rate,
+            self.security_bits,
+        )
+
+    def minimum_threshold(self) -> int:
+        """The smallest t these parameters (k, c, authenticated) allow."""
+        return _minimum_threshold(
+            self.neighbourhood_size, self.tolerated_corrupt_neighbours, self.authenticated
+        )
+
+    @staticmethod
+    def smallest_threshold(
+        num_clients: int,
+        *,
+        graph: GraphKind = GraphKind.COMPLETE,
+        degree: int | None = None,
+        authenticated: bool = False,
+        corruption_rate: float = 0.0,
+        security_bits: int = 40,
+    ) -> int:
+        """The smallest t a configuration with these fields may use (the rules of
+        ``threshold``); what callers use to pick a secure default."""
+        k = num_clients - 1 if graph is GraphKind.COMPLETE else degree
+        if k is None or k < 1:
+            raise ConfigError(f"the Harary graph needs a degree, got {degree!r}")
+        c = _corrupt_neighbours(num_clients, k, graph, corruption_rate, security_bits)
+        return _minimum_threshold(k, c, authenticated)
+
+    def _check_threshold_rules(self, k: int) -> None:
+        c = self.tolerated_corrupt_neighbours
+        smallest = self.minimum_threshold()
+        if self.threshold >= smallest:
+            return
+        t = self.threshold
+        if t < 2:
+            rule = "t >= 2 (with t = 1 a single neighbour holds a client's secrets outright)"
+        elif t <= c:
+            rule = f"t > c = {c} corrupt neighbours (they could rebuild a client's secrets)"
+        else:
+            rule = (
+                f"2t > k + c = {k} + {c} in authenticated mode (otherwise a server that "
+                f"shows different survivor sets to different neighbours collects both "
+                f"kinds of share of one client)"
+            )
+        fix = (
+            f"the smallest threshold that satisfies it is t = {smallest}"
+            if smallest <= k
+            else f"no t <= k = {k} satisfies it: lower corruption_rate or raise the degree"
+        )
+        raise ConfigError(
+            f"threshold t={t} is insecure for k={k} neighbours, corruption_rate="
+            f"{self.corruption_rate!r} (c={c}): the rule is {rule}; {fix}"
         )
 
     @property
@@ -201,24 +305,90 @@ class SecAggConfig:
             raise ConfigError(f"the Harary graph degree must be even, got {self.degree}")
         return self.degree
 
-    def digest(self) -> bytes:
-        """SHA-256 of the canonical encoding of every parameter (what clients compare)."""
-        fp = self.fixed_point
-        encoded = struct.pack(
-            "<IIQBdQIBIB",
+    def to_bytes(self) -> bytes:
+        """The one wire form of the configuration (docs/PROTOCOL.md, "Configuration").
+
+        The digest clients compare and every transport that carries a configuration
+        (the Flower records) use these bytes, so no field can be dropped on the way.
+        ``frac_bits`` is written as resolved, so ``from_bytes`` returns it explicit.
+        """
+        flags = (_AUTHENTICATED if self.authenticated else 0) | (
+            _RING_INPUT if self.ring_input else 0
+        )
+        return _WIRE.pack(
+            _MAGIC,
+            CONFIG_VERSION,
             self.num_clients,
             self.threshold,
             self.dimension,
             self.bits,
             self.clip,
             self.max_weight,
-            fp.frac_bits,
+            self.fixed_point.frac_bits,
             0 if self.graph is GraphKind.COMPLETE else 1,
             self.degree or 0,
-            int(self.authenticated),
+            flags,
+            self.min_survivors or 0,
+            self.corruption_rate,
+            self.security_bits,
         )
-        if self.ring_input:  # appended only when set: existing digests are unchanged
-            encoded += b"ring"
-        if self.min_survivors is not None:  # likewise: clients must agree on the minimum
-            encoded += b"min" + struct.pack("<I", self.min_survivors)
-        return hashlib.sha256(b"securefl/secagg/config/v1" + encoded).digest()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SecAggConfig:
+        """Inverse of :meth:`to_bytes`; every rule of the constructor is checked again.
+
+        Raises
+        ------
+        ConfigError
+            If the bytes are not a configuration of this version or break a rule.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) != _WIRE.size:
+            raise ConfigError(f"a configuration is {_WIRE.size} bytes of {_MAGIC!r} wire form")
+        fields = _WIRE.unpack(bytes(data))
+        magic, version, n, t, d, bits, clip, w, p, graph, degree, flags, minimum, rate, sigma = (
+            fields
+        )
+        if magic != _MAGIC or version != CONFIG_VERSION:
+            raise ConfigError(f"not a version-{CONFIG_VERSION} configuration")
+        if graph not in (0, 1) or flags & ~(_AUTHENTICATED | _RING_INPUT):
+            raise ConfigError("configuration has an unknown graph kind or flag")
+        return cls(
+            num_clients=n,
+            threshold=t,
+            dimension=d,
+            bits=bits,
+            clip=clip,
+            max_weight=w,
+            frac_bits=p,
+            graph=GraphKind.HARARY if graph else GraphKind.COMPLETE,
+            degree=degree if graph else None,
+            authenticated=bool(flags & _AUTHENTICATED),
+            ring_input=bool(flags & _RING_INPUT),
+            min_survivors=minimum or None,
+            corruption_rate=rate,
+            security_bits=sigma,
+        )
+
+    def digest(self) -> bytes:
+        """SHA-256 of :meth:`to_bytes` (what clients compare before any work)."""
+        return hashlib.sha256(b"securefl/secagg/config/v2" + self.to_bytes()).digest()
+
+
+def _corrupt_neighbours(
+    n: int, k: int, graph: GraphKind, corruption_rate: float, security_bits: int
+) -> int:
+    from securefl.secagg.graph import tolerated_corrupt_neighbours
+
+    return tolerated_corrupt_neighbours(
+        n, k, corruption_rate, complete=graph is GraphKind.COMPLETE, security_bits=security_bits
+    )
+
+
+def _minimum_threshold(k: int, c: int, authenticated: bool) -> int:
+    # t = 1 hands every neighbour a client's secrets outright; t <= c lets the corrupt
+    # neighbours rebuild them; in authenticated mode the server may lie about
+    # dropouts, and 2t > k + c keeps it from collecting both kinds of share.
+    t = max(2, c + 1)
+    if authenticated:
+        t = max(t, (k + c) // 2 + 1)
+    return t

@@ -31,7 +31,9 @@ __all__ = [
     "aead_decrypt",
     "aead_encrypt",
     "derive",
+    "graph_seed",
     "public_bytes",
+    "self_mask_commitment",
     "session_id",
     "shared_secret",
     "sign",
@@ -40,6 +42,7 @@ __all__ = [
 ]
 
 KEY_BYTES = 32
+COMMITMENT_BYTES = 32
 SIGNATURE_BYTES = 64
 NONCE_BYTES = 12
 
@@ -48,6 +51,8 @@ PAIRWISE_MASK = b"securefl/secagg/pairwise-mask/v1"
 SELF_MASK = b"securefl/secagg/self-mask/v1"
 SHARE_ENCRYPTION = b"securefl/secagg/share-encryption/v1"
 ROUNDING = b"securefl/secagg/rounding/v1"
+COMMITMENT = b"securefl/secagg/self-mask-commitment/v2"
+GRAPH_SEED = b"securefl/secagg/graph-seed/v2"
 
 
 def x25519_from_private(raw: bytes) -> X25519PrivateKey:
@@ -72,20 +77,43 @@ def derive(
 
 
 def session_id(
-    nonce: bytes, config_digest: bytes, entries: Iterable[tuple[int, bytes, bytes]]
+    nonce: bytes, config_digest: bytes, entries: Iterable[tuple[int, bytes, bytes, bytes]]
 ) -> bytes:
-    """Hash of the session nonce, the configuration and every advertised key pair.
+    """Hash of the session nonce, the configuration and every advertised entry
+    (client id, both public keys, the self-mask commitment).
 
     Each field is length-prefixed so that no two different directories hash alike.
     """
-    h = hashlib.sha256(b"securefl/secagg/session/v1")
+    h = hashlib.sha256(b"securefl/secagg/session/v2")
     for part in (nonce, config_digest):
         h.update(struct.pack("<I", len(part)) + part)
-    for client_id, mask_pk, enc_pk in entries:
+    for client_id, *fields in entries:
         h.update(struct.pack("<I", client_id))
-        for key in (mask_pk, enc_pk):
-            h.update(struct.pack("<I", len(key)) + key)
+        for field in fields:
+            h.update(struct.pack("<I", len(field)) + field)
     return h.digest()
+
+
+def graph_seed(session: bytes) -> bytes:
+    """The SecAgg+ graph seed: a hash of the session id, not a server's choice.
+
+    The session id hashes every advertised key, drawn by honest clients only after
+    the server fixed its nonce, so the server cannot pick the graph after it knows
+    which clients it controls -- except by grinding over whom it admits and the keys
+    of the clients it controls (docs/PROTOCOL.md, "Graph seed").
+    """
+    return hashlib.sha256(GRAPH_SEED + session).digest()[:16]
+
+
+def self_mask_commitment(nonce: bytes, config_digest: bytes, client_id: int, seed: bytes) -> bytes:
+    """SHA-256 commitment to the self-mask seed b_u, bound to session and client.
+
+    Binding: the server checks the b_u it reconstructs against it. Hiding: b_u is 32
+    uniformly random bytes, so the hash reveals nothing about it.
+    """
+    return hashlib.sha256(
+        COMMITMENT + nonce + config_digest + struct.pack("<I", client_id) + seed
+    ).digest()
 
 
 def _share_ad(session: bytes, sender: int, recipient: int) -> bytes:

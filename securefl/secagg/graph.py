@@ -24,6 +24,7 @@ graph and nobody who does not can predict it.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Iterable, Mapping
@@ -45,6 +46,7 @@ __all__ = [
     "complete_parameters",
     "harary_graph",
     "shuffled_ids",
+    "tolerated_corrupt_neighbours",
 ]
 
 SEED_BYTES = 16
@@ -793,6 +795,36 @@ def _harary_search(inp: _Inputs) -> tuple[int, int, int] | None:
                 return k, t_min, k + 1 - dropout_start
         k += 2 * max(steps, 1)
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def tolerated_corrupt_neighbours(
+    num_clients: int,
+    degree: int,
+    corruption_rate: float,
+    *,
+    complete: bool,
+    security_bits: int = 40,
+) -> int:
+    """c: the corrupt neighbours a client of a session must tolerate.
+
+    With c = floor(gamma n) corrupt clients (the rate read as in
+    :func:`choose_parameters`): on the complete graph every one of them is a
+    neighbour, so c (at most k); on a random Harary graph of degree k, the largest
+    count m - 1 such that n Pr[A >= m] <= 2^-(sigma + 1), A the hypergeometric number
+    of corrupt neighbours -- the same tail :func:`choose_parameters` bounds (C2) with.
+
+    Raises
+    ------
+    ConfigError
+        If the rate or the security parameter is out of range.
+    """
+    corrupt = _count(_rate("corruption_rate", corruption_rate), num_clients, exact=False)
+    if complete or degree >= num_clients - 1:
+        return min(corrupt, degree)
+    sigma = _bits("security_bits", security_bits)
+    start = _tail_start(num_clients - 1, corrupt, degree, num_clients << (sigma + 1))
+    return start - 1
 
 
 def complete_parameters(

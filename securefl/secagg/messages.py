@@ -56,18 +56,22 @@ class SessionStart:
 
 @dataclass(frozen=True)
 class KeyEntry:
-    """One client's advertised public keys (and its signature in authenticated mode)."""
+    """One client's advertised public keys, the commitment to its self-mask seed (and
+    its signature in authenticated mode)."""
 
     client_id: int
     mask_public_key: bytes
     encryption_public_key: bytes
+    self_mask_commitment: bytes
     signature: bytes = b""
 
 
 @dataclass(frozen=True)
 class KeyDirectory:
     """Opens ShareKeys: every client that advertised keys (U1), sorted by id, and the
-    seed of the neighbourhood graph."""
+    seed of the neighbourhood graph. The seed is not the server's choice: it is
+    derived from the session id (:func:`securefl.secagg.crypto.graph_seed`), and every
+    client checks it."""
 
     graph_seed: bytes
     entries: tuple[KeyEntry, ...]
@@ -117,9 +121,13 @@ ServerMessage = (
 
 @dataclass(frozen=True)
 class AdvertiseKeys:
+    """Two X25519 public keys and a commitment to the self-mask seed b_u, so that the
+    server can verify the b_u it reconstructs (a lying share holder is caught)."""
+
     sender: int
     mask_public_key: bytes
     encryption_public_key: bytes
+    self_mask_commitment: bytes
     signature: bytes = b""
 
 

@@ -12,8 +12,10 @@ d + 1 ring elements, never n vectors.
 
 from __future__ import annotations
 
+import hmac
+import itertools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -47,6 +49,8 @@ from securefl.secagg.topology import build_graph
 __all__ = ["AggregateResult", "Rejection", "SecAggServer"]
 
 SHARE_CIPHERTEXT_BYTES = crypto.NONCE_BYTES + 8 + 2 * shamir.SHARE_BYTES + 16
+MAX_SUBSETS = 1024
+"""t-subsets of a secret's shares tried before a reconstruction is given up."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,8 @@ class SecAggServer:
         self._signatures: dict[int, bytes] = {}
         self._requests: dict[int, UnmaskingRequest] = {}
         self._responses: dict[int, UnmaskingResponse] = {}
+        self.liars: set[int] = set()
+        """Share holders caught sending a share that does not fit the verified secret."""
 
     # ---- public interface ---------------------------------------------------------------
 
@@ -219,12 +225,19 @@ class SecAggServer:
             or len(m.encryption_public_key) != crypto.KEY_BYTES
         ):
             raise _Abort("public keys must be 32 bytes")
+        if len(m.self_mask_commitment) != crypto.COMMITMENT_BYTES:
+            raise _Abort(f"the self-mask commitment must be {crypto.COMMITMENT_BYTES} bytes")
         if self.config.authenticated:
             identity = self._identities.get(m.sender)
             if identity is None:
                 raise _Abort("client is not enrolled")
             payload = advertise_payload(
-                self._nonce, self._digest, m.sender, m.mask_public_key, m.encryption_public_key
+                self._nonce,
+                self._digest,
+                m.sender,
+                m.mask_public_key,
+                m.encryption_public_key,
+                m.self_mask_commitment,
             )
             if not crypto.verify(identity, m.signature, *payload):
                 raise _Abort("AdvertiseKeys signature is invalid")
@@ -331,14 +344,12 @@ class SecAggServer:
         self._u1 = tuple(sorted(self._keys))
         self._require(len(self._u1), "advertised keys")
         self._require_survivors(len(self._u1), "advertised keys")
-        seed = self._rng(16)
-        graph = build_graph(self.config, self._u1, seed)
-        self._neighbours = {i: graph.neighbours(i) for i in self._u1}
         entries = tuple(
             KeyEntry(
                 i,
                 self._keys[i].mask_public_key,
                 self._keys[i].encryption_public_key,
+                self._keys[i].self_mask_commitment,
                 self._keys[i].signature,
             )
             for i in self._u1
@@ -346,8 +357,16 @@ class SecAggServer:
         self._session = crypto.session_id(
             self._nonce,
             self._digest,
-            [(e.client_id, e.mask_public_key, e.encryption_public_key) for e in entries],
+            [
+                (e.client_id, e.mask_public_key, e.encryption_public_key, e.self_mask_commitment)
+                for e in entries
+            ],
         )
+        # The graph is a function of the session id (every client recomputes it), so
+        # the server cannot choose it after it knows which clients it controls.
+        seed = crypto.graph_seed(self._session)
+        graph = build_graph(self.config, self._u1, seed)
+        self._neighbours = {i: graph.neighbours(i) for i in self._u1}
         self.stage = Stage.SHARE_KEYS
         directory = KeyDirectory(seed, entries)
         return {i: directory for i in self._u1}
@@ -413,22 +432,51 @@ class SecAggServer:
         return dict(self._requests)
 
     def _reconstruct(self, owner: int, field: str) -> bytes:
-        shares = []
+        """Rebuild ``owner``'s self-mask seed or mask key and verify it.
+
+        The seed is checked against the commitment the owner advertised, the key
+        against its public key. If the first t shares fail, other t-subsets are tried
+        (up to ``MAX_SUBSETS``, see :func:`_best_reconstruction`); each holder whose
+        share does not fit the verified secret is recorded as a liar in
+        ``rejections`` and ``liars``. A secret that cannot be verified aborts the session,
+        naming the holders that may have lied.
+        """
+        what = "self-mask seed" if field == "self_mask_shares" else "mask key"
+        shares: list[tuple[int, shamir.Share]] = []
         for v, response in sorted(self._responses.items()):
             for i, value in getattr(response, field):
                 if i == owner:
-                    shares.append(shamir.Share(v + 1, value))
+                    shares.append((v, shamir.Share(v + 1, value)))
         t = self.config.threshold
         if len(shares) < t:
-            raise _Abort(f"only {len(shares)} shares of client {owner}'s secret; threshold t={t}")
-        try:
-            secret = shamir.combine(shares, t)
-            # With spare shares, a second subset must agree: catches a lying neighbour.
-            if len(shares) > t and shamir.combine(shares[-t:], t) != secret:
-                raise _Abort(f"inconsistent shares of client {owner}'s secret")
-        except ValueError as exc:
-            raise _Abort(f"cannot reconstruct client {owner}'s secret: {exc}") from None
+            raise _Abort(f"only {len(shares)} shares of client {owner}'s {what}; threshold t={t}")
+        found = _best_reconstruction(shares, t, lambda s: self._verifies(owner, field, s))
+        if found is None:
+            holders = ", ".join(str(v) for v, _ in shares)
+            raise _Abort(
+                f"the shares of client {owner}'s {what} do not reconstruct the committed "
+                f"value: a holder lied (holders: {holders}; with {len(shares)} shares and "
+                f"t={t} no consistent subset was found)"
+            )
+        secret, liars = found
+        for v in liars:
+            self.liars.add(v)
+            self.rejections.append(
+                Rejection(v, Stage.UNMASKING, f"sent a false share of client {owner}'s {what}")
+            )
         return secret
+
+    def _verifies(self, owner: int, field: str, secret: bytes) -> bool:
+        if field == "self_mask_shares":
+            expected = self._keys[owner].self_mask_commitment
+            actual = crypto.self_mask_commitment(self._nonce, self._digest, owner, secret)
+        else:
+            expected = self._keys[owner].mask_public_key
+            try:
+                actual = crypto.public_bytes(crypto.x25519_from_private(secret))
+            except ValueError:
+                return False
+        return hmac.compare_digest(actual, expected)
 
     def _close_unmasking(self) -> dict[int, ServerMessage]:
         cfg = self.config
@@ -446,10 +494,7 @@ class SecAggServer:
             )
             signs.append(-1)
         for u in dropped:
-            raw = self._reconstruct(u, "key_shares")
-            private = crypto.x25519_from_private(raw)
-            if crypto.public_bytes(private) != self._keys[u].mask_public_key:
-                raise _Abort(f"reconstructed key of client {u} does not match its public key")
+            private = crypto.x25519_from_private(self._reconstruct(u, "key_shares"))
             for v in sorted(self._neighbours[u] & set(survivors)):
                 try:
                     secret = crypto.shared_secret(private, self._keys[v].mask_public_key)
@@ -499,3 +544,42 @@ class SecAggServer:
         self.stage = Stage.COMPLETED
         self._acc = None
         return {}
+
+
+def _combine(shares: Sequence[tuple[int, shamir.Share]], t: int) -> bytes | None:
+    try:
+        return shamir.combine([s for _, s in shares], t)
+    except ValueError:  # a chunk out of the field: not a sharing of any secret
+        return None
+
+
+def _best_reconstruction(
+    shares: list[tuple[int, shamir.Share]], t: int, verifies: Callable[[bytes], bool]
+) -> tuple[bytes, list[int]] | None:
+    """The verified secret and the holders whose shares do not fit it.
+
+    t-subsets are tried in a fixed order (at most ``MAX_SUBSETS``). A subset that
+    rebuilds a verified secret gives the right secret, but colluding liars can shift
+    their shares so that the errors cancel at 0, so a share's fit is judged against
+    the verified subset that the most shares fit (swapping a share into the subset
+    for its first member must still rebuild a verified secret): honest shares all
+    lie on one polynomial, which wins whenever they outnumber t - 1 plus the liars.
+    """
+    best: tuple[bytes, list[int]] | None = None
+    for subset in itertools.islice(itertools.combinations(shares, t), MAX_SUBSETS):
+        secret = _combine(subset, t)
+        if secret is None or not verifies(secret):
+            continue
+        inside = {v for v, _ in subset}
+        misfits = []
+        for holder, share in shares:
+            if holder in inside:
+                continue
+            swapped = _combine((*subset[1:], (holder, share)), t)
+            if swapped is None or not verifies(swapped):
+                misfits.append(holder)
+        if best is None or len(misfits) < len(best[1]):
+            best = (secret, misfits)
+        if not misfits:
+            break
+    return best

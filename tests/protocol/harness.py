@@ -32,7 +32,7 @@ def make_config(
     assert k is not None
     return SecAggConfig(
         num_clients=n,
-        threshold=t if t is not None else max(1, k // 2 + 1),
+        threshold=t if t is not None else max(2, k // 2 + 1),
         dimension=d,
         bits=bits,
         clip=clip,

@@ -31,16 +31,16 @@ EXAMPLES = [
     KeyDirectory(
         b"\x03" * 16,
         (
-            KeyEntry(0, b"\x04" * 32, b"\x05" * 32),
-            KeyEntry(7, b"\x06" * 32, b"\x07" * 32, b"\x08" * 64),
+            KeyEntry(0, b"\x04" * 32, b"\x05" * 32, b"\x19" * 32),
+            KeyEntry(7, b"\x06" * 32, b"\x07" * 32, b"\x1a" * 32, b"\x08" * 64),
         ),
     ),
     ShareRouting(((1, b"\x09" * 116), (4, b"\x0a" * 116))),
     ConsistencyRequest((0, 2, 5)),
     UnmaskingRequest((1, 2), (3,), (1, 2, 9), ((1, b"\x0b" * 64), (2, b"\x0c" * 64))),
     Abort("too few clients: 3 < t + 1"),
-    AdvertiseKeys(42, b"\x0d" * 32, b"\x0e" * 32, b"\x0f" * 64),
-    AdvertiseKeys(43, b"\x0d" * 32, b"\x0e" * 32),
+    AdvertiseKeys(42, b"\x0d" * 32, b"\x0e" * 32, b"\x1b" * 32, b"\x0f" * 64),
+    AdvertiseKeys(43, b"\x0d" * 32, b"\x0e" * 32, b"\x1b" * 32),
     ShareKeys(5, ((1, b"\x10" * 116), (6, b"\x11" * 116))),
     ConsistencyCheck(5, b"\x12" * 64),
     UnmaskingResponse(5, ((1, b"\x13" * 40),), ((2, b"\x14" * 40), (3, b"\x15" * 40))),
@@ -50,7 +50,7 @@ EXAMPLES = [
 @pytest.mark.parametrize("message", EXAMPLES, ids=lambda m: type(m).__name__)
 def test_round_trip(message) -> None:
     wire = codec.encode(message)
-    assert wire[:5] == b"SFL\x01" + bytes([codec._TYPES[type(message)]])
+    assert wire[:5] == b"SFL\x02" + bytes([codec._TYPES[type(message)]])
     assert codec.decode(wire) == message
 
 
@@ -93,7 +93,7 @@ def test_header_checks() -> None:
     with pytest.raises(InvalidMessage, match="magic"):
         codec.decode(b"XYZ" + good[3:])
     with pytest.raises(InvalidMessage, match="version"):
-        codec.decode(good[:3] + b"\x02" + good[4:])
+        codec.decode(good[:3] + b"\x01" + good[4:])  # version 1: before commitments
     with pytest.raises(InvalidMessage, match="unknown message type"):
         codec.decode(good[:4] + b"\x63" + good[5:])
     with pytest.raises(InvalidMessage, match="bytes"):
@@ -102,14 +102,14 @@ def test_header_checks() -> None:
 
 def test_size_limits_are_checked_before_allocation() -> None:
     huge = (
-        b"SFL\x01\x43" + (1).to_bytes(4, "little") + bytes([32]) + (1 << 40).to_bytes(8, "little")
+        b"SFL\x02\x43" + (1).to_bytes(4, "little") + bytes([32]) + (1 << 40).to_bytes(8, "little")
     )
     with pytest.raises(InvalidMessage, match="exceeds the limit"):
         codec.decode(huge)
     vec = codec.encode(MaskedInput(0, 32, np.zeros(11, np.uint32)))
     with pytest.raises(InvalidMessage, match="exceeds the limit 10"):
         codec.decode(vec, max_dimension=10)
-    many = b"SFL\x01\x04" + (codec.MAX_CLIENTS + 1).to_bytes(4, "little")
+    many = b"SFL\x02\x04" + (codec.MAX_CLIENTS + 1).to_bytes(4, "little")
     with pytest.raises(InvalidMessage, match="exceeds the limit"):
         codec.decode(many)
 

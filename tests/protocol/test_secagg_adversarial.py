@@ -226,7 +226,9 @@ class TestSignatures:
 
         server = SecAggServer(config, identity_public_keys={0: b"\x01" * 32}, rng=Drbg("x"))
         server.start()
-        assert not server.receive(9, AdvertiseKeys(9, b"\x02" * 32, b"\x03" * 32, b"\x04" * 64))
+        assert not server.receive(
+            9, AdvertiseKeys(9, b"\x02" * 32, b"\x03" * 32, b"\x05" * 32, b"\x04" * 64)
+        )
         assert "not enrolled" in server.rejections[-1].reason
 
     def test_client_refuses_a_directory_with_a_mis_signed_peer(self) -> None:
@@ -248,8 +250,14 @@ class TestSignatures:
         mine = client.handle(start)
         from securefl.secagg.messages import KeyEntry
 
-        fake = KeyEntry(1, b"\x11" * 32, b"\x12" * 32, b"\x13" * 64)
-        own = KeyEntry(0, mine.mask_public_key, mine.encryption_public_key, mine.signature)
+        fake = KeyEntry(1, b"\x11" * 32, b"\x12" * 32, b"\x14" * 32, b"\x13" * 64)
+        own = KeyEntry(
+            0,
+            mine.mask_public_key,
+            mine.encryption_public_key,
+            mine.self_mask_commitment,
+            mine.signature,
+        )
         assert client.handle(KeyDirectory(b"\x00" * 16, (own, fake))) is None
         assert "mis-signed" in client.abort_reason
 
@@ -262,8 +270,8 @@ class TestClientChecks:
 
     def test_configuration_mismatch_aborts(self) -> None:
         _, client = self._client()
-        weaker = make_config(4, t=1, d=4)
-        assert client.handle(SessionStart(b"\x00" * 32, weaker.digest())) is None
+        other = make_config(4, t=2, d=5)
+        assert client.handle(SessionStart(b"\x00" * 32, other.digest())) is None
         assert client.stage is Stage.ABORTED
         assert "configuration" in client.abort_reason
 
@@ -277,7 +285,10 @@ class TestClientChecks:
         client.handle(SessionStart(b"\x00" * 32, config.digest()))
         from securefl.secagg.messages import KeyEntry
 
-        others = tuple(KeyEntry(i, bytes([i]) * 32, bytes([i + 9]) * 32) for i in (1, 2, 3))
+        others = tuple(
+            KeyEntry(i, bytes([i]) * 32, bytes([i + 9]) * 32, bytes([i + 20]) * 32)
+            for i in (1, 2, 3)
+        )
         assert client.handle(KeyDirectory(b"\x00" * 16, others)) is None
         assert "does not hold this client's keys" in client.abort_reason
 

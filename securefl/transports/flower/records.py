@@ -30,13 +30,12 @@ raise :class:`securefl.errors.InvalidMessage`.
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass
 
 from flwr.app import ConfigRecord, RecordDict
 
 from securefl.errors import ConfigError, InvalidMessage
-from securefl.secagg.config import MAX_CLIENT_ID, GraphKind, SecAggConfig
+from securefl.secagg.config import MAX_CLIENT_ID, SecAggConfig
 
 __all__ = [
     "FORMAT_VERSION",
@@ -58,11 +57,8 @@ NEXT_RECORD_KEY = "securefl-next"
 """Key of a second envelope: the next FL round's ``SessionStart`` (and the client's
 ``AdvertiseKeys``) riding on this round's Unmasking exchange."""
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SESSION_BYTES = 16
-
-# n, t, d, b, c, W, p, graph (0 complete / 1 Harary), k, authenticated
-_CONFIG = struct.Struct("<IIQBdQIBIB")
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,9 @@ class Envelope:
 
 
 def pack_config(config: SecAggConfig) -> bytes:
-    """The session parameters a client needs to build its own :class:`SecAggConfig`.
+    """The session parameters a client needs: :meth:`SecAggConfig.to_bytes`, the one
+    wire form the digest also hashes, so no field (``min_survivors``, the corruption
+    rate) can be dropped on the way.
 
     Raises
     ------
@@ -89,18 +87,7 @@ def pack_config(config: SecAggConfig) -> bytes:
     """
     if config.ring_input:
         raise ConfigError("the Flower adapter masks float updates: ring_input is not supported")
-    return _CONFIG.pack(
-        config.num_clients,
-        config.threshold,
-        config.dimension,
-        config.bits,
-        config.clip,
-        config.max_weight,
-        config.fixed_point.frac_bits,
-        0 if config.graph is GraphKind.COMPLETE else 1,
-        config.degree or 0,
-        int(config.authenticated),
-    )
+    return config.to_bytes()
 
 
 def unpack_config(data: bytes) -> SecAggConfig:
@@ -109,26 +96,10 @@ def unpack_config(data: bytes) -> SecAggConfig:
     Raises
     ------
     InvalidMessage
-        If the bytes have the wrong size or describe an invalid configuration.
+        If the bytes are not a configuration or describe an invalid one.
     """
-    if len(data) != _CONFIG.size:
-        raise InvalidMessage(f"config: expected {_CONFIG.size} bytes, got {len(data)}")
-    n, t, d, b, c, w, p, graph, k, authenticated = _CONFIG.unpack(data)
-    if graph not in (0, 1) or authenticated not in (0, 1):
-        raise InvalidMessage("config: bad graph or authenticated flag")
     try:
-        return SecAggConfig(
-            num_clients=n,
-            threshold=t,
-            dimension=d,
-            bits=b,
-            clip=c,
-            max_weight=w,
-            frac_bits=p,
-            graph=GraphKind.COMPLETE if graph == 0 else GraphKind.HARARY,
-            degree=None if graph == 0 else k,
-            authenticated=bool(authenticated),
-        )
+        return SecAggConfig.from_bytes(data)
     except (ConfigError, ValueError) as exc:
         # A server proposing an unusable session is a bad message, not a local bug.
         raise InvalidMessage(f"config: {exc}") from None

@@ -109,7 +109,13 @@ def _session_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold", type=int, default=None, help="t (default: n/2+1 or k/2+1)")
     g.add_argument("--degree", type=int, default=None, help="SecAgg+: k (default: from rates)")
     g.add_argument("--dropout-rate", type=float, default=0.1, help="SecAgg+ without --degree")
-    g.add_argument("--corruption-rate", type=float, default=0.1, help="SecAgg+ without --degree")
+    g.add_argument(
+        "--corruption-rate",
+        type=float,
+        default=0.1,
+        help="fraction of clients that may collude with the server: it sets the smallest "
+        "allowed threshold (and, without --degree, the SecAgg+ graph)",
+    )
     g.add_argument("--bits", type=int, default=32)
     g.add_argument("--clip", type=float, default=1.0)
     g.add_argument("--max-weight", type=int, default=1000)
@@ -191,6 +197,8 @@ def secagg_config(args: argparse.Namespace, plan: DPPlan | None = None) -> SecAg
         degree=base.degree,
         max_weight=base.max_weight,
         authenticated=base.authenticated,
+        corruption_rate=base.corruption_rate,
+        security_bits=base.security_bits,
     )
     return config
 
@@ -213,17 +221,27 @@ def _secagg_config(args: argparse.Namespace, dimension: int) -> SecAggConfig:
             corruption_rate=args.corruption_rate,
             **common,
         )
+    common["corruption_rate"] = args.corruption_rate
     if args.protocol == "secagg+" and args.degree < n - 1:
         k = args.degree
-        return SecAggConfig(
+        graph = {"graph": GraphKind.HARARY, "degree": k}
+        default = k // 2 + 1
+    else:
+        graph, default = {}, n // 2 + 1
+    if args.threshold is None:
+        # The documented default, raised to the smallest threshold the rules allow
+        # for this corruption rate (and authenticated mode).
+        smallest = SecAggConfig.smallest_threshold(
             n,
-            args.threshold or k // 2 + 1,
-            dimension,
-            graph=GraphKind.HARARY,
-            degree=k,
-            **common,
+            graph=graph.get("graph", GraphKind.COMPLETE),
+            degree=graph.get("degree"),
+            authenticated=args.authenticated,
+            corruption_rate=args.corruption_rate,
         )
-    return SecAggConfig(n, args.threshold or n // 2 + 1, dimension, **common)
+        threshold = max(default, smallest)
+    else:
+        threshold = args.threshold
+    return SecAggConfig(n, threshold, dimension, **graph, **common)
 
 
 def _pki(args: argparse.Namespace, name: str, default: str | None) -> str | None:
