@@ -61,6 +61,9 @@ __attribute__((target("aes,ssse3"))) void ctr_blocks_aesni(const std::uint8_t* r
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out), encrypt1(k, _mm_shuffle_epi8(ctr, bswap)));
     ctr = _mm_add_epi64(ctr, one);
   }
+  // The local copy of the round keys is key material: overwrite it before returning
+  // (what stays in SIMD registers until they are reused is not under our control).
+  secure_zero(k, sizeof k);
 }
 
 __attribute__((target("vaes,avx2,aes"))) void ctr_blocks_vaes256(const std::uint8_t* round_keys,
@@ -97,6 +100,7 @@ __attribute__((target("vaes,avx2,aes"))) void ctr_blocks_vaes256(const std::uint
     _mm_store_si128(reinterpret_cast<__m128i*>(next), _mm256_castsi256_si128(ctr));
     ctr_blocks_aesni(round_keys, next[0], next[1], out, nblocks);
   }
+  secure_zero(k, sizeof k);
 }
 
 __attribute__((target("vaes,avx512f,avx512bw,aes"))) void ctr_blocks_vaes512(
@@ -131,6 +135,7 @@ __attribute__((target("vaes,avx512f,avx512bw,aes"))) void ctr_blocks_vaes512(
     _mm_store_si128(reinterpret_cast<__m128i*>(next), _mm512_castsi512_si128(ctr));
     ctr_blocks_aesni(round_keys, next[0], next[1], out, nblocks);
   }
+  secure_zero(k, sizeof k);
 }
 
 }  // namespace securefl::aes::detail

@@ -317,7 +317,13 @@ void for_each_noise(std::size_t n, const NoiseSpec& noise, const aes::RoundKeys&
       for (std::size_t c = begin; c < end; ++c) {
         WordStream s(rk, c, backend);
         const std::size_t stop = std::min(n, (c + 1) * kNoiseChunk);
-        for (std::size_t i = c * kNoiseChunk; i < stop; ++i) add(i, half(s) - half(s));
+        for (std::size_t i = c * kNoiseChunk; i < stop; ++i) {
+          // Two statements, not half(s) - half(s): the operands' evaluation order is
+          // unspecified, and the noise must be the same bytes under every compiler.
+          const auto plus = half(s);
+          const auto minus = half(s);
+          add(i, plus - minus);
+        }
       }
     }
   });

@@ -3,8 +3,11 @@
 Used by SecAgg to share each client's self-mask seed and mask-agreement key among its
 neighbours (Bonawitz et al., CCS 2017, section 4). The field is GF(2^61 - 1); the
 secret is cut into five chunks (7, 7, 7, 7 and 4 bytes) shared independently, so a
-share is five field elements: 40 bytes. Any ``threshold`` shares reconstruct; any
-``threshold - 1`` are statistically independent of the secret.
+share is five field elements: 40 bytes. Any ``threshold`` shares reconstruct. With
+truly uniform coefficients any ``threshold - 1`` shares would be independent of the
+secret; the coefficients come from AES-128-CTR under a fresh 16-byte seed, so the
+hiding is computational: it holds as long as AES-CTR is indistinguishable from
+random (and the seed is never reused or revealed).
 """
 
 from __future__ import annotations
