@@ -163,3 +163,14 @@ def test_corrupted_messages_decode_or_raise_invalid_message(message, data) -> No
         return
     # Whatever decodes re-encodes to the same bytes: the encoding is canonical.
     assert codec.encode(decoded) == bytes(wire)
+
+
+def test_a_long_abort_reason_is_cut_on_a_character_boundary() -> None:
+    """The encoder cuts a reason at MAX_REASON bytes; cutting inside a UTF-8 character
+    used to produce bytes its own decoder refused."""
+    reason = "x" * (codec.MAX_REASON - 1) + "é" + "tail"
+    decoded = codec.decode(codec.encode(Abort(reason)))
+    assert isinstance(decoded, Abort)
+    assert decoded.reason == "x" * (codec.MAX_REASON - 1)
+    short = "ünïcödé reason"
+    assert codec.decode(codec.encode(Abort(short))) == Abort(short)
