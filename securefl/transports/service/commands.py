@@ -12,6 +12,7 @@ whose plan differs when it joins.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import sys
@@ -214,13 +215,17 @@ def _secagg_config(args: argparse.Namespace, dimension: int) -> SecAggConfig:
         "authenticated": args.authenticated,
     }
     if args.protocol == "secagg+" and args.degree is None:
-        return SecAggConfig.from_rates(
+        chosen = SecAggConfig.from_rates(
             n,
             dimension,
             dropout_rate=args.dropout_rate,
             corruption_rate=args.corruption_rate,
             **common,
         )
+        if args.threshold is None:
+            return chosen
+        # An explicit --threshold is used (and checked by the rules), never ignored.
+        return dataclasses.replace(chosen, threshold=args.threshold)
     common["corruption_rate"] = args.corruption_rate
     if args.protocol == "secagg+" and args.degree < n - 1:
         k = args.degree
