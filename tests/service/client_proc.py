@@ -29,7 +29,7 @@ def update_for(seed: int, client: int, round_: int, d: int) -> tuple[np.ndarray,
 
 def main() -> int:
     from securefl.errors import ProtocolAbort, ServiceError
-    from securefl.secagg.config import GraphKind, SecAggConfig
+    from securefl.secagg.config import SecAggConfig
     from securefl.transports.service import AggregationClient, ClientTLS
 
     spec = json.loads(sys.argv[1])
@@ -57,11 +57,10 @@ def main() -> int:
         kwargs["dp"] = plan
         kwargs["config"] = secagg_config(plan, **spec.get("secagg", {}))
     else:
-        config = dict(spec["config"])
-        config["graph"] = GraphKind(config["graph"])
-        kwargs["config"] = SecAggConfig(**config)
-        d = config["dimension"]
-        if config.get("authenticated"):
+        config = SecAggConfig.from_bytes(bytes.fromhex(spec["config"]))
+        kwargs["config"] = config
+        d = config.dimension
+        if config.authenticated:
             from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
             with open(f"{pki}/client-{cid}.ed25519") as f:

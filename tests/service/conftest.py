@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +29,13 @@ from securefl.transports.service.tls import client_common_name, issue
 from .client_proc import update_for
 
 HERE = Path(__file__).resolve().parent
-ENROLLED = range(10)
+ENROLLED = range(12)
 UNENROLLED = 42
 
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """CA, server and client certificates for ids 0..9, identity keys and enrollment;
+    """CA, server and client certificates for ids 0..11, identity keys and enrollment;
     a CA-signed certificate for the unenrolled id 42, and a foreign CA's client 0."""
     out = write_pki(tmp_path_factory.mktemp("pki"), ENROLLED)
     ca_cert, ca_key = (out / "ca.pem").read_bytes(), (out / "ca.key").read_bytes()
@@ -110,25 +110,10 @@ def serve(pki: Path) -> Iterator:
         running.thread.join(10)
 
 
-def config_spec(config: SecAggConfig) -> dict:
-    spec = {
-        k: v
-        for k, v in asdict(config).items()
-        if k
-        in (
-            "num_clients",
-            "threshold",
-            "dimension",
-            "bits",
-            "clip",
-            "max_weight",
-            "frac_bits",
-            "degree",
-            "authenticated",
-        )
-    }
-    spec["graph"] = config.graph.value
-    return spec
+def config_spec(config: SecAggConfig) -> str:
+    """The configuration for client_proc.py: its one wire form (SecAggConfig.to_bytes),
+    so that no field (corruption_rate, min_survivors, ...) can be dropped on the way."""
+    return config.to_bytes().hex()
 
 
 @pytest.fixture

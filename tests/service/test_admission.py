@@ -180,8 +180,9 @@ def test_identity_keys_enroll_clients_without_client_certificates(serve, pki) ->
     """Server-side TLS only, authenticated SecAgg: the enrolled Ed25519 keys decide who
     takes part. Client 3 holds a key that is not its enrolled one: the server refuses its
     signed JOIN and the others' mean excludes it; an unenrolled id is refused."""
+    # Authenticated mode needs 2t > k + c = 4: t = 3, so the four honest clients suffice.
     config = SecAggConfig(
-        num_clients=5, threshold=2, dimension=30, max_weight=10, authenticated=True
+        num_clients=5, threshold=3, dimension=30, max_weight=10, authenticated=True
     )
     keys = {i: k for i, k in enrolled_keys(pki).items() if i < 5}
     running = serve(SecAggSession(config, keys), round_timeout=3.0, join_timeout=3.0, mutual=False)
@@ -233,8 +234,9 @@ def test_forged_frames_are_refused_without_mutual_tls(serve, pki) -> None:
     from securefl.secagg import codec
     from securefl.secagg.messages import MaskedInput
 
+    # Authenticated mode needs 2t > k + c = 4: t = 3, so the four honest clients suffice.
     config = SecAggConfig(
-        num_clients=5, threshold=2, dimension=30, max_weight=10, authenticated=True
+        num_clients=5, threshold=3, dimension=30, max_weight=10, authenticated=True
     )
     keys = {i: k for i, k in enrolled_keys(pki).items() if i < 5}
     running = serve(SecAggSession(config, keys), round_timeout=5.0, mutual=False)

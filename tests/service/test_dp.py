@@ -42,7 +42,9 @@ DP = {
     "dropout_rate": 0.2,
     "bits": 20,
 }
-SECAGG = {"threshold": 2, "max_weight": MAX_WEIGHT}
+# corruption_rate 0.1 is the command line's default (--corruption-rate): c = 0 of 4
+# neighbours at n = 5, so t = 2 is allowed.
+SECAGG = {"threshold": 2, "max_weight": MAX_WEIGHT, "corruption_rate": 0.1}
 
 
 @functools.cache

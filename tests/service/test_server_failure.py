@@ -68,7 +68,10 @@ def test_server_killed_mid_session_fails_every_client(pki: Path, clients, tmp_pa
             assert server.poll() is None, server.communicate()
             time.sleep(0.05)
         target = f"127.0.0.1:{port_file.read_text().strip()}"
-        config = SecAggConfig(num_clients=5, threshold=3, dimension=64, max_weight=10)
+        # corruption_rate 0.1: `securefl serve`'s default --corruption-rate.
+        config = SecAggConfig(
+            num_clients=5, threshold=3, dimension=64, max_weight=10, corruption_rate=0.1
+        )
         procs = [
             clients(
                 i, target, config=config, timeout=90, stall_at=[1, "ShareKeys"] if i == 4 else None
@@ -115,7 +118,8 @@ def test_server_stopping_answers_waiting_clients(serve, pki: Path) -> None:
 def test_client_waits_for_a_server_that_starts_later(pki: Path) -> None:
     """Clients started first keep trying to connect until join_timeout; a server that
     comes up meanwhile runs their session."""
-    config = SecAggConfig(num_clients=2, threshold=1, dimension=10)
+    # The smallest session the threshold rules allow: t >= 2 needs k = n - 1 >= 2.
+    config = SecAggConfig(num_clients=3, threshold=2, dimension=10)
     with socket.socket() as probe:  # a free port, bound by nobody until the server starts
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -128,7 +132,7 @@ def test_client_waits_for_a_server_that_starts_later(pki: Path) -> None:
         with AggregationClient(f"127.0.0.1:{port}", cid, tls, config=config, timeout=20) as c:
             results[cid] = c.aggregate(np.full(10, 0.25 * (cid + 1))).weighted_mean
 
-    threads = [threading.Thread(target=hospital, args=(cid,)) for cid in (0, 1)]
+    threads = [threading.Thread(target=hospital, args=(cid,)) for cid in range(3)]
     for t in threads:
         t.start()
     time.sleep(1.0)
@@ -136,7 +140,7 @@ def test_client_waits_for_a_server_that_starts_later(pki: Path) -> None:
         str(pki / "server.pem"), str(pki / "server.key"), str(pki / "ca.pem")
     )
     server = AggregationServer(
-        SecAggSession(config), tls, enrolled=range(2), address=f"127.0.0.1:{port}"
+        SecAggSession(config), tls, enrolled=range(3), address=f"127.0.0.1:{port}"
     )
     serving = threading.Thread(target=server.run, args=(1,))
     serving.start()
@@ -144,5 +148,5 @@ def test_client_waits_for_a_server_that_starts_later(pki: Path) -> None:
         t.join(30)
     serving.join(30)
     assert not serving.is_alive()
-    for cid in (0, 1):
-        np.testing.assert_allclose(results[cid], 0.375, atol=1e-6)
+    for cid in range(3):
+        np.testing.assert_allclose(results[cid], 0.5, atol=1e-6)  # (0.25 + 0.5 + 0.75) / 3

@@ -56,20 +56,21 @@ KILLS = {
 def test_a_client_killed_in_each_round_leaves_the_survivors_mean(
     serve, clients, tmp_path, pki
 ) -> None:
-    """Authenticated SecAgg, nine clients, t = 3: one is SIGKILLed as each round's
-    message reaches it. Those killed before MaskedInputCollection are not in the sum;
-    those killed after it are (the others' shares remove their masks); the four left
-    hold t shares of every secret."""
+    """Authenticated SecAgg, twelve clients, t = 6 (the smallest with 2t > k = 11): one
+    is SIGKILLed as each round's message reaches it. Those killed before
+    MaskedInputCollection are not in the sum; those killed after it are (the others'
+    shares remove their masks); the seven left hold t shares of every secret (each
+    survivor's own seed is held by the six others)."""
     config = SecAggConfig(
-        num_clients=9, threshold=3, dimension=200, max_weight=10, authenticated=True
+        num_clients=12, threshold=6, dimension=200, max_weight=10, authenticated=True
     )
-    keys = {i: k for i, k in enrolled_keys(pki).items() if i < 9}
+    keys = {i: k for i, k in enrolled_keys(pki).items() if i < 12}
     running = serve(SecAggSession(config, keys), round_timeout=1.5)
     procs = {
         i: clients(
             i, running.target, config=config, seed=9, die_at=[1, KILLS[i]] if i in KILLS else None
         )
-        for i in range(9)
+        for i in range(12)
     }
     reports = {i: finish(p) for i, p in procs.items()}
     running.join()
@@ -77,9 +78,9 @@ def test_a_client_killed_in_each_round_leaves_the_survivors_mean(
         assert procs[i].returncode == -9  # really killed
     (outcome,) = running.server.outcomes
     assert outcome.stage is Stage.COMPLETED, outcome.abort_reason
-    contributors = (3, 4, 5, 6, 7, 8)  # everyone who sent a masked input
+    contributors = tuple(range(3, 12))  # everyone who sent a masked input
     assert outcome.result.contributors == contributors
-    for i in (5, 6, 7, 8):
+    for i in range(5, 12):
         (record,) = reports[i]
         assert tuple(record["contributors"]) == contributors
         mean = np.load(tmp_path / f"mean-{i}-1.npy")
@@ -126,7 +127,10 @@ def test_late_client_is_told_it_was_dropped(serve, clients, stage: str) -> None:
 def test_securefl_join_command(serve, pki, tmp_path) -> None:
     """Five `securefl join` processes, two rounds, updates and means as .npy files with
     {round} in their names; exit status 0 and the weighted mean in every file."""
-    config = SecAggConfig(num_clients=5, threshold=3, dimension=40, max_weight=10)
+    # corruption_rate 0.1: the command line's default --corruption-rate.
+    config = SecAggConfig(
+        num_clients=5, threshold=3, dimension=40, max_weight=10, corruption_rate=0.1
+    )
     running = serve(SecAggSession(config), sessions=2)
     weights = {}
     for i in range(5):
