@@ -86,6 +86,7 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="securefl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"securefl {securefl.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
@@ -178,6 +179,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_commands(sub)  # serve, join: the network service
 
     args = parser.parse_args(argv)
+    try:
+        return _run(parser, args)
+    except securefl.ConfigError as exc:
+        # A configuration the library refuses is the user's input, not a crash.
+        parser.error(str(exc))
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if getattr(args, "plot", None):
         import importlib.util
 
