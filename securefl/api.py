@@ -106,7 +106,9 @@ def aggregate(
         t and, for SecAgg+, the even degree k. Defaults: t = floor(k / 2) + 1 with
         k = n - 1 (SecAgg) or k = min(n - 1, the even number nearest 2 log2 n, at
         least 4) (SecAgg+). ``SecAggConfig.from_rates`` derives them from dropout and
-        corruption rates instead.
+        corruption rates instead. A threshold below the rules of ``SecAggConfig``
+        (t >= 2; 2t > k in authenticated mode) raises ``ConfigError`` naming the
+        smallest one allowed.
     authenticated:
         SecAgg's authenticated mode (Ed25519 identities, ConsistencyCheck round).
     rng, threads:
