@@ -116,3 +116,50 @@ def test_ring_sum_result_is_half_the_bytes_and_bit_exact() -> None:
     struct.pack_into("<Q", forged, 0, 1000)
     with pytest.raises(InvalidMessage, match="impossible"):
         framing.decode_result(memoryview(forged), CONFIG)
+
+
+def fresh_chunks(data: bytes, size: int):
+    """The frame as gRPC hands it over: a new bytes object per message."""
+    view = memoryview(data)
+    for i in range(0, len(data), size):
+        yield bytes(view[i : i + size])
+
+
+@pytest.mark.parametrize("size", [8, 64, 1 << 16], ids=["8B", "64B", "64KiB"])
+def test_a_signed_frame_is_assembled_in_about_one_frame_of_memory(size: int) -> None:
+    """Without mutual TLS a frame's signature can only be checked once the whole frame
+    is in, so whoever can open a call makes the server buffer one. What it holds per
+    call is the frame itself (plus the chunk in hand), not a list of its chunks and a
+    joined copy (about 6x the frame at 8-byte chunks): the payload is copied once into
+    one buffer and hashed as it streams, and that hash is what the signature covers."""
+    import hashlib
+    import tracemalloc
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    payload = np.random.default_rng(1).bytes(1 << 20)
+    key = Ed25519PrivateKey.generate()
+    parts = framing.encode(Kind.SUBMIT, Protocol.SECAGG, 7, 3, 2, payload, signing_key=key)
+    data = b"".join(bytes(p) for p in parts)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        frame = framing.assemble(fresh_chunks(data, size), max_payload=len(payload))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - before < 1.1 * len(data) + 2 * size
+    assert bytes(frame.payload) == payload
+    assert frame.payload_sha256 == hashlib.sha256(payload).digest()
+    digest = framing.signing_digest(frame.raw_header, frame.payload_sha256)
+    key.public_key().verify(frame.signature, digest)  # raises if it does not verify
+
+
+def test_an_unsigned_frame_is_not_hashed_and_one_chunk_is_not_copied() -> None:
+    data = b"".join(
+        bytes(p) for p in framing.encode(Kind.SUBMIT, Protocol.SECAGG, 1, 1, 0, b"x" * 99)
+    )
+    frame = framing.assemble([data], max_payload=99)
+    assert frame.payload_sha256 == b""
+    assert frame.payload.obj is data  # a view of the received message

@@ -31,7 +31,7 @@ import hashlib
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -117,6 +117,9 @@ class Frame:
     """The 32 header bytes as received (what a signature covers)."""
     signature: bytes = b""
     """The client's signature (:data:`SIGNED` frames), else empty."""
+    payload_sha256: bytes = b""
+    """SHA-256 of the payload, computed as it streamed in (:data:`SIGNED` frames, for
+    :func:`signing_digest`), else empty."""
 
     def __repr__(self) -> str:
         # Payloads are masked vectors or ciphertexts: print sizes, never content.
@@ -216,6 +219,13 @@ def max_pieces(size: int) -> int:
 def assemble(pieces: Iterable[bytes], max_payload: int) -> Frame:
     """Read one frame from a stream of chunks.
 
+    A frame in one chunk is parsed in place. A longer one is copied, chunk by chunk as
+    it arrives, into one buffer of the size its header announces (allocated, not
+    touched: pages fill as the bytes do), so the memory a call holds is about one
+    frame plus the chunk in hand, however small the chunks. The payload of a
+    :data:`SIGNED` frame is hashed on the way (``Frame.payload_sha256``), so its
+    signature is checked without a second pass or a copy.
+
     Parameters
     ----------
     pieces:
@@ -231,45 +241,100 @@ def assemble(pieces: Iterable[bytes], max_payload: int) -> Frame:
         announced, the stream ends early, or a chunk is empty or the frame comes in
         more chunks than :func:`max_pieces` allows.
     """
-    pieces_kept: list[bytes] = []
-    received = 0
-    expected = -1  # total frame size, once the header is in
-    most = max_pieces(HEADER + max_payload + SIGNATURE)
+    reader = _Reader(max_payload)
     for piece in pieces:
-        # Empty or tiny chunks would grow the list without bounding the bytes received.
+        reader.feed(piece)
+    return reader.frame()
+
+
+class _Reader:
+    """The state of :func:`assemble`: the header, then the frame's one buffer."""
+
+    def __init__(self, max_payload: int) -> None:
+        self.max_payload = max_payload
+        self.count = 0  # chunks so far
+        self.most = max_pieces(HEADER + max_payload + SIGNATURE)
+        self.head: list[bytes] = []  # chunks received before the header was complete
+        self.received = 0
+        self.expected = -1  # total frame size, once the header is in
+        self.end = 0  # where the payload ends
+        self.whole: bytes | None = None  # a frame that came in one chunk
+        self.buffer: npt.NDArray[np.uint8] | None = None
+        self.hasher: Any = None  # SHA-256 of the payload, for signed frames
+
+    def feed(self, piece: bytes) -> None:
+        # Empty or tiny chunks would cost far more bookkeeping than the bytes they carry.
         if not piece:
             raise InvalidMessage("empty chunk in a frame")
-        if len(pieces_kept) >= most:
-            raise InvalidMessage(f"frame split into more than {most} chunks")
-        pieces_kept.append(piece)
-        received += len(piece)
-        if expected < 0 and received >= HEADER:
-            head = pieces_kept[0] if len(pieces_kept[0]) >= HEADER else b"".join(pieces_kept)
-            fields = _HEADER.unpack_from(head)
-            magic, version, _kind, _proto, flags, _cid, _session, _round, length = fields
-            if magic != MAGIC or version != VERSION or flags & ~_FLAGS:
-                raise InvalidMessage("not a securefl service frame (bad magic or version)")
-            # An oversized announcement would make us buffer an attacker's gigabytes.
-            if length > max_payload:
-                raise InvalidMessage(
-                    f"frame payload of {length} bytes exceeds the limit of {max_payload}"
-                )
-            expected = HEADER + length + (SIGNATURE if flags & SIGNED else 0)
-            most = max_pieces(expected)
-        if expected >= 0 and received > expected:
+        if self.count >= self.most:
+            raise InvalidMessage(f"frame split into more than {self.most} chunks")
+        self.count += 1
+        if self.expected >= 0:
+            self._copy(piece)
+            return
+        self.head.append(piece)
+        self.received += len(piece)
+        if self.received < HEADER:
+            return
+        head = self.head[0] if len(self.head[0]) >= HEADER else b"".join(self.head)
+        self._start(head)
+        chunks, self.head, self.received = self.head, [], 0
+        if len(chunks) == 1 and len(piece) == self.expected:
+            self.whole = piece  # the whole frame in one message: used in place
+            self.received = len(piece)
+            if self.hasher is not None:
+                self.hasher.update(memoryview(piece)[HEADER : self.end])
+            return
+        for chunk in chunks:
+            self._copy(chunk)
+
+    def _start(self, head: bytes) -> None:
+        fields = _HEADER.unpack_from(head)
+        magic, version, _kind, _proto, flags, _cid, _session, _round, length = fields
+        if magic != MAGIC or version != VERSION or flags & ~_FLAGS:
+            raise InvalidMessage("not a securefl service frame (bad magic or version)")
+        # An oversized announcement would make us buffer an attacker's gigabytes.
+        if length > self.max_payload:
+            raise InvalidMessage(
+                f"frame payload of {length} bytes exceeds the limit of {self.max_payload}"
+            )
+        self.end = HEADER + length
+        self.expected = self.end + (SIGNATURE if flags & SIGNED else 0)
+        self.most = max_pieces(self.expected)
+        if flags & SIGNED:
+            self.hasher = hashlib.sha256()
+
+    def _copy(self, piece: bytes) -> None:
+        start = self.received
+        stop = start + len(piece)
+        if stop > self.expected:
             raise InvalidMessage("frame is longer than its header says")
-    if expected < 0:
-        raise InvalidMessage("stream ended before a complete frame header")
-    if received != expected:
-        raise InvalidMessage(f"frame truncated: {received} of {expected} bytes")
-    # One message: parse it in place; several: one copy into one buffer.
-    data = pieces_kept[0] if len(pieces_kept) == 1 else b"".join(pieces_kept)
-    return _parse(data)
+        if self.buffer is None:
+            # np.empty does not touch the memory: a stalled upload holds only the pages
+            # its bytes have filled.
+            self.buffer = np.empty(self.expected, dtype=np.uint8)
+        view = memoryview(piece)
+        self.buffer[start:stop] = np.frombuffer(piece, dtype=np.uint8)
+        if self.hasher is not None and start < self.end and stop > HEADER:
+            self.hasher.update(view[max(HEADER, start) - start : min(self.end, stop) - start])
+        self.received = stop
+
+    def frame(self) -> Frame:
+        if self.expected < 0:
+            raise InvalidMessage("stream ended before a complete frame header")
+        if self.received != self.expected:
+            raise InvalidMessage(f"frame truncated: {self.received} of {self.expected} bytes")
+        if self.whole is not None:
+            view = memoryview(self.whole)
+        else:
+            assert self.buffer is not None
+            view = self.buffer.data
+        digest = b"" if self.hasher is None else self.hasher.digest()
+        return _parse(view.cast("B"), digest)
 
 
-def _parse(data: bytes) -> Frame:
-    _m, _v, kind, proto, flags, cid, session, round_, length = _HEADER.unpack_from(data)
-    view = memoryview(data)
+def _parse(view: memoryview, payload_sha256: bytes = b"") -> Frame:
+    _m, _v, kind, proto, flags, cid, session, round_, length = _HEADER.unpack_from(view)
     end = HEADER + length
     signature = bytes(view[end:]) if flags & SIGNED else b""
     try:
@@ -282,6 +347,7 @@ def _parse(data: bytes) -> Frame:
             view[HEADER:end],
             bytes(view[:HEADER]),
             signature,
+            payload_sha256,
         )
     except ValueError:
         raise InvalidMessage(f"unknown frame kind {kind} or protocol {proto}") from None

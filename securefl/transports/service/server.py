@@ -601,6 +601,7 @@ class AggregationServer:
                     raise _Refuse("INVALID_ARGUMENT", f"a client cannot send {frame.kind.name}")
             except _Refuse as exc:
                 context.abort(getattr(grpc.StatusCode, exc.code), exc.details)
+                return  # abort raises: the call ends with that status
             if parts is None:
                 if self._stopped and context.is_active():
                     context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
@@ -741,7 +742,9 @@ class AggregationServer:
             raise _Refuse("UNAUTHENTICATED", f"client {claimed} has no enrolled identity key")
         if not frame.signature:
             raise _Refuse("UNAUTHENTICATED", f"the frame for client {claimed} is not signed")
-        digest = framing.signing_digest(frame.raw_header, hashlib.sha256(frame.payload).digest())
+        # The payload was hashed as it streamed in (framing.assemble): no second pass.
+        payload_hash = frame.payload_sha256 or hashlib.sha256(frame.payload).digest()
+        digest = framing.signing_digest(frame.raw_header, payload_hash)
         try:
             key.verify(frame.signature, digest)
         except InvalidSignature:
@@ -892,4 +895,4 @@ class AggregationServer:
             return False
         remaining = context.time_remaining()
         self._opened.wait(0.5 if remaining is None else max(0.0, min(0.5, remaining)))
-        return not self._stopped and context.is_active()
+        return not self._stopped and bool(context.is_active())
