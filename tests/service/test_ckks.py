@@ -96,3 +96,119 @@ def test_a_ciphertext_of_another_length_is_refused(serve, pki, ckks_pki) -> None
     want = sum(0.1 * c * (c + 1) for c in range(4)) / sum(c + 1 for c in range(4))
     for cid in range(4):
         np.testing.assert_allclose(results[cid].weighted_mean, want, atol=1e-3)
+
+
+class OneCiphertextServer:
+    """A deviating CKKS server: it hands every client one peer's (the victim's)
+    ciphertext as "the aggregate", naming ``claim`` as the contributors."""
+
+    def __init__(self, victim: int, claim: tuple[int, ...]) -> None:
+        self.victim, self.claim = victim, claim
+
+    def install(self, server) -> None:
+        from securefl.transports.service.framing import Kind
+        from securefl.transports.service.sessions import encode_ckks_result
+
+        kept: dict[int, bytes] = {}
+        honest_open = server._open_ckks
+
+        def open_ckks(session) -> None:
+            honest_open(session)
+            machine = server._machine
+            honest_add = machine.add
+
+            def add(client: str, message) -> None:
+                honest_add(client, message)  # the honest checks still run
+                if int(client) == self.victim:
+                    kept[self.victim] = bytes(message)
+
+            machine.add = add
+
+        def close_round(outcome) -> bool:
+            waiting = server._answered - server._gone
+            payload = encode_ckks_result(self.claim, kept[self.victim])
+            outcome.stage = Stage.COMPLETED
+            outcome.contributors = self.claim
+            server._publish_final(server._round + 1, dict.fromkeys(waiting, (Kind.RESULT, payload)))
+            return True
+
+        server._open_ckks = open_ckks
+        server._close_round = close_round
+
+
+def ckks_hospitals(target: str, pki, ctx, ids, policy=None) -> dict[int, object]:
+    """In-process CKKS clients: client c sends 0.1 * c with weight c + 1; its result or
+    the error it raised."""
+    from securefl.errors import ProtocolAbort, ServiceError
+    from securefl.transports.service import AggregationClient, ClientTLS
+
+    results: dict[int, object] = {}
+
+    def hospital(cid: int) -> None:
+        tls = ClientTLS.from_files(
+            str(pki / "ca.pem"), str(pki / f"client-{cid}.pem"), str(pki / f"client-{cid}.key")
+        )
+        extra = {} if policy is None else {"policy": policy}
+        with AggregationClient(
+            target, cid, tls, ckks_context=ctx, timeout=20, threads=1, **extra
+        ) as client:
+            try:
+                results[cid] = client.aggregate(np.full(D, 0.1 * cid), weight=cid + 1)
+            except (ProtocolAbort, ServiceError) as exc:
+                results[cid] = exc
+
+    join_all(in_threads(hospital, ids))
+    return results
+
+
+@pytest.mark.parametrize(
+    ("claim", "named"),
+    [((1,), "min_contributors"), ((0, 1, 2, 3, 4), "total weight of 2 cannot be 5")],
+    ids=["one-contributor", "claims-all-five"],
+)
+def test_one_peers_ciphertext_as_the_aggregate_is_refused(
+    serve, pki, ckks_pki, claim: tuple[int, ...], named: str
+) -> None:
+    """A deviating server sends client 1's ciphertext alone as the aggregate, naming
+    client 1 as the only contributor, or all five: every client refuses it with
+    ProtocolAbort (below min_contributors = 2; client 1's weight of 2 cannot be five
+    clients' of weight >= 1) and releases nothing: client 1's update stays hidden."""
+    from securefl.errors import ProtocolAbort
+
+    session = CKKSSession(ckks_pki.server_context(), num_clients=5, dimension=D)
+    running = serve(session, round_timeout=5.0)
+    OneCiphertextServer(victim=1, claim=claim).install(running.server)
+    results = ckks_hospitals(running.target, pki, ckks_pki, range(5))
+    running.join()
+    for cid in range(5):
+        assert isinstance(results[cid], ProtocolAbort), (cid, results[cid])
+        assert named in results[cid].reason, results[cid].reason
+
+
+def test_policy_min_contributors_at_the_bound_is_accepted_and_above_refused(
+    serve, pki, ckks_pki
+) -> None:
+    """An honest CKKS session of four contributors: clients whose policy asks for four
+    receive the mean; clients that ask for five refuse the result, naming
+    min_contributors with both counts."""
+    from securefl.errors import ProtocolAbort
+    from securefl.transports.service import ClientPolicy
+
+    want = sum(0.1 * c * (c + 1) for c in range(4)) / sum(c + 1 for c in range(4))
+    for least, accepted in ((4, True), (5, False)):
+        session = CKKSSession(ckks_pki.server_context(), num_clients=4, dimension=D)
+        running = serve(session, round_timeout=5.0, enrolled=range(4))
+        policy = ClientPolicy(min_contributors=least)
+        results = ckks_hospitals(running.target, pki, ckks_pki, range(4), policy)
+        running.join()
+        assert running.server.outcomes[0].contributors == (0, 1, 2, 3)
+        for cid in range(4):
+            if accepted:
+                # CKKS noise at scale 2^20 over a total weight of 10: a few 1e-3 at most.
+                np.testing.assert_allclose(results[cid].weighted_mean, want, atol=5e-3)
+            else:
+                assert isinstance(results[cid], ProtocolAbort)
+                assert (
+                    "min_contributors: the server's result has 4 contributor(s), this "
+                    "client's policy requires at least 5" in results[cid].reason
+                )

@@ -12,6 +12,7 @@ server or client is created.
 """
 
 from securefl.transports.service.client import AggregationClient, ServiceResult
+from securefl.transports.service.policy import ClientPolicy, PolicyError
 from securefl.transports.service.server import AggregationServer, ServiceOptions, SessionOutcome
 from securefl.transports.service.sessions import CKKSSession, SecAggSession
 from securefl.transports.service.tls import ClientTLS, ServerTLS, write_pki
@@ -20,7 +21,9 @@ __all__ = [
     "AggregationClient",
     "AggregationServer",
     "CKKSSession",
+    "ClientPolicy",
     "ClientTLS",
+    "PolicyError",
     "SecAggSession",
     "ServerTLS",
     "ServiceOptions",

@@ -27,10 +27,11 @@ from securefl import vectors
 from securefl.errors import ConfigError, InvalidMessage, ProtocolAbort, ServiceError
 from securefl.secagg import codec
 from securefl.secagg.client import SecAggClient
-from securefl.secagg.config import SecAggConfig
-from securefl.secagg.messages import Abort, SessionStart, Stage
+from securefl.secagg.config import GraphKind, SecAggConfig
+from securefl.secagg.messages import Abort, SessionStart, Stage, UnmaskingRequest
 from securefl.transports.service import framing
 from securefl.transports.service.framing import Frame, Kind, Protocol
+from securefl.transports.service.policy import ClientPolicy
 from securefl.transports.service.server import METHOD, METHOD_SMALL
 from securefl.transports.service.sessions import (
     check_dp_config,
@@ -109,6 +110,11 @@ class AggregationClient:
         ``dp.config.clip``, weighted by ``weight / config.max_weight`` and noised
         inside the ring before it is masked; the session's public nonce is the round
         seed. The server refuses a client whose plan differs (by digest, at join).
+    policy:
+        This client's own requirements (:class:`~securefl.transports.service.policy.
+        ClientPolicy`; default: the library's rules only). ``config`` is checked
+        against it here, before anything is sent; each result's contributors when it
+        arrives.
     timeout:
         Seconds any single exchange with the server may take: the server's round
         deadline plus its time to close a round. A server that does not answer within
@@ -131,6 +137,9 @@ class AggregationClient:
     ConfigError
         If neither or both of ``config`` and ``ckks_context`` are given, or ``dp``
         comes with CKKS or with a ``config`` that does not carry its encodings.
+    PolicyError
+        (a ``ConfigError``) If the session is below ``policy``; it names the parameter,
+        the session's value and the policy's.
 
     Security
     --------
@@ -149,6 +158,7 @@ class AggregationClient:
         identity_key: Ed25519PrivateKey | None = None,
         identity_public_keys: Mapping[int, bytes] | None = None,
         dp: DPPlan | None = None,
+        policy: ClientPolicy | None = None,
         timeout: float = 120.0,
         join_timeout: float | None = None,
         server_name: str | None = None,
@@ -167,6 +177,13 @@ class AggregationClient:
             if config is None:
                 raise ConfigError("differential privacy needs SecAgg (config=), not CKKS")
             check_dp_config(config, dp)
+        self.policy = policy or ClientPolicy()
+        # The server must run exactly this configuration (SessionStart's digest), so
+        # checking it here checks every session this client can take part in.
+        if config is not None:
+            self.policy.check_secagg(config)
+        else:
+            self.policy.check_ckks()
         self.dp = dp
         self.target = target
         self.client_id = client_id
@@ -270,6 +287,7 @@ class AggregationClient:
         frame = self._join()
         session = frame.session
         nonce = b""
+        request: UnmaskingRequest | None = None  # the survivor set this client was shown
         while frame.kind is Kind.PROTOCOL:
             self._check_session(frame, session)
             try:
@@ -283,6 +301,8 @@ class AggregationClient:
                 self._say(f"session {session}: dp-encode")
                 machine = self._secagg_client(self._dp_encode(flat, nonce, weight), weight)
                 del flat
+            if isinstance(message, UnmaskingRequest):
+                request = message
             stage = machine.stage
             self._say(f"session {session}: {stage.value}")
             reply = machine.handle(message)  # type: ignore[arg-type]
@@ -308,6 +328,7 @@ class AggregationClient:
             result = framing.decode_result(frame.payload, config)
         except InvalidMessage as exc:
             raise ServiceError(f"malformed result from the server: {exc}") from None
+        self._check_secagg_result(result, request, weight, session)
         mean = result.weighted_mean
         if self.dp is not None:
             mean = self._dp_decode(result, nonce)
@@ -333,6 +354,65 @@ class AggregationClient:
             rng=os.urandom,
             threads=self._threads,
         )
+
+    def _check_secagg_result(
+        self,
+        result: framing.Result,
+        request: UnmaskingRequest | None,
+        weight: int,
+        session: int,
+    ) -> None:
+        """Check who the server says contributed against what this client saw.
+
+        A server that names other contributors than the survivors it unmasked (fewer,
+        to pass a sum of few updates off as many, or more) is caught where this client
+        saw the survivor set: the set every survivor signed (authenticated mode), every
+        other survivor (the complete graph), or its own neighbours (SecAgg+).
+
+        Raises
+        ------
+        ProtocolAbort
+            If the contributors are not a strictly increasing list that includes this
+            client and matches the survivors it was shown, the total weight cannot be
+            theirs, or the count is below the policy.
+        """
+        assert self.config is not None
+        cfg = self.config
+        contributors = result.contributors
+        me = self.client_id
+        ids = set(contributors)
+
+        def refuse(why: str) -> ProtocolAbort:
+            return ProtocolAbort(f"refused the result of session {session}: {why}")
+
+        if list(contributors) != sorted(ids) or ids & set(result.dropped):
+            raise refuse("its contributor list is not sorted, repeats or also names dropouts")
+        # This client answered Unmasking: its masked input is in the sum.
+        if me not in ids:
+            raise refuse(f"it omits this client ({me}), whose masked input is in the sum")
+        if request is not None:
+            seen = set(request.survivors) | {me}
+            if cfg.authenticated and request.all_survivors:
+                exact: set[int] | None = set(request.all_survivors)
+            elif cfg.graph is GraphKind.COMPLETE:
+                exact = seen
+            else:
+                exact = None
+            if exact is not None and ids != exact:
+                raise refuse(
+                    f"it names {len(ids)} contributors, the survivor set this client was "
+                    f"shown has {len(exact)}"
+                )
+            if not seen <= ids or ids & set(request.dropped):
+                raise refuse("its contributors contradict this client's surviving neighbours")
+        m, total, most = len(contributors), result.total_weight, cfg.max_weight
+        # Every contributor's weight is in [1, W], and this client's is known exactly.
+        if not weight + (m - 1) <= total <= weight + (m - 1) * most:
+            raise refuse(
+                f"a total weight of {total} cannot be {m} contributors' (this one's is "
+                f"{weight}, each is in [1, {most}])"
+            )
+        self.policy.check_contributors(contributors, session)
 
     def _dp_encode(
         self, flat: npt.NDArray[np.floating], nonce: bytes, weight: int
@@ -380,6 +460,7 @@ class AggregationClient:
         """Flatten the update (with differential privacy, :meth:`_dp_encode` then
         encodes it once the session's nonce is known)."""
         flat, layout = vectors.flatten(update)
+        self.policy.check_dimension(layout.size)
         if self._dimension is None:
             self._dimension = layout.size
         return flat, layout
@@ -409,9 +490,15 @@ class AggregationClient:
             raise ServiceError(f"unexpected {frame.kind.name} frame from the server")
         try:
             contributors, aggregate = decode_ckks_result(frame.payload)
+        except InvalidMessage as exc:
+            raise ServiceError(f"malformed result from the server: {exc}") from None
+        # Before decrypting: a "sum" of one ciphertext is that client's update.
+        self._check_ckks_contributors(contributors, session)
+        try:
             decrypted = decrypt_aggregate(context, aggregate)
         except InvalidMessage as exc:
             raise ServiceError(f"malformed result from the server: {exc}") from None
+        self._check_ckks_weight(contributors, decrypted.total_weight, weight, session)
         if decrypted.weighted_sum.size != layout.size:
             raise ServiceError(
                 f"the aggregate holds {decrypted.weighted_sum.size} values, "
@@ -427,6 +514,50 @@ class AggregationClient:
             session,
             mean,
         )
+
+    def _check_ckks_contributors(self, contributors: tuple[int, ...], session: int) -> None:
+        """Refuse a CKKS result whose contributor list is malformed, omits this client
+        or is shorter than the policy allows (before anything is decrypted).
+
+        Raises
+        ------
+        ProtocolAbort
+            Naming what is wrong (and the policy parameter, with both values).
+        """
+        ids = set(contributors)
+        if list(contributors) != sorted(ids):
+            raise ProtocolAbort(
+                f"refused the result of session {session}: its contributor list is not "
+                "sorted or repeats a client"
+            )
+        self.policy.check_contributors(contributors, session)
+        # This client uploaded and was answered: its ciphertext must be in the sum.
+        if self.client_id not in ids:
+            raise ProtocolAbort(
+                f"refused the result of session {session}: it omits this client "
+                f"({self.client_id}), whose ciphertext the server accepted"
+            )
+
+    def _check_ckks_weight(
+        self, contributors: tuple[int, ...], total: int, weight: int, session: int
+    ) -> None:
+        """The decrypted total weight must be this client's plus at least 1 for each
+        other contributor: a server that passes fewer ciphertexts (one peer's) off as
+        the sum of ``contributors`` is caught unless their weights make up the gap.
+
+        Raises
+        ------
+        ProtocolAbort
+            If the total weight cannot be the named contributors'.
+        """
+        from securefl.ckks.client import MAX_WEIGHT
+
+        m = len(contributors)
+        if not weight + (m - 1) <= total <= weight + (m - 1) * (MAX_WEIGHT - 1):
+            raise ProtocolAbort(
+                f"refused the result of session {session}: a total weight of {total} "
+                f"cannot be {m} contributors' (this one's is {weight}, each at least 1)"
+            )
 
     # ---- transport ----------------------------------------------------------------------------
 

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from securefl.dp import DPPlan
     from securefl.secagg.config import SecAggConfig
+    from securefl.transports.service.policy import ClientPolicy
     from securefl.transports.service.server import SessionOutcome
 
-__all__ = ["add_commands", "dp_plan", "seats", "secagg_config"]
+__all__ = ["add_commands", "client_policy", "dp_plan", "seats", "secagg_config"]
 
 EXIT_ABORTED = 3
 EXIT_SERVICE = 4
@@ -99,7 +100,46 @@ def add_commands(sub: Any) -> None:
     join.add_argument("--enrollment", help="JSON: enrolled ids and identity public keys")
     join.add_argument("--server-name", help="name in the server certificate, if not the host")
     join.add_argument("--threads", type=int, default=None, help="masking threads (default: all)")
+    _policy_args(join)
     join.set_defaults(handler=_join)
+
+
+def _policy_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "policy (this client's own requirements: a session below them is refused, naming "
+        "the parameter; defaults: the library's rules only)"
+    )
+    g.add_argument(
+        "--min-threshold", type=int, default=2, help="SecAgg: the smallest t accepted (2)"
+    )
+    g.add_argument(
+        "--min-corruption-rate",
+        type=float,
+        default=0.0,
+        help="SecAgg: the session must tolerate at least this fraction of clients colluding "
+        "with the server (its --corruption-rate; 0). CKKS tolerates none: refused if > 0",
+    )
+    g.add_argument(
+        "--min-security-bits",
+        type=int,
+        default=40,
+        help="SecAgg+ with --min-corruption-rate > 0: the smallest sigma accepted (40)",
+    )
+    g.add_argument(
+        "--require-authenticated",
+        action="store_true",
+        help="SecAgg: refuse a session without the authenticated mode (CKKS: always refused)",
+    )
+    g.add_argument(
+        "--max-dim", type=int, default=None, help="the largest update or session d (no limit)"
+    )
+    g.add_argument(
+        "--min-survivors",
+        type=int,
+        default=None,
+        help="SecAgg: the session's min_survivors (with DP: the plan's n_min) must be at "
+        "least this, and so must a result's contributors (none)",
+    )
 
 
 def _session_args(p: argparse.ArgumentParser) -> None:
@@ -121,7 +161,12 @@ def _session_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip", type=float, default=1.0)
     g.add_argument("--max-weight", type=int, default=1000)
     g.add_argument("--authenticated", action="store_true", help="sign with identity keys")
-    g.add_argument("--min-clients", type=int, default=2, help="CKKS: fewest contributions")
+    g.add_argument(
+        "--min-clients",
+        type=int,
+        default=2,
+        help="CKKS: fewest contributions (server); every client refuses a result of fewer",
+    )
     g.add_argument("--ckks-context", help="CKKS context (server: public, client: secret)")
     g.add_argument(
         "--dp-epsilon",
@@ -247,6 +292,28 @@ def _secagg_config(args: argparse.Namespace, dimension: int) -> SecAggConfig:
     else:
         threshold = args.threshold
     return SecAggConfig(n, threshold, dimension, **graph, **common)
+
+
+def client_policy(args: argparse.Namespace) -> ClientPolicy:
+    """The client policy that ``securefl join``'s policy options describe
+    (``--min-clients`` is its ``min_contributors``).
+
+    Raises
+    ------
+    ConfigError
+        If an option is out of range.
+    """
+    from securefl.transports.service.policy import ClientPolicy
+
+    return ClientPolicy(
+        min_threshold=args.min_threshold,
+        min_corruption_rate=args.min_corruption_rate,
+        min_security_bits=args.min_security_bits,
+        require_authenticated=args.require_authenticated,
+        max_dimension=args.max_dim,
+        min_survivors=args.min_survivors,
+        min_contributors=args.min_clients,
+    )
 
 
 def _pki(args: argparse.Namespace, name: str, default: str | None) -> str | None:
@@ -391,9 +458,13 @@ def _run_server(args: argparse.Namespace) -> int:
 
 def _join(args: argparse.Namespace) -> int:
     from securefl.errors import ConfigError, ProtocolAbort, ServiceError
+    from securefl.transports.service.policy import PolicyError
 
     try:
         return _run_client(args)
+    except PolicyError as exc:
+        print(f"securefl join: refused by this client's policy: {exc}", file=sys.stderr)
+        return 2
     except ProtocolAbort as exc:
         print(f"securefl join: aborted: {exc.reason}", file=sys.stderr)
         return EXIT_ABORTED
@@ -420,7 +491,7 @@ def _run_client(args: argparse.Namespace) -> int:
     tls = ClientTLS.from_files(
         ca, _pki(args, "cert", f"client-{cid}.pem"), _pki(args, "key", f"client-{cid}.key")
     )
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"policy": client_policy(args)}
     if args.protocol == "ckks":
         from securefl.ckks.keys import ClientContext
 
