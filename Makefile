@@ -17,12 +17,27 @@ $(PY):
 
 venv: $(PY)
 
-demo: $(PY)
-	$(PIP) install --quiet '.[torch,ckks,dp]'
+# What an install is built from: a stamp newer than all of it means nothing changed,
+# and the install (a few minutes on a fresh clone: the core's build, torch, TenSEAL,
+# Flower) is skipped.
+SOURCES := pyproject.toml CMakeLists.txt $(shell find csrc securefl -type f \
+  \( -name '*.py' -o -name '*.pyi' -o -name '*.cpp' -o -name '*.hpp' -o -name '*.csv' \
+     -o -name '*.md' -o -name '*.txt' \) 2>/dev/null)
+
+$(VENV)/.installed-demo: $(PY) $(SOURCES)
+	@echo "make demo: installing securefl with the demo and service extras into $(VENV) ..."
+	$(PIP) install --progress-bar on '.[torch,ckks,dp,service]'
+	@touch $@
+
+$(VENV)/.installed-test: $(PY) $(SOURCES)
+	@echo "make test: installing securefl with the test dependencies into $(VENV) ..."
+	$(PIP) install --progress-bar on '.[test]'
+	@touch $@
+
+demo: $(VENV)/.installed-demo
 	$(VENV)/bin/securefl demo
 
-test: $(PY)
-	$(PIP) install --quiet '.[test]'
+test: $(VENV)/.installed-test
 	$(VENV)/bin/pytest
 
 bench: $(PY)
