@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.clientapp.typing import ClientAppCallable
+from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from securefl.secagg import codec
 from securefl.secagg.messages import ShareRouting
@@ -26,17 +26,23 @@ RAISE_PARTITION = 4
 CLIP = 0.5
 
 
-def initial_arrays() -> dict[str, npt.NDArray[np.float32]]:
+Shapes = dict[str, tuple[int, ...]]
+
+
+def initial_arrays(shapes: Shapes = SHAPES) -> dict[str, npt.NDArray[np.float32]]:
     return {
         name: np.linspace(-1.0, 1.0, int(np.prod(shape)), dtype=np.float32).reshape(shape)
-        for name, shape in SHAPES.items()
+        for name, shape in shapes.items()
     }
 
 
-def update(partition: int, server_round: int) -> dict[str, npt.NDArray[np.float64]]:
-    """The change partition ``partition`` makes to the model in ``server_round``."""
+def update(
+    partition: int, server_round: int, shapes: Shapes = SHAPES
+) -> dict[str, npt.NDArray[np.float64]]:
+    """The change partition ``partition`` makes to the model in ``server_round`` (a
+    model of any ``shapes``: the train function uses the global model's)."""
     out = {}
-    for i, (name, shape) in enumerate(SHAPES.items()):
+    for i, (name, shape) in enumerate(shapes.items()):
         size = int(np.prod(shape))
         x = np.sin(np.arange(size) * (partition + 1) + server_round + i) * 0.1 * (partition + 1)
         out[name] = x.reshape(shape)
@@ -57,7 +63,7 @@ def train(msg: Message, context: Context) -> Message:
         raise RuntimeError("simulated training failure")
     arrays = msg.content["arrays"]
     assert isinstance(arrays, ArrayRecord)
-    delta = update(partition, server_round)
+    delta = update(partition, server_round, {k: tuple(a.shape) for k, a in arrays.items()})
     trained = {
         k: Array((a.numpy().astype(np.float64) + delta[k]).astype(np.float32))
         for k, a in arrays.items()
@@ -85,11 +91,11 @@ def fault_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
     return call_next(msg, context)
 
 
-def make_client_app(*, faults: bool = True) -> ClientApp:
-    """The test ClientApp; ``faults=False`` leaves out the dropout of round 1 (the
-    server can turn off the failure of round 2 with ``"faults": False`` in the train
-    config)."""
-    app = ClientApp(mods=[fault_mod, secagg_mod] if faults else [secagg_mod])
+def make_client_app(*, faults: bool = True, mod: Mod = secagg_mod) -> ClientApp:
+    """The test ClientApp with securefl's ``mod``; ``faults=False`` leaves out the
+    dropout of round 1 (the server can turn off the failure of round 2 with
+    ``"faults": False`` in the train config)."""
+    app = ClientApp(mods=[fault_mod, mod] if faults else [mod])
     app.train()(train)
     return app
 
@@ -128,3 +134,34 @@ def check_models(
             assert err <= bound + ulp, (server_round, k, err, bound)
         # The updates did move the model, so this check can fail.
         assert not np.allclose(history[server_round]["w"], history[server_round - 1]["w"])
+
+
+def dp_errors(
+    history: list[dict[str, npt.NDArray[np.float32]]],
+    participants: dict[int, list[int]],
+    *,
+    clip: float,
+    max_weight: int,
+) -> dict[int, tuple[npt.NDArray[np.float64], float]]:
+    """Per round: the global model's step minus the plain weighted mean of the
+    participants' updates, each clipped to L2 norm ``clip`` as securefl.dp clips them
+    (flat, over all arrays), and the total public weight sum n_k / W it divides by."""
+    out = {}
+    for server_round, parts in sorted(participants.items()):
+        before, after = history[server_round - 1], history[server_round]
+        shapes = {k: tuple(v.shape) for k, v in before.items()}
+        total = {k: np.zeros(v.shape) for k, v in before.items()}
+        weight_sum = 0.0
+        for p in parts:
+            delta = update(p, server_round, shapes)
+            norm = float(np.sqrt(sum(np.sum(x * x) for x in delta.values())))
+            scale = (weight(p) / max_weight) * min(1.0, clip / norm)
+            for k in total:
+                total[k] += scale * delta[k]
+            weight_sum += weight(p) / max_weight
+        error = [
+            after[k].astype(np.float64) - before[k].astype(np.float64) - total[k] / weight_sum
+            for k in before
+        ]
+        out[server_round] = (np.concatenate([e.ravel() for e in error]), weight_sum)
+    return out

@@ -1,7 +1,9 @@
 """The ClientApp: a plain Flower train function, with securefl's mod added.
 
-Nothing in ``train`` knows about secure aggregation; ``secagg_mod`` takes the returned
-arrays and ``num-examples``, masks the update and runs the SecAgg+ rounds.
+Nothing in ``train`` knows about secure aggregation; securefl's mod takes the returned
+arrays and ``num-examples``, masks the update and runs the SecAgg+ rounds. Its policy
+is this hospital's own: it refuses a session below it (a weak threshold, a corruption
+rate below 0.1, a larger model than the one it trains, ...) before doing any work.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from securefl.transports.flower import secagg_mod
+from securefl.transports.flower import ClientPolicy, make_secagg_mod
 from securefl_app import task
 
-app = ClientApp(mods=[secagg_mod])  # <- the only securefl line on the client
+MODEL_SIZE = sum(int(t.numel()) for t in task.initial_state().values())
+# The only securefl line on the client (``secagg_mod`` has the default policy, d <= 2^28).
+app = ClientApp(mods=[make_secagg_mod(policy=ClientPolicy(max_dimension=MODEL_SIZE))])
 
 
 @app.train()

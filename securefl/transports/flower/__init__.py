@@ -1,10 +1,11 @@
 """securefl's secure aggregation inside Flower (flwr >= 1.42, Message API).
 
 A client Mod (:data:`secagg_mod`, :func:`make_secagg_mod`) wraps an unchanged
-``@app.train()`` function; a server Strategy (:class:`SecAggFedAvg`, FedAvg semantics)
+``@app.train()`` function and checks every session against the client's own
+:class:`ClientPolicy`; a server Strategy (:class:`SecAggFedAvg`, FedAvg semantics)
 aggregates the updates with SecAgg / SecAgg+ so that the ServerApp learns only their
-weighted mean. :class:`CKKSFedAvg` with :func:`make_ckks_mod` does FedAvg over CKKS
-ciphertexts instead. See ``docs/FLOWER.md``.
+weighted mean (with ``dp=``, a differentially private noisy mean). :class:`CKKSFedAvg`
+with :func:`make_ckks_mod` does FedAvg over CKKS ciphertexts instead. See ``docs/FLOWER.md``.
 """
 
 import warnings
@@ -21,7 +22,7 @@ from securefl.transports.flower.ckks import (
     decrypt_arrays,
     make_ckks_mod,
 )
-from securefl.transports.flower.mod import ERROR_CODE, make_secagg_mod, secagg_mod
+from securefl.transports.flower.mod import ERROR_CODE, ClientPolicy, make_secagg_mod, secagg_mod
 from securefl.transports.flower.records import RECORD_KEY
 from securefl.transports.flower.strategy import RoundReport, SecAggFedAvg
 
@@ -30,6 +31,7 @@ __all__ = [
     "RECORD_KEY",
     "CKKSFedAvg",
     "CKKSRoundReport",
+    "ClientPolicy",
     "RoundReport",
     "SecAggFedAvg",
     "context_from_file",

@@ -23,21 +23,35 @@ view of length d instead of a float vector (``SecAggClient``'s finiteness check 
 makes a transient d-byte boolean array). The record is deleted when the session
 completes or aborts, and replaced by the next session.
 
-The mod refuses a session whose dimension d exceeds its ``max_dimension``: d is chosen
-by the server, and the client allocates O(d) memory for the masked vector.
+The ServerApp chooses the session's parameters; the client checks them against its
+own :class:`ClientPolicy` (threshold, corruption rate and security level, the rule
+against a server that lies about dropouts, dimension, differential privacy, minimum
+survivors) before it does any work, and refuses a session below it with an error
+reply that names the parameter, the server's value and its own.
+
+With a DP plan in the policy (``ClientPolicy(dp=plan)``) the mod encodes the update
+with :func:`securefl.dp.encode_update` (L2 clip, weight, rotation, rounding and this
+client's share of the noise, inside Z_2^b) and takes part in the server's ring-input
+session; the rotation's public round seed is the session's SessionStart nonce.
 
 Security
 --------
 The session seed is equivalent to all of the client's protocol secrets. It lives in
 ``Context.state``, which Flower keeps on the client's node and never sends to the
 server; in the simulation engine Ray moves it between worker processes of the same
-machine. It never appears in a reply, a log line or a ``repr``.
+machine. It never appears in a reply or a log line. In ``Context.state`` it is held
+as :class:`_SecretBytes`, whose ``repr``/``str`` show no byte of it, so Flower's own
+``repr(Context)`` does not print it; Flower's protobuf form of a Context (a SuperNode
+hands the Context to its ClientApp process that way) knows only plain ``bytes``, so
+the mod re-wraps the seed on every message before anything else sees the Context
+(docs/FLOWER.md, "Client state between messages", says what this does not cover).
 """
 
 from __future__ import annotations
 
 import os
-from typing import NoReturn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -47,23 +61,35 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, Message
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from securefl import vectors
-from securefl.errors import InvalidMessage
+from securefl.errors import ConfigError, InvalidMessage
 from securefl.primitives import keystream
 from securefl.secagg import codec
 from securefl.secagg.client import SecAggClient
-from securefl.secagg.config import SecAggConfig
+from securefl.secagg.config import GraphKind, SecAggConfig
+from securefl.secagg.graph import ThreatModel
 from securefl.secagg.messages import Abort, KeyDirectory, SessionStart, ShareRouting, Stage
 from securefl.transports.flower.records import (
     NEXT_RECORD_KEY,
     RECORD_KEY,
     Envelope,
+    dp_mismatch,
     read_envelope,
     read_weight,
     unpack_config,
     write_envelope,
 )
 
-__all__ = ["DEFAULT_MAX_DIMENSION", "ERROR_CODE", "STATE_KEY", "make_secagg_mod", "secagg_mod"]
+if TYPE_CHECKING:
+    from securefl.dp import DPPlan
+
+__all__ = [
+    "DEFAULT_MAX_DIMENSION",
+    "ERROR_CODE",
+    "STATE_KEY",
+    "ClientPolicy",
+    "make_secagg_mod",
+    "secagg_mod",
+]
 
 STATE_KEY = "securefl.secagg"
 """Prefix of the keys of the client's session records in ``Context.state``."""
@@ -72,11 +98,242 @@ ERROR_CODE = 7301
 """Flower error code of a reply in which the mod declines or leaves a session."""
 
 DEFAULT_MAX_DIMENSION = 2**28
-"""The largest model (number of float parameters) the mod accepts by default: 1 GiB
-of uint32 masked vector, 2 GiB with b = 64."""
+"""``ClientPolicy.max_dimension``'s default: the largest model (number of float
+parameters) the mod accepts: 1 GiB of uint32 masked vector, 2 GiB with b = 64."""
 
 _SEED_BYTES = 32
 _RNG_LABEL = b"securefl/flower/client-session-rng/v1"
+
+
+@dataclass(frozen=True)
+class ClientPolicy:
+    """What this client accepts from a ServerApp: checked against the parameters of
+    every ``SessionStart`` before the client does any work.
+
+    The ServerApp chooses the session (``SecAggFedAvg``'s rates or ``config_factory``);
+    without a local policy a deviating ServerApp could choose whatever suits it and
+    the client would only check a digest the server itself sent. A session below the
+    policy gets an error reply naming the parameter, the server's value and the
+    client's (``tests/flower/test_policy.py``). The configuration must also satisfy
+    :class:`~securefl.secagg.config.SecAggConfig`'s own rules (t >= 2, t > c), which
+    :meth:`SecAggConfig.from_bytes` checks again on the client.
+
+    Parameters
+    ----------
+    min_threshold:
+        The smallest Shamir threshold t accepted (at least 2: with t = 1 any single
+        neighbour holds this client's secrets outright).
+    min_corruption_rate:
+        The smallest corruption rate gamma accepted: the fraction of clients this
+        client assumes may collude with the server. A session's threshold rules
+        (t > c, and 2t > k + c below) are computed from its own ``corruption_rate``,
+        so a server that claims a lower one lowers the threshold it must use. The
+        default, 0.1, is ``SecAggFedAvg``'s default.
+    min_security_bits:
+        The smallest sigma accepted for SecAgg+ graphs: c, the corrupt neighbours
+        tolerated, is a tail bound that fails with probability 2^-sigma, and a
+        smaller sigma gives a smaller c (ignored on the complete graph, where c is
+        exact).
+    threat_model:
+        ``ThreatModel.SEMI_MALICIOUS`` (default): the server may lie about which
+        clients dropped out, to collect the self-mask shares of a client from some
+        neighbours and its key shares from others; the client then requires
+        2t > k + c, the rule under which that never yields t shares of both kinds
+        (Bonawitz et al. 2017, section 6; Bell et al. 2020). ``SEMI_HONEST``: the
+        server reports dropouts truthfully; t > c suffices. Without identity keys
+        nothing stops a server from impersonating clients (see ``docs/FLOWER.md``).
+    max_dimension:
+        The largest vector length d accepted (model parameters; with DP the padded
+        length). The client allocates O(d) memory for the masked vector, and d is
+        the server's choice: set it to the size of the model this node trains.
+    dp:
+        A :class:`securefl.dp.DPPlan`: this client takes part only in differentially
+        private sessions with exactly this plan (same digest, sent by the strategy)
+        and encodes its update with it, adding its share of the noise inside the
+        ring. ``None``: this client refuses DP (ring-input) sessions, whose updates
+        it could not encode.
+    min_survivors:
+        The fewest clients whose inputs the session may unmask as one sum: the
+        session's ``min_survivors`` must be at least this. With ``dp`` it defaults
+        to, and may not be below, the plan's n_min (a smaller sum carries less noise
+        than the plan promises).
+
+    Raises
+    ------
+    ConfigError
+        If a value is out of range (also a ``ValueError``).
+
+    Notes
+    -----
+    Authenticated mode is always refused: it needs enrolled Ed25519 identity keys,
+    which the Flower adapter does not provision, so there is no setting for it.
+    """
+
+    min_threshold: int = 2
+    min_corruption_rate: float = 0.1
+    min_security_bits: int = 40
+    threat_model: ThreatModel = ThreatModel.SEMI_MALICIOUS
+    max_dimension: int = DEFAULT_MAX_DIMENSION
+    dp: DPPlan | None = None
+    min_survivors: int | None = None
+
+    def __post_init__(self) -> None:
+        def integer(name: str, value: object, low: int, high: int | None = None) -> None:
+            # bool is an int: True would silently mean 1.
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"ClientPolicy.{name} must be an integer, got {value!r}")
+            if value < low or (high is not None and value > high):
+                top = "" if high is None else f", <= {high}"
+                raise ConfigError(f"ClientPolicy.{name} must be >= {low}{top}, got {value}")
+
+        integer("min_threshold", self.min_threshold, 2)
+        integer("min_security_bits", self.min_security_bits, 1, 256)
+        integer("max_dimension", self.max_dimension, 1)
+        rate = self.min_corruption_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ConfigError(f"ClientPolicy.min_corruption_rate must be in [0, 1), got {rate!r}")
+        if not isinstance(self.threat_model, ThreatModel):
+            raise ConfigError(
+                f"ClientPolicy.threat_model must be a ThreatModel, got {self.threat_model!r}"
+            )
+        if self.dp is not None:
+            from securefl.dp import DPPlan  # only with DP: it loads the accountant
+
+            if not isinstance(self.dp, DPPlan):
+                raise ConfigError(
+                    f"ClientPolicy.dp must be a securefl.dp.DPPlan, got {type(self.dp).__name__}"
+                )
+        if self.min_survivors is not None:
+            integer("min_survivors", self.min_survivors, 1)
+            if self.dp is not None and self.min_survivors < self.dp.config.min_survivors:
+                raise ConfigError(
+                    f"ClientPolicy.min_survivors={self.min_survivors} is below the DP plan's "
+                    f"n_min={self.dp.config.min_survivors}: a sum of fewer survivors would "
+                    "carry less noise than the plan promises"
+                )
+
+    @property
+    def survivors_floor(self) -> int | None:
+        """The smallest ``min_survivors`` a session must carry (``None``: no floor)."""
+        floors = [] if self.min_survivors is None else [self.min_survivors]
+        if self.dp is not None:
+            floors.append(self.dp.config.min_survivors)
+        return max(floors) if floors else None
+
+    def refusal(self, config: SecAggConfig, dp_digest: bytes | None) -> str | None:
+        """Why this client refuses ``config`` (``None``: it accepts it).
+
+        ``dp_digest`` is the plan digest that came with the SessionStart. The reason
+        names the parameter with the server's and this client's values.
+        """
+        if config.authenticated:
+            return (
+                "authenticated: the server asks for authenticated mode, which needs enrolled "
+                "identity keys; the Flower adapter provisions none"
+            )
+        if config.threshold < self.min_threshold:
+            return (
+                f"threshold: the server's t={config.threshold}, this client's minimum "
+                f"t={self.min_threshold} (min_threshold)"
+            )
+        if config.corruption_rate < self.min_corruption_rate:
+            return (
+                f"corruption_rate: the server's {config.corruption_rate!r}, this client's "
+                f"minimum {self.min_corruption_rate!r} (min_corruption_rate)"
+            )
+        if config.graph is GraphKind.HARARY and config.security_bits < self.min_security_bits:
+            return (
+                f"security_bits: the server's sigma={config.security_bits}, this client's "
+                f"minimum sigma={self.min_security_bits} (min_security_bits)"
+            )
+        if self.threat_model is ThreatModel.SEMI_MALICIOUS:
+            # A server that lies about dropouts collects one kind of share from each
+            # honest neighbour and both from the corrupt ones: 2t > k + c blocks it.
+            k, c = config.neighbourhood_size, config.tolerated_corrupt_neighbours
+            needed = SecAggConfig.smallest_threshold(
+                config.num_clients,
+                graph=config.graph,
+                degree=config.degree,
+                authenticated=True,
+                corruption_rate=config.corruption_rate,
+                security_bits=config.security_bits,
+            )
+            if config.threshold < needed:
+                return (
+                    f"threshold: the server's t={config.threshold}, this client needs "
+                    f"t >= {needed} against a server that lies about dropouts (2t > k + c "
+                    f"with k={k}, c={c}; threat_model=semi-malicious)"
+                )
+        if config.dimension > self.max_dimension:
+            return (
+                f"dimension: the server's d={config.dimension}, this client's maximum "
+                f"{self.max_dimension} (max_dimension)"
+            )
+        reason = self._dp_refusal(config, dp_digest)
+        if reason is not None:
+            return reason
+        floor = self.survivors_floor
+        if floor is not None and (config.min_survivors or 0) < floor:
+            return (
+                f"min_survivors: the server's {config.min_survivors}, this client's minimum {floor}"
+            )
+        if self.dp is not None:
+            mismatch = dp_mismatch(config, self.dp)
+            if mismatch is not None:
+                return f"dp: {mismatch}"
+        return None
+
+    def _dp_refusal(self, config: SecAggConfig, dp_digest: bytes | None) -> str | None:
+        """DP is all or nothing, and the plan must be this client's own."""
+        plan = self.dp
+        if plan is None:
+            if config.ring_input or dp_digest is not None:
+                return (
+                    "dp: the server's session is differentially private (ring_input), "
+                    "this client has no DP plan (ClientPolicy.dp) to encode its update with"
+                )
+            return None
+        if not config.ring_input:
+            return (
+                "dp: this client requires differential privacy (ClientPolicy.dp), the "
+                "server's session has none (ring_input=False)"
+            )
+        ours = plan.digest()
+        if dp_digest != ours:
+            theirs = "none" if dp_digest is None else dp_digest.hex()[:16]
+            return (
+                f"dp-plan: the server's plan digest {theirs}, this client's "
+                f"{ours.hex()[:16]} (the plans differ in noise, scale, rotation or rounds)"
+            )
+        return None
+
+
+DEFAULT_POLICY = ClientPolicy()
+"""The policy of :data:`secagg_mod`."""
+
+
+class _SecretBytes(bytes):
+    """Bytes whose ``repr`` and ``str`` show no byte of the value.
+
+    Flower's ``repr(Context)`` prints every value of ``Context.state``; a session seed
+    stored as this type prints as ``<secret: 32 bytes>``. It pickles as itself (Ray
+    moves Contexts between processes by pickle), but Flower's protobuf form keeps
+    only the bytes: the mod re-wraps on every message (:func:`_redact_state`).
+    """
+
+    def __repr__(self) -> str:
+        return f"<secret: {len(self)} bytes>"
+
+    __str__ = __repr__
+
+
+def _redact_state(context: Context) -> None:
+    """Re-wrap every session seed in ``context.state`` as :class:`_SecretBytes`."""
+    for key, record in context.state.config_records.items():
+        if key.startswith(STATE_KEY + "/"):
+            seed = record.get("seed")
+            if isinstance(seed, bytes) and type(seed) is not _SecretBytes:
+                record["seed"] = _SecretBytes(seed)
 
 
 class _SessionRng:
@@ -142,7 +399,7 @@ class _Session:
             ConfigRecord(
                 {
                     "session": session,
-                    "seed": os.urandom(_SEED_BYTES),
+                    "seed": _SecretBytes(os.urandom(_SEED_BYTES)),
                     "client-id": client_id,
                     "config": config,
                     "history": [],
@@ -158,6 +415,21 @@ class _Session:
     def config(self) -> SecAggConfig:
         return unpack_config(self._bytes("config"))
 
+    @property
+    def client_id(self) -> int:
+        client_id = self.record["client-id"]
+        assert isinstance(client_id, int)
+        return client_id
+
+    @property
+    def nonce(self) -> bytes:
+        """The SessionStart's nonce: public, fresh per session; DP's round seed."""
+        history = self.record["history"]
+        assert isinstance(history, list) and history and isinstance(history[0], bytes)
+        start = codec.decode(history[0])
+        assert isinstance(start, SessionStart)
+        return start.nonce
+
     def _bytes(self, key: str) -> bytes:
         value = self.record[key]
         assert isinstance(value, bytes)
@@ -166,13 +438,14 @@ class _Session:
     def client(
         self,
         threads: int | None,
-        update: npt.NDArray[np.floating] | None = None,
+        update: npt.NDArray[Any] | None = None,
         weight: int = 1,
     ) -> SecAggClient:
         """Rebuild the client and replay the server messages it has already answered.
 
-        ``update`` is needed only to answer ShareRouting; elsewhere a zero vector
-        stands in (see the module docstring).
+        ``update`` (floats, or the DP-encoded ring vector of a ring-input session) is
+        needed only to answer ShareRouting; elsewhere a zero vector stands in (see
+        the module docstring).
 
         Raises
         ------
@@ -182,12 +455,17 @@ class _Session:
         config = self.config
         if update is None:
             # A read-only broadcast view: no 8d-byte zero vector per message; only a
-            # replayed ShareRouting copies it to mask it (float32, the smaller dtype).
-            update = np.broadcast_to(np.zeros(1, np.float32), (config.dimension,))
-        client_id = self.record["client-id"]
-        assert isinstance(client_id, int)
+            # replayed ShareRouting copies it to mask it (float32, the smaller dtype;
+            # in a ring-input session the ring's own dtype, which is used as it is).
+            dtype = config.fixed_point.dtype if config.ring_input else np.float32
+            update = np.broadcast_to(np.zeros(1, dtype), (config.dimension,))
         client = SecAggClient(
-            client_id, config, update, weight, rng=_SessionRng(self._bytes("seed")), threads=threads
+            self.client_id,
+            config,
+            update,
+            weight,
+            rng=_SessionRng(self._bytes("seed")),
+            threads=threads,
         )
         history = self.record["history"]
         assert isinstance(history, list)
@@ -204,9 +482,8 @@ class _Session:
 
 def make_secagg_mod(
     *,
+    policy: ClientPolicy = DEFAULT_POLICY,
     weight_key: str = "num-examples",
-    min_threshold: int = 2,
-    max_dimension: int = DEFAULT_MAX_DIMENSION,
     threads: int | None = None,
 ) -> Mod:
     """Build the client Mod that runs securefl's SecAgg / SecAgg+ for train messages.
@@ -218,20 +495,16 @@ def make_secagg_mod(
     takes the returned ArrayRecord minus the global model (the update) and the
     ``weight_key`` metric (the weight, an integer), and masks them. The user's arrays
     and metrics are never sent: the server learns only the weighted mean of the
-    updates of the clients that complete the session. Messages without securefl's
-    record pass through untouched.
+    updates of the clients that complete the session (with ``policy.dp``: their
+    noisy weighted mean). Messages without securefl's record pass through untouched.
 
     Parameters
     ----------
+    policy:
+        What this client accepts from the server (:class:`ClientPolicy`): checked
+        against every SessionStart before any work.
     weight_key:
         The metric holding the client's integer FedAvg weight.
-    min_threshold:
-        The smallest Shamir threshold t the client accepts: a server asking for
-        t = 1 would let any single neighbour rebuild this client's secrets.
-    max_dimension:
-        The largest dimension d (model parameters) the client accepts; set it to the
-        size of the model this node trains where known. The client allocates O(d)
-        memory, and d is the server's choice.
     threads:
         Threads for quantizing and masking (``None``: all cores).
 
@@ -245,13 +518,15 @@ def make_secagg_mod(
 
     Raises
     ------
-    ValueError
-        If ``max_dimension`` is below 1.
+    ConfigError
+        If ``policy`` is not a :class:`ClientPolicy`.
     """
-    if max_dimension < 1:
-        raise ValueError(f"max_dimension must be >= 1, got {max_dimension}")
+    if not isinstance(policy, ClientPolicy):
+        raise ConfigError(f"policy must be a ClientPolicy, got {type(policy).__name__}")
 
     def secagg(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        # First, before any other code (the user's functions included) sees the Context.
+        _redact_state(context)
         records = msg.content.config_records
         if msg.metadata.message_type != MessageType.TRAIN or not (
             RECORD_KEY in records or NEXT_RECORD_KEY in records
@@ -351,20 +626,15 @@ def make_secagg_mod(
         try:
             if envelope.client_id is None or envelope.config is None:
                 raise InvalidMessage("SessionStart without client-id or config")
-            config = unpack_config(envelope.config)
-            if config.threshold < min_threshold:
-                raise InvalidMessage(
-                    f"threshold t={config.threshold} below this client's minimum {min_threshold}"
-                )
-            if config.authenticated:
-                raise InvalidMessage("the Flower adapter has no identity keys (authenticated mode)")
-            # A server-chosen huge d would exhaust the node's memory (denial of service).
-            if config.dimension > max_dimension:
-                raise InvalidMessage(
-                    f"dimension d={config.dimension} above this client's maximum {max_dimension}"
-                )
+            config = unpack_config(envelope.config)  # SecAggConfig's own rules, again
         except InvalidMessage as exc:
             return f"refused session: {exc}"
+        # The server's parameters against this client's own (a weak threshold, a
+        # server-chosen huge d that would exhaust the node's memory, a DP plan that
+        # is not this client's, ...).
+        reason = policy.refusal(config, envelope.dp_plan)
+        if reason is not None:
+            return f"refused session: {reason}"
         return _Session.create(envelope.session, envelope.client_id, envelope.config)
 
     def _train_and_mask(
@@ -397,26 +667,56 @@ def make_secagg_mod(
             if local_layout != layout:
                 raise InvalidMessage("the trained arrays differ in names, shapes or dtypes")
             update = local_flat - global_flat
-            if update.size != config.dimension:
-                raise InvalidMessage(f"update has {update.size} values, the session expects d")
+            plan = policy.dp if config.ring_input else None
+            expected = config.dimension if plan is None else plan.dimension
+            if update.size != expected:
+                raise InvalidMessage(
+                    f"update has {update.size} values, the session expects {expected}"
+                )
             if not np.all(np.isfinite(update)):
                 raise InvalidMessage("the trained arrays contain NaN or infinity")
             weight = read_weight(reply.content, weight_key, config.max_weight)
+            vector: npt.NDArray[Any] = update
+            if config.ring_input:
+                vector = _dp_encode(session, config, update, weight)
         except (InvalidMessage, TypeError, ValueError) as exc:
             context.state.config_records.pop(_state_key(session.session), None)
             return _error(msg, f"cannot take part: {exc}")
-        answer = _step(context, session, payload, update, weight)
+        answer = _step(context, session, payload, vector, weight)
         if isinstance(answer, str):
             return _error(msg, answer)
         content = RecordDict()
         write_envelope(content, answer)
         return Message(content, reply_to=msg)
 
+    def _dp_encode(
+        session: _Session, config: SecAggConfig, update: npt.NDArray[np.float64], weight: int
+    ) -> npt.NDArray[Any]:
+        """Clip, weight, rotate, round and noise the update into Z_2^b with the policy's
+        plan; the public round seed is the session's nonce, the noise's secret coins
+        come from the OS and never leave this call (Security: securefl.dp)."""
+        from securefl.dp import encode_update
+
+        plan = policy.dp
+        if plan is None:  # accepted at SessionStart only with a plan: a corrupt state
+            raise InvalidMessage("a ring-input session but this client has no DP plan")
+        nonce = session.nonce
+        encoded = encode_update(
+            update,
+            plan,
+            round_seed=nonce,
+            session=nonce,
+            client_id=session.client_id,
+            weight=weight / config.max_weight,
+            threads=threads,
+        )
+        return encoded.ring
+
     def _step(
         context: Context,
         session: _Session,
         payload: bytes,
-        update: npt.NDArray[np.float64] | None = None,
+        update: npt.NDArray[Any] | None = None,
         weight: int = 1,
     ) -> Envelope | str:
         """Rebuild the client, answer ``payload`` and save (or drop) the session."""
@@ -444,4 +744,5 @@ def make_secagg_mod(
 
 
 secagg_mod: Mod = make_secagg_mod()
-"""The mod with default settings: weight from ``"num-examples"``, t >= 2."""
+"""The mod with default settings: weight from ``"num-examples"``, the default
+:class:`ClientPolicy` (t >= 2, corruption rate >= 0.1, 2t > k + c, no DP)."""

@@ -15,8 +15,12 @@ key            direction    value
 ``message``    both         ``codec.encode`` of the protocol message (bytes)
 ``client-id``  to client    the client's protocol id, u32 (int)
 ``config``     to client    with ``SessionStart`` only: the :class:`SecAggConfig`
-                            fields, packed (see :func:`pack_config`); the client
-                            checks them against the digest in ``SessionStart``
+                            in its one wire form (:func:`pack_config`); the client
+                            checks it against the digest in ``SessionStart`` and
+                            against its own policy
+``dp-plan``    to client    with ``SessionStart`` of a differential-privacy session
+                            only: the 32-byte :meth:`DPPlan.digest` the server
+                            decodes with; the client refuses any plan but its own
 =============  ===========  ======================================================
 
 An Unmasking request may carry a second envelope under :data:`NEXT_RECORD_KEY`: the
@@ -31,18 +35,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flwr.app import ConfigRecord, RecordDict
 
 from securefl.errors import ConfigError, InvalidMessage
 from securefl.secagg.config import MAX_CLIENT_ID, SecAggConfig
 
+if TYPE_CHECKING:
+    from securefl.dp import DPPlan
+
 __all__ = [
+    "DP_DIGEST_BYTES",
     "FORMAT_VERSION",
     "NEXT_RECORD_KEY",
     "RECORD_KEY",
     "SESSION_BYTES",
     "Envelope",
+    "dp_mismatch",
     "pack_config",
     "read_envelope",
     "read_weight",
@@ -57,8 +67,10 @@ NEXT_RECORD_KEY = "securefl-next"
 """Key of a second envelope: the next FL round's ``SessionStart`` (and the client's
 ``AdvertiseKeys``) riding on this round's Unmasking exchange."""
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+"""3: ring-input (differential privacy) sessions and the ``dp-plan`` field."""
 SESSION_BYTES = 16
+DP_DIGEST_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,8 @@ class Envelope:
     message: bytes
     client_id: int | None = None
     config: bytes | None = None
+    dp_plan: bytes | None = None
+    """With a DP session's ``SessionStart``: the digest of the server's DP plan."""
 
     def __repr__(self) -> str:
         # The payload may be a masked vector or encrypted shares: show sizes only.
@@ -78,16 +92,36 @@ class Envelope:
 def pack_config(config: SecAggConfig) -> bytes:
     """The session parameters a client needs: :meth:`SecAggConfig.to_bytes`, the one
     wire form the digest also hashes, so no field (``min_survivors``, the corruption
-    rate) can be dropped on the way.
-
-    Raises
-    ------
-    ConfigError
-        For a ring-input session: the mod masks float updates only.
-    """
-    if config.ring_input:
-        raise ConfigError("the Flower adapter masks float updates: ring_input is not supported")
+    rate, ``ring_input``) can be dropped on the way."""
     return config.to_bytes()
+
+
+def dp_mismatch(config: SecAggConfig, plan: DPPlan) -> str | None:
+    """Why ``config`` cannot carry updates encoded with ``plan``; ``None`` if it can.
+
+    It must be a ring-input session of the plan's padded dimension, ring bits and
+    number of clients, and SecAgg must refuse to unmask fewer survivors than the
+    plan's noise is calibrated for (n_min; more is allowed). The strategy checks the
+    sessions it opens and the mod the sessions it is offered, with the same rule.
+    """
+    if not config.ring_input:
+        return "differential privacy needs a ring_input session, the configuration has none"
+    wanted = {
+        "dimension": plan.padded_dimension,
+        "bits": plan.config.bits,
+        "num_clients": plan.config.num_clients,
+    }
+    for name, value in wanted.items():
+        if getattr(config, name) != value:
+            return f"{name}: the configuration has {getattr(config, name)}, the DP plan {value}"
+    n_min = plan.config.min_survivors
+    # A smaller sum carries less noise than the plan promises: it must never be unmasked.
+    if config.min_survivors is None or config.min_survivors < n_min:
+        return (
+            f"min_survivors: the configuration has {config.min_survivors}, the DP plan "
+            f"needs at least n_min={n_min}"
+        )
+    return None
 
 
 def unpack_config(data: bytes) -> SecAggConfig:
@@ -118,6 +152,8 @@ def write_envelope(content: RecordDict, envelope: Envelope, key: str = RECORD_KE
         record["client-id"] = envelope.client_id
     if envelope.config is not None:
         record["config"] = envelope.config
+    if envelope.dp_plan is not None:
+        record["dp-plan"] = envelope.dp_plan
     content.config_records[key] = record
 
 
@@ -155,7 +191,10 @@ def read_envelope(content: RecordDict, key: str = RECORD_KEY) -> Envelope:
     config = record.get("config")
     if config is not None and not isinstance(config, bytes):
         raise InvalidMessage("record field 'config': expected bytes")
-    return Envelope(session, _bytes(record, "message"), client_id, config)
+    dp_plan = record.get("dp-plan")
+    if dp_plan is not None and (not isinstance(dp_plan, bytes) or len(dp_plan) != DP_DIGEST_BYTES):
+        raise InvalidMessage(f"record field 'dp-plan': expected a {DP_DIGEST_BYTES}-byte digest")
+    return Envelope(session, _bytes(record, "message"), client_id, config, dp_plan)
 
 
 def read_weight(content: RecordDict, key: str, max_weight: int) -> int:

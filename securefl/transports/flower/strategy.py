@@ -22,6 +22,15 @@ takes two exchanges: masked inputs, then unmasking, which no round can do withou
 
 Clients send updates relative to the global model they received, so ``clip`` bounds
 how far one round may move each coordinate, not the weights themselves.
+
+With a DP plan (``dp=``, :mod:`securefl.dp`) each session is a ring-input session
+(:func:`securefl.dp.secagg_config`'s form: the plan's padded dimension, ring bits,
+clients and minimum of survivors n_min); every client encodes its update with the plan
+(L2 clip, weight, rotation, rounding and its share of the noise, inside the ring),
+and the strategy decodes the unmasked ring sum with :func:`securefl.dp.decode_aggregate`,
+so the new global model is the previous one plus the plan's noisy weighted mean. The
+rotation's public round seed is the session's SessionStart nonce; the plan's digest
+travels with the SessionStart and each client refuses any plan but its own.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,16 +62,20 @@ from securefl.errors import ConfigError, InvalidMessage
 from securefl.secagg import codec
 from securefl.secagg.config import SecAggConfig
 from securefl.secagg.messages import ServerMessage, SessionStart, ShareRouting, Stage
-from securefl.secagg.server import Rejection, SecAggServer
+from securefl.secagg.server import AggregateResult, Rejection, SecAggServer
 from securefl.transports.flower.records import (
     NEXT_RECORD_KEY,
     RECORD_KEY,
     SESSION_BYTES,
     Envelope,
+    dp_mismatch,
     pack_config,
     read_envelope,
     write_envelope,
 )
+
+if TYPE_CHECKING:
+    from securefl.dp import DPPlan
 
 __all__ = ["RoundReport", "SecAggFedAvg"]
 
@@ -70,7 +83,8 @@ _AFTER = {Stage.ADVERTISE_KEYS: Stage.SHARE_KEYS, Stage.SHARE_KEYS: Stage.MASKED
 """The stage a session reaches when the given one closes without abort."""
 
 ConfigFactory = Callable[[int, int], SecAggConfig]
-"""``factory(num_clients, dimension) -> SecAggConfig`` for one round's session."""
+"""``factory(num_clients, dimension) -> SecAggConfig`` for one round's session (with a
+DP plan: the plan's number of clients and padded dimension)."""
 
 
 @dataclass
@@ -105,6 +119,8 @@ class _Opened:
     session: bytes
     node_of: dict[int, int]
     packed_config: bytes
+    dp_digest: bytes | None = None
+    """The DP plan's digest, sent with the SessionStart (DP sessions only)."""
     prefetched: Stage | None = None
     """The last round run ahead on the previous FL round's exchanges: AdvertiseKeys
     (SessionStart sent, answers collected) or ShareKeys (KeyDirectory sent too)."""
@@ -117,7 +133,7 @@ class _Opened:
         """Each sampled node's SessionStart envelope, by node id."""
         payload = codec.encode(self.start)
         return {
-            node: Envelope(self.session, payload, cid, self.packed_config)
+            node: Envelope(self.session, payload, cid, self.packed_config, self.dp_digest)
             for cid, node in self.node_of.items()
         }
 
@@ -134,6 +150,8 @@ class _Round:
     layout: vectors.Layout
     grid: Grid
     started: float
+    nonce: bytes
+    """The SessionStart nonce: public; the DP rotation's round seed."""
     upcoming: _Opened | None = None
     """The next round's session, if its key setup rode on ``configure_train``'s messages."""
 
@@ -167,7 +185,18 @@ class SecAggFedAvg(FedAvg):
         Seconds each protocol round waits for replies; later nodes have dropped.
     config_factory:
         Overrides the parameter choice: ``factory(num_clients, dimension)`` returns
-        the :class:`SecAggConfig` of a round.
+        the :class:`SecAggConfig` of a round. The clients check it against their own
+        :class:`~securefl.transports.flower.ClientPolicy` and refuse a session below it.
+    dp:
+        A :class:`securefl.dp.DPPlan` (``calibrate(DPConfig(...), d)``, d the number
+        of model parameters): distributed differential privacy in every round (see
+        the module docstring). The plan fixes the ring bits (``bits`` is unused), the
+        L2 clip of each update (``clip`` is unused) and the most clients per round,
+        ``plan.config.num_clients``; a round samples between the plan's n_min and
+        that many nodes, or is skipped with the reason in its report. The clients
+        need ``ClientPolicy(dp=plan)``. ``config_factory`` then gets the plan's
+        number of clients and padded dimension and must return a configuration that
+        carries the plan (:func:`securefl.dp.secagg_config`'s fields).
     threads:
         Threads for the server's sum and unmasking (``None``: all cores).
     prefetch_keys:
@@ -201,9 +230,16 @@ class SecAggFedAvg(FedAvg):
         config_factory: ConfigFactory | None = None,
         threads: int | None = None,
         prefetch_keys: bool = True,
+        dp: DPPlan | None = None,
         **fedavg: Any,
     ) -> None:
+        if dp is not None:
+            from securefl.dp import DPPlan
+
+            if not isinstance(dp, DPPlan):
+                raise ConfigError(f"dp must be a securefl.dp.DPPlan, got {type(dp).__name__}")
         super().__init__(**fedavg)
+        self.dp = dp
         self.round_timeout = round_timeout
         self.threads = threads
         self.prefetch_keys = prefetch_keys
@@ -213,6 +249,19 @@ class SecAggFedAvg(FedAvg):
         self._last_round: int | None = None
 
         def default_factory(num_clients: int, dimension: int) -> SecAggConfig:
+            if dp is not None:
+                # The ring-input session of securefl.dp.secagg_config, with the graph
+                # and threshold chosen from the rates as for float updates.
+                return SecAggConfig.from_rates(
+                    num_clients,
+                    dimension,
+                    dropout_rate=dropout_rate,
+                    corruption_rate=corruption_rate,
+                    bits=dp.config.bits,
+                    max_weight=max_weight,
+                    ring_input=True,
+                    min_survivors=dp.config.min_survivors,
+                )
             return SecAggConfig.from_rates(
                 num_clients,
                 dimension,
@@ -268,12 +317,50 @@ class SecAggFedAvg(FedAvg):
         ConfigError
             If no secure configuration exists for that many nodes and this dimension.
         """
-        config = self.config_factory(len(sampled), dimension)
+        config = self._config(len(sampled), dimension)
         packed = pack_config(config)
         server = SecAggServer(config, threads=self.threads)
         start = server.start()
         session = os.urandom(SESSION_BYTES)
-        return _Opened(server_round, server, start, session, dict(enumerate(sampled)), packed)
+        digest = None if self.dp is None else self.dp.digest()
+        return _Opened(
+            server_round, server, start, session, dict(enumerate(sampled)), packed, digest
+        )
+
+    def _session_dimension(self, dimension: int) -> int:
+        """The session's vector length for a d-parameter model (DP pads it to D)."""
+        if self.dp is not None and dimension == self.dp.dimension:
+            return self.dp.padded_dimension
+        return dimension
+
+    def _config(self, sampled: int, dimension: int) -> SecAggConfig:
+        """The session's configuration for ``sampled`` nodes and a d-parameter model.
+
+        Raises
+        ------
+        ConfigError
+            If it cannot be built, or (with DP) the model, the number of nodes or the
+            factory's configuration does not fit the plan.
+        """
+        plan = self.dp
+        if plan is None:
+            return _no_identity_keys(self.config_factory(sampled, dimension))
+        if dimension != plan.dimension:
+            raise ConfigError(
+                f"the model has d={dimension} parameters, the DP plan is for d={plan.dimension}"
+            )
+        n, n_min = plan.config.num_clients, plan.config.min_survivors
+        # More nodes than the plan's n would overflow its ring; fewer than n_min could
+        # never be unmasked (SecAgg's min_survivors), so no node should do the work.
+        if not n_min <= sampled <= n:
+            raise ConfigError(
+                f"{sampled} nodes sampled, the DP plan needs between n_min={n_min} and n={n}"
+            )
+        config = _no_identity_keys(self.config_factory(n, plan.padded_dimension))
+        mismatch = dp_mismatch(config, plan)
+        if mismatch is not None:
+            raise ConfigError(f"the session cannot carry the DP plan: {mismatch}")
+        return config
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -296,13 +383,14 @@ class SecAggFedAvg(FedAvg):
                 layout,
                 grid,
                 time.perf_counter(),
+                opened.start.nonce,
             )
 
         if (
             prefetched is not None
             and prefetched.prefetched is not None
             and prefetched.server_round == server_round
-            and prefetched.server.config.dimension == layout.size
+            and prefetched.server.config.dimension == self._session_dimension(layout.size)
         ):
             # Its last prefetched round came with the previous FL round: close it now
             # and go on with KeyDirectory, or straight to ShareRouting and training.
@@ -391,13 +479,21 @@ class SecAggFedAvg(FedAvg):
         report.contributors = tuple(state.node_of[c] for c in result.contributors)
         report.dropped = tuple(state.node_of[c] for c in result.dropped)
         report.total_weight = result.total_weight
+        mean = result.weighted_mean
+        if self.dp is not None:
+            decoded = self._dp_decode(state, result)
+            if isinstance(decoded, str):
+                report.stage, report.abort_reason = Stage.ABORTED, decoded
+                log(WARNING, "securefl: round %s: %s", server_round, decoded)
+                return None, None
+            mean = decoded
         log(
             INFO,
             "securefl: aggregated %s updates (%s dropped)",
             len(result.contributors),
             len(result.dropped),
         )
-        updated = vectors.unflatten(state.global_flat + result.weighted_mean, state.layout)
+        updated = vectors.unflatten(state.global_flat + mean, state.layout)
         assert isinstance(updated, dict)
         arrays = ArrayRecord({str(k): Array(np.asarray(v)) for k, v in updated.items()})
         metrics = MetricRecord(
@@ -408,6 +504,29 @@ class SecAggFedAvg(FedAvg):
             }
         )
         return arrays, metrics
+
+    def _dp_decode(self, state: _Round, result: AggregateResult) -> npt.NDArray[np.float64] | str:
+        """The noisy weighted mean behind the ring sum, or why there is none."""
+        from securefl.dp import decode_aggregate
+
+        plan = self.dp
+        assert plan is not None
+        if result.ring_sum is None:
+            return "differential privacy: the session returned no ring sum"
+        try:
+            decoded = decode_aggregate(
+                result.ring_sum,
+                plan,
+                round_seed=state.nonce,
+                survivors=len(result.contributors),
+                total_weight=result.total_weight / state.server.config.max_weight,
+                threads=self.threads,
+            )
+        except (ConfigError, ValueError) as exc:
+            # Fewer survivors than the noise is calibrated for (SecAgg's min_survivors
+            # stops that first), or a corrupt sum: nothing is released.
+            return f"differential privacy: {exc}"
+        return decoded.mean
 
     def _prefetch(self, state: _Round, messages: list[Message]) -> _Opened | None:
         """Run round r + 1's next key-setup step on this exchange: open its session and
@@ -487,6 +606,23 @@ class SecAggFedAvg(FedAvg):
                 )
             )
         return messages
+
+
+def _no_identity_keys(config: SecAggConfig) -> SecAggConfig:
+    """``config``, unless it asks for authenticated mode.
+
+    Raises
+    ------
+    ConfigError
+        For authenticated mode: it needs enrolled identity keys, which the adapter does
+        not provision (the clients refuse it too).
+    """
+    if config.authenticated:
+        raise ConfigError(
+            "authenticated mode needs enrolled identity keys, which the Flower adapter "
+            "does not provision"
+        )
+    return config
 
 
 def _collect(
