@@ -149,3 +149,18 @@ class TestErrors:
     def test_not_a_share(self) -> None:
         with pytest.raises(TypeError, match="Share"):
             combine([(1, bytes(40))], 1)  # type: ignore[list-item]
+
+
+def test_default_seed_comes_from_secrets_once_per_split(monkeypatch) -> None:
+    """docs/SECURITY.md: without a seed, split draws 16 bytes from the OS (secrets)."""
+    calls: list[int] = []
+
+    def token_bytes(n: int) -> bytes:
+        calls.append(n)
+        return bytes([len(calls)]) * n
+
+    monkeypatch.setattr(shamir.secrets, "token_bytes", token_bytes)
+    first = shamir.split(b"\x07" * 32, 2, 3)
+    shamir.split(b"\x07" * 32, 2, 3)
+    assert calls == [16, 16]
+    assert first == shamir.split(b"\x07" * 32, 2, 3, seed=b"\x01" * 16)
