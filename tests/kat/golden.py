@@ -34,6 +34,7 @@ from securefl.secagg.client import SecAggClient
 from securefl.secagg.config import GraphKind, SecAggConfig
 from securefl.secagg.messages import KeyDirectory, ShareKeys, Stage
 from securefl.secagg.server import SecAggServer
+from securefl.testing import reference
 from securefl.testing.drbg import Drbg
 
 MODES = ("semi-honest", "authenticated", "secagg-plus", "ring-input")
@@ -168,7 +169,12 @@ def record(mode: str) -> dict[str, Any]:
         "layout_bytes": _layout_bytes(),
         "messages": messages,
     }
+    assert (
+        config.digest() == hashlib.sha256(b"securefl/secagg/config/v2" + config.to_bytes()).digest()
+    )
     out.update(_derived(mode, config, start.nonce, directory, share_keys, session))
+    if config.ring_input:
+        _check_masked_inputs(config, messages, out)
     ring = _ring_sum(config, server)
     out["contributors"] = list(server.result.contributors)
     out["total_weight"] = server.result.total_weight
@@ -268,3 +274,29 @@ def _session_id(nonce: bytes, digest: bytes, directory: KeyDirectory) -> bytes:
         for field in (e.mask_public_key, e.encryption_public_key, e.self_mask_commitment):
             h.update(struct.pack("<I", len(field)) + field)
     return h.digest()
+
+
+def _check_masked_inputs(
+    config: SecAggConfig, messages: list[dict[str, Any]], out: dict[str, Any]
+) -> None:
+    """Ring input has no rounding: each y_u must be x_u || n_u plus PRG(self-mask key)
+    plus and minus PRG(s_uv), rebuilt here from the recorded keys with `cryptography`'s
+    AES-CTR (docs/PROTOCOL.md, "The masked vector"), so the derived keys are pinned to
+    the bytes the clients sent."""
+    d, ring = config.dimension, 2**config.bits
+    for m in messages:
+        if m["round"] != "MaskedInputCollection" or "from" not in m:
+            continue
+        u = m["from"]
+        sent = codec.decode(bytes.fromhex(m["hex"]))
+        want = np.append(_update(config, u).astype(np.uint64), 1 + (u * 3) % config.max_weight)
+        keys = [(bytes.fromhex(out["clients"][str(u)]["self_mask_key"]), 1)]
+        for pair, key in out["pairwise_mask_keys"].items():
+            lo, hi = (int(x) for x in pair.split("-"))
+            if u in (lo, hi):
+                keys.append((bytes.fromhex(key), 1 if u == lo else -1))
+        for key, sign in keys:
+            stream = reference.mask(key, d + 1, np.dtype(np.uint32)).astype(np.uint64)
+            stream %= ring
+            want = (want + (stream if sign > 0 else (ring - stream) % ring)) % ring
+        assert np.array_equal(sent.vector.astype(np.uint64), want), f"y_{u} differs"
