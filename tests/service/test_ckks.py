@@ -20,9 +20,9 @@ D = 500
 @pytest.fixture(scope="module")
 def ckks_pki(pki):
     """The clients' secret context in the PKI directory (client_proc reads it)."""
-    ctx = ClientContext.generate(
-        CKKSParams(poly_modulus_degree=4096, coeff_mod_bit_sizes=(40, 20, 40), scale_bits=20)
-    )
+    # FLARE's parameters (N = 8192, scale 2^40): securefl.ckks floods decryptions, which
+    # needs a scale well above the noise (smaller test parameters are refused).
+    ctx = ClientContext.generate(CKKSParams())
     (pki / "ckks-client.ctx").write_bytes(ctx.to_bytes())
     return ctx
 
@@ -56,7 +56,7 @@ def test_ckks_rounds_with_a_client_killed(serve, clients, tmp_path, ckks_pki) ->
             want, weight = expected_mean(D, 11, r, who, clip=np.inf)
             assert record["total_weight"] == weight
             mean = np.load(tmp_path / f"mean-{cid}-{r}.npy")
-            # CKKS noise at these small parameters (scale 2^20): well below 1e-3.
+            # CKKS noise (and decryption flooding) at scale 2^40: far below 1e-3.
             assert np.max(np.abs(mean - want)) < 1e-3
 
 
@@ -182,7 +182,9 @@ def test_one_peers_ciphertext_as_the_aggregate_is_refused(
     running.join()
     for cid in range(5):
         assert isinstance(results[cid], ProtocolAbort), (cid, results[cid])
-        assert named in results[cid].reason, results[cid].reason
+        # securefl.ckks may refuse it first, from the aggregate's own contribution count.
+        reason = results[cid].reason
+        assert named in reason or "min_contributors" in reason, reason
 
 
 def test_policy_min_contributors_at_the_bound_is_accepted_and_above_refused(
@@ -204,8 +206,7 @@ def test_policy_min_contributors_at_the_bound_is_accepted_and_above_refused(
         assert running.server.outcomes[0].contributors == (0, 1, 2, 3)
         for cid in range(4):
             if accepted:
-                # CKKS noise at scale 2^20 over a total weight of 10: a few 1e-3 at most.
-                np.testing.assert_allclose(results[cid].weighted_mean, want, atol=5e-3)
+                np.testing.assert_allclose(results[cid].weighted_mean, want, atol=1e-3)
             else:
                 assert isinstance(results[cid], ProtocolAbort)
                 assert (

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any, cast
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from securefl import vectors
-from securefl.errors import ConfigError, InvalidMessage, ProtocolAbort, ServiceError
+from securefl.errors import (
+    ConfigError,
+    DecryptionError,
+    InvalidMessage,
+    ProtocolAbort,
+    ServiceError,
+)
 from securefl.secagg import codec
 from securefl.secagg.client import SecAggClient
 from securefl.secagg.config import GraphKind, SecAggConfig
@@ -496,8 +502,9 @@ class AggregationClient:
         self._check_ckks_contributors(contributors, session)
         try:
             decrypted = decrypt_aggregate(context, aggregate)
-        except InvalidMessage as exc:
-            raise ServiceError(f"malformed result from the server: {exc}") from None
+        except (InvalidMessage, DecryptionError) as exc:
+            # An aggregate that does not decrypt or verify is a failed check here.
+            raise ProtocolAbort(f"refused the result of session {session}: {exc}") from None
         self._check_ckks_weight(contributors, decrypted.total_weight, weight, session)
         if decrypted.weighted_sum.size != layout.size:
             raise ServiceError(
