@@ -36,7 +36,8 @@ UNENROLLED = 42
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """CA, server and client certificates for ids 0..11, identity keys and enrollment;
-    a CA-signed certificate for the unenrolled id 42, and a foreign CA's client 0."""
+    a CA-signed certificate for the unenrolled id 42, and a foreign CA (its ca.pem and
+    client 0)."""
     out = write_pki(tmp_path_factory.mktemp("pki"), ENROLLED)
     ca_cert, ca_key = (out / "ca.pem").read_bytes(), (out / "ca.key").read_bytes()
     cert, key = issue(ca_cert, ca_key, client_common_name(UNENROLLED))
@@ -45,6 +46,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     foreign = write_pki(tmp_path_factory.mktemp("foreign-pki"), [0])
     (out / "foreign-client-0.pem").write_bytes((foreign / "client-0.pem").read_bytes())
     (out / "foreign-client-0.key").write_bytes((foreign / "client-0.key").read_bytes())
+    (out / "foreign-ca.pem").write_bytes((foreign / "ca.pem").read_bytes())
     return out
 
 

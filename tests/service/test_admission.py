@@ -285,3 +285,72 @@ def test_forged_frames_are_refused_without_mutual_tls(serve, pki) -> None:
     want = sum(0.1 * c * (c + 1) for c in range(5)) / sum(c + 1 for c in range(5))
     for cid in range(5):
         np.testing.assert_allclose(results[cid].weighted_mean, want, atol=1e-6)
+
+
+def test_a_server_certificate_from_another_ca_is_refused(serve, pki) -> None:
+    """The client checks the server's certificate against the CA it was given: a server
+    whose certificate another CA signed fails the handshake (UNAVAILABLE), and no
+    session starts."""
+    running = serve(SecAggSession(CONFIG), enrolled=range(6))
+    tls = ClientTLS.from_files(
+        str(pki / "foreign-ca.pem"), str(pki / "client-0.pem"), str(pki / "client-0.key")
+    )
+    client = AggregationClient(running.target, 0, tls, config=CONFIG, timeout=5, join_timeout=1)
+    with client, pytest.raises(ServiceError) as info:
+        client.aggregate(np.zeros(CONFIG.dimension), 1)
+    assert info.value.code == "UNAVAILABLE"
+    assert running.server.outcomes == []
+
+
+def test_without_mutual_tls_only_the_authenticated_mode_is_served(pki) -> None:
+    """Without client certificates nothing but identity keys could enrol clients: a
+    server for the unauthenticated mode refuses to start."""
+    from securefl.errors import ConfigError
+    from securefl.transports.service import AggregationServer, ServerTLS
+
+    tls = ServerTLS.from_files(str(pki / "server.pem"), str(pki / "server.key"), None)
+    with pytest.raises(ConfigError, match=r"mutual TLS .* or the authenticated SecAgg mode"):
+        AggregationServer(SecAggSession(CONFIG), tls)
+
+
+def test_the_client_shows_no_secret_and_cannot_be_pickled(pki) -> None:
+    import pickle
+
+    key = identity_key(pki, 0)
+    config = SecAggConfig(num_clients=5, threshold=3, dimension=4, authenticated=True)
+    keys = {i: k for i, k in enrolled_keys(pki).items() if i < 5}
+    tls = client_tls(pki, "client-0")
+    client = AggregationClient(
+        "127.0.0.1:1", 0, tls, config=config, identity_key=key, identity_public_keys=keys
+    )
+    with client:
+        text = repr(client)
+        assert text == "AggregationClient(target='127.0.0.1:1', id=0, protocol=SECAGG)"
+        assert tls.private_key is not None and tls.private_key.decode() not in text
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            pickle.dumps(client)
+
+
+def test_too_few_joins_abort_the_session_for_those_who_joined(serve, pki) -> None:
+    """n = 5, t = 3 needs t + 1 = 4 clients; three join within the join timeout: each
+    receives the abort and its reason, and no session is counted."""
+    from securefl.errors import ProtocolAbort
+
+    config = SecAggConfig(num_clients=5, threshold=3, dimension=4, max_weight=10)
+    running = serve(SecAggSession(config), join_timeout=1.0, enrolled=range(5))
+    results: dict[int, object] = {}
+
+    def hospital(cid: int) -> None:
+        with AggregationClient(
+            running.target, cid, client_tls(pki, f"client-{cid}"), config=config, timeout=20
+        ) as client:
+            try:
+                results[cid] = client.aggregate(np.zeros(4), 1)
+            except (ProtocolAbort, ServiceError) as exc:
+                results[cid] = exc
+
+    join_all(in_threads(hospital, range(3)))
+    assert running.server.outcomes == []
+    for cid in range(3):
+        assert isinstance(results[cid], ProtocolAbort), results[cid]
+        assert "only 3 clients joined session 1 within 1 s; need 4" in results[cid].reason
