@@ -354,3 +354,27 @@ def test_too_few_joins_abort_the_session_for_those_who_joined(serve, pki) -> Non
     for cid in range(3):
         assert isinstance(results[cid], ProtocolAbort), results[cid]
         assert "only 3 clients joined session 1 within 1 s; need 4" in results[cid].reason
+
+
+def test_with_mutual_tls_a_frame_signature_is_verified_too(serve, pki) -> None:
+    """Mutual TLS and authenticated SecAgg: client 0 (its own certificate) signs its JOIN
+    with a key that is not its enrolled one: refused with UNAUTHENTICATED."""
+    config = SecAggConfig(
+        num_clients=5, threshold=3, dimension=30, max_weight=10, authenticated=True
+    )
+    keys = {i: k for i, k in enrolled_keys(pki).items() if i < 5}
+    running = serve(SecAggSession(config, keys))
+    client = AggregationClient(
+        running.target,
+        0,
+        client_tls(pki, "client-0"),
+        config=config,
+        identity_key=Ed25519PrivateKey.generate(),
+        identity_public_keys=keys,
+        timeout=5,
+        join_timeout=5,
+    )
+    with client, pytest.raises(ServiceError) as info:
+        client.aggregate(np.zeros(30), 1)
+    assert info.value.code == "UNAUTHENTICATED"
+    assert "not client 0's enrolled identity key" in str(info.value)

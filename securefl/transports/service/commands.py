@@ -6,7 +6,9 @@ Both sides take the same session options (``--protocol``, ``--clients``, ``--dim
 ...): the client checks the server's configuration by digest before doing any work.
 ``--dp-epsilon`` and the other ``--dp-*`` options add distributed differential privacy
 (SecAgg / SecAgg+): both sides calibrate the same plan, and the server refuses a client
-whose plan differs when it joins.
+whose plan differs when it joins. ``join``'s policy options (``--min-threshold``,
+``--require-authenticated``, ...) are the client's own floor, not session options: a
+session below them is refused (:class:`~securefl.transports.service.policy.ClientPolicy`).
 """
 
 from __future__ import annotations
