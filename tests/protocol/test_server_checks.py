@@ -458,6 +458,29 @@ class TestAborts:
         assert report.client_stages[0] is Stage.SHARE_KEYS
         assert report.revealed == {}
 
+    @pytest.mark.xfail(
+        strict=True,
+        reason="bug: an abort at AdvertiseKeys close notifies nobody (_expected() is empty "
+        "in that stage), so the clients that advertised never receive Abort(reason) as "
+        "docs/PROTOCOL.md 'Parties and rounds' says the remaining clients do",
+    )
+    @pytest.mark.parametrize("min_survivors", [None, 5])
+    def test_advertisers_are_told_of_an_abort_at_advertise_close(self, min_survivors) -> None:
+        n = 6
+        config = SecAggConfig(
+            num_clients=n, threshold=3, dimension=6, max_weight=10, min_survivors=min_survivors
+        )
+        session = Session.create(config, n, seed="abort-notice")
+        skip = {3, 4, 5} if min_survivors is None else {4, 5}
+        session.round(skip=skip)
+        assert session.server.stage is Stage.ABORTED
+        advertisers = sorted(set(range(n)) - skip)
+        assert sorted(session.inbox) == advertisers
+        assert all(
+            isinstance(m, Abort) and m.reason == session.server.abort_reason
+            for m in session.inbox.values()
+        )
+
     def test_exactly_t_plus_1_advertisers_go_on(self) -> None:
         n, t = 6, 3
         session = Session.create(make_config(n, t=t, d=6), n, seed="few-u1")
