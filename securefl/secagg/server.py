@@ -307,6 +307,9 @@ class SecAggServer:
 
     def _abort(self, reason: str) -> dict[int, ServerMessage]:
         notify = self._expected()
+        if self.stage is Stage.ADVERTISE_KEYS:
+            # Closing AdvertiseKeys: everyone who advertised is waiting for a directory.
+            notify = set(self._keys)
         self.stage = Stage.ABORTED
         self.abort_reason = reason
         self._acc = None
@@ -558,8 +561,8 @@ def _best_reconstruction(
 ) -> tuple[bytes, list[int]] | None:
     """The verified secret and the holders whose shares do not fit it.
 
-    Unless the fast path below succeeds, t-subsets are tried in a fixed order (at most ``MAX_SUBSETS``). A subset that
-    rebuilds a verified secret gives the right secret, but colluding liars can shift
+    Unless the fast path below succeeds, t-subsets are tried in a fixed order (at
+    most ``MAX_SUBSETS``). A subset that rebuilds a verified secret gives the right secret, but colluding liars can shift
     their shares so that the errors cancel at 0, so a share's fit is judged against
     the verified subset that the most shares fit (swapping a share into the subset
     for its first member must still rebuild a verified secret): honest shares all
