@@ -562,11 +562,12 @@ def _best_reconstruction(
     """The verified secret and the holders whose shares do not fit it.
 
     Unless the fast path below succeeds, t-subsets are tried in a fixed order (at
-    most ``MAX_SUBSETS``). A subset that rebuilds a verified secret gives the right secret, but colluding liars can shift
-    their shares so that the errors cancel at 0, so a share's fit is judged against
-    the verified subset that the most shares fit (swapping a share into the subset
-    for its first member must still rebuild a verified secret): honest shares all
-    lie on one polynomial, which wins whenever they outnumber t - 1 plus the liars.
+    most ``MAX_SUBSETS``). A subset that rebuilds a verified secret gives the right
+    secret, but colluding liars can shift their shares so that the errors cancel at
+    0, so a share's fit is judged against the verified subset that the most shares
+    fit (swapping a share into the subset for its first member must still rebuild a
+    verified secret): honest shares all lie on one polynomial, which wins whenever
+    they outnumber t - 1 plus the liars.
     """
     # Fast path, the honest case: the first t and the last t shares rebuild the same
     # verified secret (two combines, as cheap as before verification existed). Shares
