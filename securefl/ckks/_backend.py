@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from securefl.errors import BackendUnavailable, InvalidMessage
 
-__all__ = ["tenseal", "zstd_backend", "zstd_decompress_into"]
+__all__ = ["sealapi", "tenseal", "zstd_backend", "zstd_decompress_into"]
 
 _INSTALL_HINT = "install the CKKS extra: pip install 'securefl[ckks]' (TenSEAL >= 0.3.16)"
 
@@ -88,6 +88,22 @@ def _zstandard_decoder() -> Decoder | None:
         return len(out)
 
     return decode
+
+
+def sealapi() -> Any:
+    """TenSEAL's bindings of Microsoft SEAL (``tenseal.sealapi``), imported on first use.
+
+    securefl uses them only where TenSEAL's own API has no equivalent: decryption to a
+    plaintext (to flood it, :mod:`securefl.ckks.flooding`) and complex encoding (the
+    contribution tags, :mod:`securefl.ckks.contributions`).
+
+    Raises
+    ------
+    BackendUnavailable
+        If TenSEAL is not installed.
+    """
+    tenseal()
+    return importlib.import_module("tenseal.sealapi")
 
 
 @functools.cache

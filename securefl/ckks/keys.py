@@ -13,7 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from securefl.ckks._backend import tenseal
+import numpy as np
+import numpy.typing as npt
+
+from securefl.ckks._backend import sealapi, tenseal
 from securefl.ckks.wire import Spec
 from securefl.errors import ConfigError
 
@@ -155,6 +158,31 @@ class ServerContext:
         return self.spec.moduli
 
 
+@dataclass(frozen=True, eq=False)
+class SealTools:
+    """SEAL's objects for one client context (``tenseal.sealapi``), built once.
+
+    Parameters
+    ----------
+    context:
+        The ``SEALContext``.
+    decryptor:
+        A ``Decryptor`` holding the secret key.
+    encoder:
+        A ``CKKSEncoder``.
+    evaluator:
+        An ``Evaluator``.
+    """
+
+    context: Any
+    decryptor: Any
+    encoder: Any
+    evaluator: Any
+
+    def __repr__(self) -> str:
+        return "SealTools(secret key held)"
+
+
 class ClientContext:
     """A CKKS context with the secret key, for clients.
 
@@ -175,6 +203,7 @@ class ClientContext:
         self._ctx = ctx
         self.spec: Spec = _spec(ctx)
         """The data level of fresh ciphertexts."""
+        self._tools: SealTools | None = None
 
     def __repr__(self) -> str:
         spec = self.spec
@@ -256,6 +285,37 @@ class ClientContext:
     def tenseal(self) -> Any:
         """The underlying ``tenseal.Context`` (holds the secret key)."""
         return self._ctx
+
+    def _seal_tools(self) -> SealTools:
+        """SEAL's decryptor, encoder and evaluator for this key, built on first use.
+
+        Security
+        --------
+        The decryptor releases exact decryptions: securefl uses it only through
+        :mod:`securefl.ckks.flooding`, which floods every plaintext first.
+        """
+        if self._tools is None:
+            seal = sealapi()
+            context = self._ctx.seal_context().data
+            self._tools = SealTools(
+                context,
+                seal.Decryptor(context, self._ctx.secret_key().data),
+                seal.CKKSEncoder(context),
+                seal.Evaluator(context),
+            )
+        return self._tools
+
+    def _secret_key_words(self) -> npt.NDArray[np.uint64]:
+        """The secret key's coefficients (NTT form, every limb of the key level), for
+        deriving keys from it (:mod:`securefl.ckks.contributions`).
+
+        Security
+        --------
+        This is the secret key: never log, store or send it.
+        """
+        data = self._ctx.secret_key().data.data()
+        count = int(data.coeff_count())
+        return np.fromiter(map(data.__getitem__, range(count)), dtype=np.uint64, count=count)
 
     @property
     def poly_modulus_degree(self) -> int:

@@ -7,6 +7,12 @@
     repeated bytes  ciphertexts = 2;  // one SEAL Ciphertext::save blob per chunk
     double          scale       = 3;
 
+securefl adds one field that TenSEAL's parser skips (proto3 keeps unknown fields), so
+that an aggregate in TenSEAL's format still names the contributions it sums
+(:mod:`securefl.ckks.contributions`)::
+
+    repeated bytes  contributions = 15;  // 16-byte contribution nonces, increasing
+
 Only the protobuf wire format needed for these fields is implemented (varints,
 length-delimited records, 64-bit fixed), so securefl needs no protobuf dependency. The
 reader is strict: unknown fields, wrong wire types, non-minimal or overlong varints,
@@ -29,6 +35,7 @@ _I64 = 1
 _LEN = 2
 _DOUBLE = struct.Struct("<d")
 _MAX_UINT32 = 2**32 - 1
+CONTRIBUTIONS_FIELD = 15
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +55,8 @@ class VectorProto:
     sizes: tuple[int, ...]
     ciphertexts: tuple[memoryview, ...]
     scale: float
+    contributions: tuple[bytes, ...] = ()
+    """securefl's field 15: the contribution nonces of an aggregate, as sent (unchecked)."""
 
 
 def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
@@ -112,6 +121,7 @@ def decode_vector(data: bytes | bytearray | memoryview) -> VectorProto:
     pos = 0
     sizes: list[int] = []
     blobs: list[memoryview] = []
+    contributions: list[bytes] = []
     scale: float | None = None
     while pos < len(buf):
         key, pos = _read_varint(buf, pos)
@@ -136,22 +146,28 @@ def decode_vector(data: bytes | bytearray | memoryview) -> VectorProto:
                 raise InvalidMessage("protobuf: truncated scale")
             (scale,) = _DOUBLE.unpack_from(buf, pos)
             pos += _DOUBLE.size
+        elif field == CONTRIBUTIONS_FIELD and wire == _LEN:
+            nonce, pos = _read_len(buf, pos)
+            contributions.append(bytes(nonce))
         else:
             raise InvalidMessage(f"protobuf: unexpected field {field} with wire type {wire}")
     if scale is None:
         raise InvalidMessage("protobuf: the vector has no scale")
     if not math.isfinite(scale) or scale <= 0:
         raise InvalidMessage(f"protobuf: invalid scale {scale}")
-    return VectorProto(tuple(sizes), tuple(blobs), scale)
+    return VectorProto(tuple(sizes), tuple(blobs), scale, tuple(contributions))
 
 
 def encode_vector(
-    sizes: tuple[int, ...] | list[int], ciphertexts: list[bytes], scale: float
+    sizes: tuple[int, ...] | list[int],
+    ciphertexts: list[bytes],
+    scale: float,
+    contributions: tuple[bytes, ...] | list[bytes] = (),
 ) -> bytes:
     """Serialize a ``CKKSVectorProto`` the way TenSEAL does.
 
-    Fields are written in number order, sizes packed, scale last; ``CKKSVector`` loads it
-    with ``tenseal.ckks_vector_from``.
+    Fields are written in number order, sizes packed, then the scale and securefl's
+    contributions; ``CKKSVector`` loads it with ``tenseal.ckks_vector_from``.
 
     Parameters
     ----------
@@ -161,6 +177,8 @@ def encode_vector(
         SEAL ciphertext blobs, one per size.
     scale:
         The vector's scale.
+    contributions:
+        securefl's field 15, written after the scale (nothing when empty).
 
     Returns
     -------
@@ -183,4 +201,6 @@ def encode_vector(
     for blob in ciphertexts:
         parts += [bytes([2 << 3 | _LEN]), _write_varint(len(blob)), blob]
     parts += [bytes([3 << 3 | _I64]), _DOUBLE.pack(scale)]
+    for nonce in contributions:
+        parts += [bytes([CONTRIBUTIONS_FIELD << 3 | _LEN]), _write_varint(len(nonce)), nonce]
     return b"".join(parts)

@@ -215,7 +215,9 @@ def read_ciphertext(
     return info, coeffs
 
 
-def write_ciphertext(info: CiphertextInfo, coeffs: npt.NDArray[np.uint64]) -> bytes:
+def write_ciphertext(
+    info: CiphertextInfo, coeffs: npt.NDArray[np.uint64], *, ntt_form: bool = True
+) -> bytes:
     """Build an uncompressed ``Ciphertext::save`` blob that SEAL loads.
 
     Parameters
@@ -224,6 +226,11 @@ def write_ciphertext(info: CiphertextInfo, coeffs: npt.NDArray[np.uint64]) -> by
         The metadata to write; its version should be the one of the inputs.
     coeffs:
         ``uint64`` coefficients, shape ``(polys, limbs, N)``; any strides.
+    ntt_form:
+        The is_ntt_form flag. CKKS ciphertexts are in NTT form; ``False`` writes
+        polynomials in coefficient form, which SEAL loads and can bring to NTT form
+        (:mod:`securefl.ckks.flooding` adds its noise that way). :func:`read_ciphertext`
+        refuses such blobs: they never come from peers.
 
     Returns
     -------
@@ -243,7 +250,13 @@ def write_ciphertext(info: CiphertextInfo, coeffs: npt.NDArray[np.uint64]) -> by
     total = HEADER_SIZE + PAYLOAD_PREFIX_SIZE + 8 * count
     head = _HEADER.pack(MAGIC, HEADER_SIZE, major, minor, _NONE, 0, total)
     prefix = _PREFIX.pack(
-        *info.parms_id, 1, info.polys, info.poly_modulus_degree, info.limbs, info.scale, 1
+        *info.parms_id,
+        1 if ntt_form else 0,
+        info.polys,
+        info.poly_modulus_degree,
+        info.limbs,
+        info.scale,
+        1,
     )
     inner = _HEADER.pack(MAGIC, HEADER_SIZE, major, minor, _NONE, 0, HEADER_SIZE + 8 + 8 * count)
     body = np.ascontiguousarray(coeffs, dtype="<u8").tobytes()

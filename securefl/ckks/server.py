@@ -11,8 +11,10 @@ Its result loads in TenSEAL and decrypts bit-identically to TenSEAL's own ``+`` 
 same inputs (``tests/ckks``).
 
 Robustness: a message is checked completely -- structure, sizes, parameter set, level,
-scale, SEAL version, and every coefficient below its q_l -- before it touches the
-accumulator, so a rejected client leaves the honest clients' sum unchanged. A ciphertext
+scale, SEAL version, contributions not already in the sum, and every coefficient below
+its q_l -- before it touches the accumulator, so a rejected client leaves the honest
+clients' sum unchanged. The result lists every contribution it sums, so that the clients
+can check the count (:mod:`securefl.ckks.contributions`). A ciphertext
 encrypted under *another key* with the same parameters is indistinguishable from a valid
 one to a server without the secret key; it corrupts the sum, which the clients detect
 when the weight slot does not decrypt to an integer
@@ -76,11 +78,17 @@ class Aggregator:
         self._length = 0
         self._version: tuple[int, int] | None = None
         self._clients: list[str] = []
+        self._contributions: set[bytes] = set()
 
     @property
     def clients(self) -> tuple[str, ...]:
         """The clients whose updates are in the sum, in order of arrival."""
         return tuple(self._clients)
+
+    @property
+    def contributions(self) -> int:
+        """The number of contributions (tagged updates) in the sum."""
+        return len(self._contributions)
 
     def _decode(self, message: bytes | bytearray | memoryview) -> wire.EncryptedVector:
         if wire.is_tenseal(message):
@@ -125,8 +133,10 @@ class Aggregator:
         InvalidMessage
             Naming the client, if the message is malformed or truncated, is of another
             parameter set or level, has another scale, length or SEAL version, has a
-            coefficient >= its q_l, or the client already contributed. The sum is then
-            unchanged: drop the client or abort, as the protocol says.
+            coefficient >= its q_l, the client already contributed, a contribution it
+            names is already in the sum (a replayed ciphertext), or the sum would name
+            more than 2^16 contributions. The sum is then unchanged: drop the client or
+            abort, as the protocol says.
         BackendUnavailable
             For a zstd-compressed TenSEAL message when no zstd decoder is available.
         """
@@ -137,6 +147,17 @@ class Aggregator:
             vec = self._decode(message)
         except InvalidMessage as exc:
             raise InvalidMessage(f"client {client!r}: {exc}") from None
+        # The same ciphertext twice would count (and weigh) one update twice.
+        if any(nonce in self._contributions for nonce in vec.contributions):
+            raise InvalidMessage(
+                f"client {client!r}: a contribution it names is already in the sum "
+                "(a replayed ciphertext)"
+            )
+        if len(self._contributions) + len(vec.contributions) > wire.MAX_CONTRIBUTIONS:
+            raise InvalidMessage(
+                f"client {client!r}: the sum would name more than {wire.MAX_CONTRIBUTIONS} "
+                "contributions"
+            )
         coeffs = vec.coeffs
         limbs, chunks, polys, n_deg = coeffs.shape
         flat = coeffs.reshape(1, limbs, chunks * polys * n_deg)
@@ -163,6 +184,7 @@ class Aggregator:
             # memory stays at one update plus the accumulator.
             self._scratch = coeffs
         self._clients.append(client)
+        self._contributions.update(vec.contributions)
 
     def result(self, encoding: OutputFormat = "packed") -> bytes:
         """The aggregate ciphertext.
@@ -177,7 +199,8 @@ class Aggregator:
         Returns
         -------
         bytes
-            The sum of every accepted client's ciphertexts.
+            The sum of every accepted client's ciphertexts, listing their contributions
+            (in TenSEAL's format as securefl's protobuf field 15, which TenSEAL skips).
 
         Raises
         ------
@@ -197,6 +220,7 @@ class Aggregator:
             self._length,
             self._spec.widths,
             self._acc,
+            tuple(sorted(self._contributions)),
         )
         if encoding == "tenseal":
             return wire.to_tenseal(vec)

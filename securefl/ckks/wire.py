@@ -12,7 +12,7 @@ Message layout, little-endian; the payload starts on an 8-byte boundary::
 
     offset  size  field
     0       4     magic b"SFCK"
-    4       u8    format version, 1
+    4       u8    format version: 1, or 2 with a contribution list
     5       u8    encoding: 0 raw (u64 per coefficient), 1 packed (w_l bits per coefficient)
     6       u8    SEAL version major  } of the SEAL ciphertexts encoded; echoed so
     7       u8    SEAL version minor  } that SEAL loads the result
@@ -25,14 +25,23 @@ Message layout, little-endian; the payload starts on an 8-byte boundary::
     64      L u8  w_l, bits per coefficient of limb l on the wire, zero-padded to a
                   multiple of 8 bytes: 64 for raw; for packed, b_l <= w_l <= 64 where
                   b_l = ceil(log2 q_l)
+    version 2 only:
+            u32   k, contributions summed (1..2^16)
+            u32   0
+            k x 16 bytes  contribution nonces, strictly increasing
     then    raw:    L*C*2*N u64, coefficient (l, c, p, k) at ((l*C + c)*2 + p)*N + k
             packed: for each limb l, w_l * (C*2*N/64) u64 words (bitpack format; for
                     w_l = 64 simply the u64 coefficients)
 
-Nothing may follow the payload. securefl's packed encoding uses w_l = b_l for limbs of
-at most 56 bits and w_l = 64 above (:func:`wire_width`): packing a 57- to 62-bit limb
-would save under 12% of it and costs the most shifts to undo, and the server's time
-matters more than those bytes (docs/CKKS.md has the measurements).
+Nothing may follow the payload. A client's encrypted update names its one contribution
+(:mod:`securefl.ckks.contributions`: a random nonce whose keyed tag rides encrypted in
+the ciphertext), an aggregate every contribution it sums; version 1 (no list) is a vector
+of unknown contributions, such as one converted from TenSEAL's own output.
+
+securefl's packed encoding uses w_l = b_l for limbs of at most 56 bits and w_l = 64
+above (:func:`wire_width`): packing a 57- to 62-bit limb would save under 12% of it and
+costs the most shifts to undo, and the server's time matters more than those bytes
+(docs/CKKS.md has the measurements).
 
 A TenSEAL vector of the same ciphertexts is the ``CKKSVectorProto`` of
 :mod:`securefl.ckks.protobuf` with one uncompressed SEAL blob (:mod:`securefl.ckks.seal`)
@@ -54,9 +63,12 @@ from securefl.errors import InvalidMessage
 
 __all__ = [
     "MAGIC",
+    "MAX_CONTRIBUTIONS",
+    "NONCE_BYTES",
     "Encoding",
     "EncryptedVector",
     "Spec",
+    "check_contributions",
     "decode",
     "encode",
     "from_tenseal",
@@ -72,10 +84,16 @@ U64 = npt.NDArray[np.uint64]
 
 MAGIC = b"SFCK"
 VERSION = 1
+VERSION_CONTRIBUTIONS = 2
+NONCE_BYTES = 16
+MAX_CONTRIBUTIONS = 2**16
+"""The most contributions one vector may name: bounds the list before it is read, and
+keeps the flooded integer slots of an aggregate exact (:mod:`securefl.ckks.flooding`)."""
 POLYS = 2
 _ENCODINGS: dict[str, int] = {"raw": 0, "packed": 1}
 _ENCODING_NAMES = {v: k for k, v in _ENCODINGS.items()}
 _FIXED = struct.Struct("<4sBBBBIHHQd4Q")
+_COUNT = struct.Struct("<II")
 MAX_LENGTH = 2**40
 PACK_MAX_BITS = 56
 """Limbs wider than this travel as whole u64 words in the packed encoding."""
@@ -92,6 +110,30 @@ def wire_width(bits: int) -> int:
     would save 6% of its bytes and take the longest to unpack.
     """
     return bits if bits <= PACK_MAX_BITS else 64
+
+
+def check_contributions(nonces: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """Check a contribution list: at most 2^16 nonces of 16 bytes, strictly increasing.
+
+    Returns
+    -------
+    tuple of bytes
+        ``nonces`` itself.
+
+    Raises
+    ------
+    InvalidMessage
+        Naming the first entry that breaks a rule.
+    """
+    if len(nonces) > MAX_CONTRIBUTIONS:
+        raise InvalidMessage(f"{len(nonces)} contributions, at most {MAX_CONTRIBUTIONS}")
+    for i, nonce in enumerate(nonces):
+        if len(nonce) != NONCE_BYTES:
+            raise InvalidMessage(f"contribution {i}: {len(nonce)} bytes, a nonce has 16")
+        # One order only, so a contribution listed twice (counted twice) cannot hide.
+        if i > 0 and nonce <= nonces[i - 1]:
+            raise InvalidMessage(f"contribution {i}: nonces are not strictly increasing")
+    return nonces
 
 
 @dataclass(frozen=True)
@@ -186,6 +228,8 @@ class EncryptedVector:
         every coefficient of limb l is below ``2**widths[l]``.
     coeffs:
         ``uint64`` array of shape ``(L, C, 2, N)``, C-contiguous.
+    contributions:
+        The contribution nonces the vector sums, strictly increasing; empty when unknown.
     """
 
     seal_version: tuple[int, int]
@@ -194,6 +238,7 @@ class EncryptedVector:
     length: int
     widths: tuple[int, ...]
     coeffs: U64
+    contributions: tuple[bytes, ...] = ()
 
     @property
     def poly_modulus_degree(self) -> int:
@@ -219,6 +264,12 @@ class Header:
     scale: float
     parms_id: tuple[int, int, int, int]
     widths: tuple[int, ...]
+    contributions: tuple[bytes, ...] = ()
+
+    @property
+    def version(self) -> int:
+        """1 without a contribution list, 2 with one."""
+        return VERSION_CONTRIBUTIONS if self.contributions else VERSION
 
     @property
     def chunks(self) -> int:
@@ -233,7 +284,8 @@ class Header:
     @property
     def payload_offset(self) -> int:
         """Where the coefficients start."""
-        return _FIXED.size + _pad8(len(self.widths))
+        listed = _COUNT.size + NONCE_BYTES * len(self.contributions) if self.contributions else 0
+        return _FIXED.size + _pad8(len(self.widths)) + listed
 
     def limb_words(self, limb: int) -> int:
         """u64 words limb ``limb`` takes in the payload."""
@@ -277,7 +329,7 @@ def read_header(data: bytes | bytearray | memoryview) -> Header:
     )
     if magic != MAGIC:
         raise InvalidMessage("not an SFCK message (bad magic)")
-    if version != VERSION:
+    if version not in (VERSION, VERSION_CONTRIBUTIONS):
         raise InvalidMessage(f"unsupported SFCK version {version}")
     if enc not in _ENCODING_NAMES:
         raise InvalidMessage(f"unknown encoding {enc}")
@@ -302,6 +354,27 @@ def read_header(data: bytes | bytearray | memoryview) -> Header:
         raise InvalidMessage("limb widths of a raw message must be 64")
     if any(not 2 <= w <= 64 for w in widths):
         raise InvalidMessage(f"limb widths {widths} not in [2, 64]")
+    contributions: tuple[bytes, ...] = ()
+    if version == VERSION_CONTRIBUTIONS:
+        start = _FIXED.size + _pad8(limbs)
+        if len(buf) < start + _COUNT.size:
+            raise InvalidMessage("message truncated in the contribution count")
+        count, reserved = _COUNT.unpack_from(buf, start)
+        # The count is checked before the list is read: it bounds what is parsed.
+        if not 1 <= count <= MAX_CONTRIBUTIONS or reserved != 0:
+            raise InvalidMessage(
+                f"contribution count {count} not in [1, {MAX_CONTRIBUTIONS}] "
+                "or reserved bytes not zero"
+            )
+        start += _COUNT.size
+        if len(buf) < start + NONCE_BYTES * count:
+            raise InvalidMessage("message truncated in the contribution list")
+        contributions = check_contributions(
+            tuple(
+                bytes(buf[start + NONCE_BYTES * i : start + NONCE_BYTES * (i + 1)])
+                for i in range(count)
+            )
+        )
     header = Header(
         _ENCODING_NAMES[enc],  # type: ignore[arg-type]
         (major, minor),
@@ -310,6 +383,7 @@ def read_header(data: bytes | bytearray | memoryview) -> Header:
         scale,
         (pid[0], pid[1], pid[2], pid[3]),
         widths,
+        contributions,
     )
     # Truncated or padded messages are refused before any coefficient is read.
     if len(buf) != header.size:
@@ -379,7 +453,9 @@ def decode(
             else:
                 bitpack.unpack(words[start : start + n], width, per_limb[limb], threads=threads)
             start += n
-    return EncryptedVector(h.seal_version, h.parms_id, h.scale, h.length, h.widths, coeffs)
+    return EncryptedVector(
+        h.seal_version, h.parms_id, h.scale, h.length, h.widths, coeffs, h.contributions
+    )
 
 
 def encode(vector: EncryptedVector, encoding: Encoding = "packed", *, threads: int = 1) -> bytes:
@@ -402,8 +478,9 @@ def encode(vector: EncryptedVector, encoding: Encoding = "packed", *, threads: i
     Raises
     ------
     ValueError
-        For an unknown encoding, inconsistent fields, a width outside [2, 64], or a
-        coefficient that does not fit its width.
+        For an unknown encoding, inconsistent fields, a width outside [2, 64], a
+        contribution list that breaks :func:`check_contributions`, or a coefficient that
+        does not fit its width.
     """
     if encoding not in _ENCODINGS:
         raise ValueError(f"encoding must be 'raw' or 'packed', got {encoding!r}")
@@ -417,8 +494,19 @@ def encode(vector: EncryptedVector, encoding: Encoding = "packed", *, threads: i
     widths = (64,) * limbs if encoding == "raw" else vector.widths
     if any(not 2 <= w <= 64 for w in widths):
         raise ValueError(f"widths {widths} not in [2, 64]")
+    try:
+        contributions = check_contributions(vector.contributions)
+    except InvalidMessage as exc:
+        raise ValueError(str(exc)) from None
     header = Header(
-        encoding, vector.seal_version, n_deg, vector.length, vector.scale, vector.parms_id, widths
+        encoding,
+        vector.seal_version,
+        n_deg,
+        vector.length,
+        vector.scale,
+        vector.parms_id,
+        widths,
+        contributions,
     )
     # One buffer, filled in place and copied once into the bytes returned.
     buf = np.zeros(header.size, dtype=np.uint8)
@@ -426,7 +514,7 @@ def encode(vector: EncryptedVector, encoding: Encoding = "packed", *, threads: i
         buf.data,
         0,
         MAGIC,
-        VERSION,
+        header.version,
         _ENCODINGS[encoding],
         *vector.seal_version,
         n_deg,
@@ -437,6 +525,12 @@ def encode(vector: EncryptedVector, encoding: Encoding = "packed", *, threads: i
         *vector.parms_id,
     )
     buf[_FIXED.size : _FIXED.size + limbs] = widths
+    if contributions:
+        start = _FIXED.size + _pad8(limbs)
+        _COUNT.pack_into(buf.data, start, len(contributions), 0)
+        listed = b"".join(contributions)
+        start += _COUNT.size
+        buf[start : start + len(listed)] = np.frombuffer(listed, dtype=np.uint8)
     per_limb = c.reshape(limbs, -1)
     start = header.payload_offset
     for limb, width in enumerate(widths):
@@ -515,7 +609,8 @@ def from_tenseal(
     ------
     InvalidMessage
         If the message or a blob is malformed, the chunking is not TenSEAL's, a ciphertext
-        belongs to another parameter set or level, or scales or versions disagree.
+        belongs to another parameter set or level, scales or versions disagree, or
+        securefl's contribution list (field 15) breaks :func:`check_contributions`.
     BackendUnavailable
         For zstd blobs when no zstd decoder is available.
     ValueError
@@ -537,6 +632,7 @@ def from_tenseal(
         or not 1 <= proto.sizes[-1] <= slots
     ):
         raise InvalidMessage(f"chunk sizes {proto.sizes[:3]}... are not TenSEAL's chunking")
+    contributions = check_contributions(proto.contributions)
     limbs = len(spec.moduli)
     shape = (limbs, n_ct, POLYS, spec.poly_modulus_degree)
     if out is None:
@@ -556,18 +652,22 @@ def from_tenseal(
         elif info.version != version:
             raise InvalidMessage(f"ciphertext {i}: SEAL version differs from ciphertext 0's")
     assert version is not None
-    return EncryptedVector(version, spec.parms_id, spec.scale, length, spec.widths, out)
+    return EncryptedVector(
+        version, spec.parms_id, spec.scale, length, spec.widths, out, contributions
+    )
 
 
 def to_tenseal(vector: EncryptedVector) -> bytes:
     """Serialize ciphertexts as TenSEAL's ``CKKSVector`` (uncompressed SEAL blobs).
 
-    ``tenseal.ckks_vector_from(context, to_tenseal(v))`` loads the result.
+    ``tenseal.ckks_vector_from(context, to_tenseal(v))`` loads the result; the contribution
+    list travels in securefl's protobuf field 15, which TenSEAL skips.
 
     Raises
     ------
     ValueError
-        If the coefficient array does not have shape ``(L, C, 2, N)``.
+        If the coefficient array does not have shape ``(L, C, 2, N)``, or the contribution
+        list breaks :func:`check_contributions` (``InvalidMessage``).
     """
     c = vector.coeffs
     if c.ndim != 4 or c.shape[2] != POLYS or c.shape[0] != len(vector.widths):
@@ -581,4 +681,5 @@ def to_tenseal(vector: EncryptedVector) -> bytes:
         vector.scale,
     )
     blobs = [seal.write_ciphertext(info, c[:, i].transpose(1, 0, 2)) for i in range(c.shape[1])]
-    return protobuf.encode_vector(vector.chunk_sizes, blobs, vector.scale)
+    contributions = check_contributions(vector.contributions)
+    return protobuf.encode_vector(vector.chunk_sizes, blobs, vector.scale, contributions)

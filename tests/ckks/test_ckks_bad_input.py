@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -62,7 +63,9 @@ def check_unaffected(agg: Aggregator, honest: list[bytes], reference: bytes) -> 
 def bad_messages(
     ts: Any, ctx: ClientContext, contexts: dict[int, ClientContext], honest: list[bytes]
 ) -> dict[str, tuple[bytes, str]]:
-    good = honest[0]
+    # honest[0]'s ciphertexts under another contribution nonce: each message below has
+    # one defect, not also that of replaying h0's contribution.
+    good = wire.encode(replace(wire.decode(honest[0]), contributions=(bytes(16),)), "packed")
     x = np.linspace(-1, 1, D + 1)
     rescaled = ts.ckks_vector(ctx.tenseal, x) * 2.0  # multiplied and rescaled: one level down
     low_scale = ts.context_from(ctx.to_bytes())

@@ -60,3 +60,16 @@ def test_encode_checks_counts() -> None:
         encode_vector([1, 2], [b""], 1.0)
     with pytest.raises(ValueError, match="uint32"):
         encode_vector([2**32], [b""], 1.0)
+
+
+def test_securefl_contributions_field_round_trips() -> None:
+    nonces = [bytes([1]) * 16, bytes([2]) * 16]
+    data = encode_vector([2], [b"ab"], 1.0, nonces)
+    # after the scale: field 15 (key 0x7a), one record per nonce
+    assert data.endswith(b"\x19" + ONE + b"\x7a\x10" + nonces[0] + b"\x7a\x10" + nonces[1])
+    proto = decode_vector(data)
+    assert proto.contributions == tuple(nonces) and proto.sizes == (2,)
+    assert decode_vector(encode_vector([2], [b"ab"], 1.0)).contributions == ()
+    # field 15 with another wire type is still refused
+    with pytest.raises(InvalidMessage, match="unexpected field 15 with wire type 0"):
+        decode_vector(b"\x78\x01" + b"\x19" + ONE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -90,7 +91,7 @@ def patch(data: bytes, offset: int, fmt: str, value: object) -> bytes:
     ("offset", "fmt", "value", "match"),
     [
         (0, "<4s", b"SFCL", "bad magic"),
-        (4, "<B", 2, "unsupported SFCK version"),
+        (4, "<B", 3, "unsupported SFCK version"),  # 2 is the version with a contribution list
         (5, "<B", 2, "unknown encoding"),
         (6, "<B", 3, "only 4.x"),
         (8, "<I", 1000, "power of two"),
@@ -221,3 +222,65 @@ def test_raw_widths_must_be_64(rng: np.random.Generator) -> None:
 
 def test_wire_width_policy() -> None:
     assert [wire.wire_width(b) for b in (20, 40, 56, 57, 60, 62)] == [20, 40, 56, 64, 64, 64]
+
+
+NONCES = (bytes([1]) * 16, bytes([2]) * 16, bytes([7]) * 16)
+
+
+@pytest.mark.parametrize("encoding", ["raw", "packed"])
+def test_contribution_list_round_trips_as_version_2(
+    rng: np.random.Generator, encoding: wire.Encoding
+) -> None:
+    vec = replace(random_vector(rng, 600), contributions=NONCES)
+    data = wire.encode(vec, encoding)
+    header = wire.read_header(data)
+    assert data[4] == 2 and header.version == 2 and header.contributions == NONCES
+    # count, reserved word, then the nonces; the payload stays 8-byte aligned after them
+    assert struct.unpack_from("<II", data, 72) == (3, 0) and data[80:128] == b"".join(NONCES)
+    assert header.payload_offset == 128
+    assert len(data) == len(wire.encode(random_vector(rng, 600), encoding)) + 8 + 48
+    out = wire.decode(data)
+    assert out.contributions == NONCES
+    np.testing.assert_array_equal(out.coeffs, vec.coeffs)
+    # TenSEAL's format carries the list in securefl's field 15.
+    back = wire.from_tenseal(wire.to_tenseal(vec), SPEC)
+    assert back.contributions == NONCES
+    assert decode_vector(wire.to_tenseal(vec)).contributions == NONCES
+
+
+@pytest.mark.parametrize(
+    ("offset", "fmt", "value", "match"),
+    [
+        (72, "<I", 0, r"contribution count 0 not in \[1, 65536\]"),
+        (72, "<I", 2**16 + 1, "contribution count 65537"),  # refused before the list is read
+        (76, "<I", 1, "reserved bytes not zero"),
+        (72, "<I", 2, "header implies"),  # the third nonce left over
+        (96, "<16s", NONCES[0], "contribution 1: nonces are not strictly increasing"),
+        (112, "<16s", NONCES[1], "contribution 2: nonces are not strictly increasing"),
+    ],
+)
+def test_contribution_list_rejects(
+    rng: np.random.Generator, offset: int, fmt: str, value: object, match: str
+) -> None:
+    data = wire.encode(replace(random_vector(rng, 600), contributions=NONCES), "packed")
+    with pytest.raises(InvalidMessage, match=match):
+        wire.read_header(patch(data, offset, fmt, value))
+    with pytest.raises(InvalidMessage, match="truncated in the contribution list"):
+        wire.read_header(data[:100])
+
+
+def test_encode_and_tenseal_refuse_a_bad_contribution_list(rng: np.random.Generator) -> None:
+    vec = random_vector(rng, 600)
+    for bad, match in [
+        ((NONCES[1], NONCES[0]), "strictly increasing"),
+        ((NONCES[0], NONCES[0]), "strictly increasing"),
+        ((b"short",), "5 bytes, a nonce has 16"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            wire.encode(replace(vec, contributions=bad), "packed")
+        proto = decode_vector(wire.to_tenseal(vec))
+        data = encode_vector(
+            proto.sizes, [bytes(b) for b in proto.ciphertexts], proto.scale, list(bad)
+        )
+        with pytest.raises(InvalidMessage, match=match):
+            wire.from_tenseal(data, SPEC)

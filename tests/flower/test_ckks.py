@@ -18,15 +18,15 @@ from flower.local_grid import Intercept, LocalGrid, task_identity
 
 pytest.importorskip("tenseal")
 
-from securefl.ckks import ClientContext, encrypt_update
-from securefl.errors import DecryptionError
+from securefl.ckks import ClientContext, TooFewContributors, encrypt_update
+from securefl.errors import ConfigError, DecryptionError
 from securefl.transports.flower import (
     CKKSFedAvg,
     context_from_file,
     decrypt_arrays,
     make_ckks_mod,
 )
-from securefl.transports.flower.ckks import CKKS_RECORD_KEY
+from securefl.transports.flower.ckks import AGGREGATE_KEY, CKKS_RECORD_KEY, LAYOUT_KEY
 
 NODES = 5
 
@@ -47,14 +47,17 @@ def _run(
     tmp_path: Path,
     rounds: int,
     intercept: Intercept | None = None,
+    *,
+    strategy_class: type[CKKSFedAvg] = CKKSFedAvg,
+    mod_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> tuple[CKKSFedAvg, list[ArrayRecord]]:
     path = tmp_path / "ckks-context.bin"
     path.write_bytes(key.to_bytes())
-    app = ClientApp(mods=[make_ckks_mod(context_from_file(path))])
+    app = ClientApp(mods=[make_ckks_mod(context_from_file(path), **(mod_options or {}))])
     app.train()(sim_app.train)
     grid = LocalGrid(app, NODES, intercept)
-    strategy = CKKSFedAvg(
+    strategy = strategy_class(
         key.server_bytes(),
         fraction_evaluate=0.0,
         min_train_nodes=NODES,
@@ -186,3 +189,55 @@ def test_ckks_replies_must_have_the_global_models_layout_and_length(
     assert set(rejections) == {1000, 1002}
     assert "layout" in rejections[1000] and "values" in rejections[1002]
     _check(key, history, {1: [1, 3, 4]})
+
+
+def _u8(data: bytes) -> Array:
+    return Array(np.frombuffer(data, dtype=np.uint8).copy())
+
+
+class OneNodeAsTheAggregate(CKKSFedAvg):
+    """A deviating ServerApp: in round 1 it skips the sum and hands node 1000's encrypted
+    model to every node as the global model (CKKSFedAvg's own min_contributors bypassed)."""
+
+    def aggregate_train(self, server_round: int, replies: Any) -> Any:
+        replies = list(replies)
+        if server_round != 1:
+            return super().aggregate_train(server_round, replies)
+        super().aggregate_train(server_round, replies)  # the report of round 1
+        (victim,) = [r for r in replies if r.metadata.src_node_id == 1000]
+        record = victim.content[CKKS_RECORD_KEY]
+        arrays = ArrayRecord(
+            {AGGREGATE_KEY: _u8(record["update"]), LAYOUT_KEY: _u8(record["layout"])}
+        )
+        return arrays, None
+
+
+def test_ckks_mod_refuses_one_nodes_model_as_the_global_model(
+    key: ClientContext, tmp_path: Path
+) -> None:
+    """Every node refuses to decrypt it, with an error reply that names the count and the
+    minimum; no node trains on node 1000's model, so no reply of round 2 enters a sum."""
+    strategy, history = _run(key, tmp_path, 2, strategy_class=OneNodeAsTheAggregate)
+    # The key holder's view: decrypt_arrays refuses it too, typed.
+    with pytest.raises(TooFewContributors) as info:
+        decrypt_arrays(key, history[1])
+    assert (info.value.count, info.value.minimum) == (1, 2)
+    second = strategy.reports[1]
+    assert second.contributors == ()
+    assert sorted(node for node, _ in second.rejections) == [1000 + p for p in range(NODES)]
+    for _, reason in second.rejections:
+        assert "cannot decrypt the global model" in reason
+        assert "sums 1 contribution(s)" in reason and "min_contributors = 2" in reason
+    assert second.skipped and "min_contributors" in second.skipped
+
+
+def test_ckks_mod_applies_the_nodes_own_minimum(key: ClientContext, tmp_path: Path) -> None:
+    """An honest sum of the 2 surviving nodes' models, below the nodes' policy of 3, is
+    refused by every node in round 2, whatever the strategy's own minimum (2)."""
+    strategy, _ = _run(key, tmp_path, 2, _fail_all_but({1, 3}), mod_options={"min_contributors": 3})
+    first, second = strategy.reports
+    assert len(first.contributors) == 2 and first.skipped is None
+    refused = [reason for _, reason in second.rejections if "min_contributors = 3" in reason]
+    assert len(refused) == 2 and all("sums 2 contribution(s)" in r for r in refused)
+    with pytest.raises(ConfigError, match="min_contributors must be >= 2"):
+        make_ckks_mod(lambda _: key, min_contributors=1)

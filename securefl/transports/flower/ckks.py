@@ -19,14 +19,18 @@ through ``load_context``; the server gets only ``ClientContext.server_bytes()``.
 
 Security
 --------
-The strategy only releases an aggregate of at least ``min_contributors`` replies, each
-checked against the global model's layout and length. The client mod cannot check
-that: it decrypts whatever ciphertext the server sends under the round's tag. The
-ciphertexts are malleable and unauthenticated, and the server holds the public
-parameters, so no record field can bind a ciphertext to a session or prove how many
-clients it sums; a server that deviates from the protocol could make clients decrypt
-one client's encrypted model, and learn about it from the evaluation metrics. The
-threat model is a curious server that runs this strategy as written.
+Every client holds the one secret key: the server together with any one client can
+decrypt every client's model (docs/CKKS.md, "Threat model"). The strategy only releases
+an aggregate of at least ``min_contributors`` replies, each checked against the global
+model's layout and length, and the client mod checks it again on its side: every
+encrypted model carries contribution tags (:mod:`securefl.ckks.contributions`), and the
+mod refuses, with an error reply naming the count and its own minimum, an aggregate that
+sums fewer than ``min_contributors`` contributions or not the ones it lists -- so a
+deviating server cannot hand one node's encrypted model out as the global model. What
+the mod cannot check: that the contributions come from distinct nodes or from the last
+round (a server can replay a node's contributions of earlier rounds), and anything a
+server learns with the help of a node. Every decryption is flooded
+(:mod:`securefl.ckks.flooding`).
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from securefl.ckks import (
     wire,
 )
 from securefl.ckks.client import MAX_WEIGHT
+from securefl.ckks.contributions import MIN_CONTRIBUTORS, check_minimum
 from securefl.errors import DecryptionError, InvalidMessage, SecureFLError
 from securefl.transports.flower.mod import ERROR_CODE
 from securefl.transports.flower.records import read_weight
@@ -138,25 +143,44 @@ def _layout_of(arrays: ArrayRecord) -> Layout:
     return flatten({k: a.numpy() for k, a in arrays.items()})[1]
 
 
-def decrypt_arrays(context: ClientContext, arrays: ArrayRecord) -> ArrayRecord:
+def decrypt_arrays(
+    context: ClientContext, arrays: ArrayRecord, *, min_contributors: int = MIN_CONTRIBUTORS
+) -> ArrayRecord:
     """The plaintext model of an encrypted model record (a key holder's view).
 
     ``arrays`` in the clear is returned as it is.
 
+    Parameters
+    ----------
+    context:
+        The clients' CKKS context.
+    arrays:
+        The global model record.
+    min_contributors:
+        The fewest contributions an encrypted model may sum (at least 2).
+
     Raises
     ------
+    TooFewContributors
+        If the encrypted model sums fewer than ``min_contributors`` contributions
+        (:class:`securefl.ckks.TooFewContributors`, an ``InvalidMessage``).
     InvalidMessage, DecryptionError
-        If the record is malformed, or was not encrypted under ``context``'s key.
+        If the record is malformed, does not sum the contributions it lists
+        (:class:`securefl.ckks.UnverifiedAggregate`), or was not encrypted under
+        ``context``'s key.
 
     Security
     --------
-    The result is the global model: give it only to parties entitled to it.
+    The result is the global model, flooded (:mod:`securefl.ckks.flooding`): give it
+    only to parties entitled to it.
     """
     if not _is_encrypted(arrays):
         return arrays
     blob, layout = _encrypted_parts(arrays)
     try:
-        model = decrypt_mean(context, blob, layout)
+        model = decrypt_mean(context, blob, layout, min_contributors=min_contributors)
+    except InvalidMessage:
+        raise
     except ValueError as exc:  # the aggregate's length does not match the layout
         raise InvalidMessage(str(exc)) from None
     assert isinstance(model, dict)
@@ -178,7 +202,12 @@ def _error(msg: Message, reason: str) -> Message:
     return Message(Error(ERROR_CODE, f"securefl: {reason}"), reply_to=msg)
 
 
-def make_ckks_mod(load_context: ContextLoader, *, weight_key: str = "num-examples") -> Mod:
+def make_ckks_mod(
+    load_context: ContextLoader,
+    *,
+    weight_key: str = "num-examples",
+    min_contributors: int = MIN_CONTRIBUTORS,
+) -> Mod:
     """Build the client Mod for :class:`CKKSFedAvg`.
 
     Parameters
@@ -188,20 +217,30 @@ def make_ckks_mod(load_context: ContextLoader, *, weight_key: str = "num-example
         :func:`context_from_file`); every client of the federation uses the same key.
     weight_key:
         The train reply's metric holding the integer FedAvg weight.
+    min_contributors:
+        This node's policy: the fewest contributions an encrypted global model may sum
+        (at least 2), checked against the contribution tags, not the server's word.
 
     Returns
     -------
     Mod
         Decrypts the global model of train and evaluate messages that carry securefl's
         CKKS record; after training, replies with the encrypted weighted model only.
-        A malformed record or an aggregate under another key gets an error reply.
+        A malformed record, an aggregate under another key, or one of fewer than
+        ``min_contributors`` contributions (or not of those it lists) gets an error reply
+        that says why; the user's function never sees such a model.
+
+    Raises
+    ------
+    ConfigError, TypeError
+        If ``min_contributors`` is below 2 or not an int.
 
     Security
     --------
-    Nothing in the record binds the ciphertext to the round's session tag or to a
-    number of contributors (see the module docstring): the mod trusts the server to
-    send the aggregate ``CKKSFedAvg`` released.
+    The session tag is the server's: nothing binds a contribution to a round (see the
+    module docstring).
     """
+    minimum = check_minimum(min_contributors)
 
     def ckks(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         record = msg.content.config_records.get(CKKS_RECORD_KEY)
@@ -216,7 +255,9 @@ def make_ckks_mod(load_context: ContextLoader, *, weight_key: str = "num-example
         if len(names) != 1:
             return _error(msg, "the message must hold exactly one ArrayRecord")
         try:
-            msg.content[names[0]] = decrypt_arrays(ctx, msg.content.array_records[names[0]])
+            msg.content[names[0]] = decrypt_arrays(
+                ctx, msg.content.array_records[names[0]], min_contributors=minimum
+            )
         except (InvalidMessage, DecryptionError) as exc:
             return _error(msg, f"cannot decrypt the global model: {exc}")
         del msg.content[CKKS_RECORD_KEY]
