@@ -330,8 +330,16 @@ def _ckks(
     threads: int | None,
 ) -> AggregationResult:
     from securefl import ckks
+    from securefl.ckks.contributions import MIN_CONTRIBUTORS
+    from securefl.errors import ProtocolAbort
 
     survivors = [i for i in range(len(updates)) if i not in dropouts]
+    if len(survivors) < MIN_CONTRIBUTORS:
+        # The "sum" of one ciphertext is that client's update: no client decrypts it.
+        raise ProtocolAbort(
+            f"only {len(survivors)} client(s) sent an update; a CKKS aggregate needs at "
+            f"least {MIN_CONTRIBUTORS} contributions"
+        )
     phases = {"setup:keys": 0.0, "client:encrypt": 0.0, "server:sum": 0.0, "client:decrypt": 0.0}
     t0 = time.perf_counter()
     ctx = ckks.ClientContext.generate()

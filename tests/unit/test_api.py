@@ -79,3 +79,12 @@ def test_bad_arguments() -> None:
         securefl.aggregate(ups[:1])
     with pytest.raises(securefl.ConfigError, match="weight"):
         securefl.aggregate(ups, [0] * 6)
+
+
+def test_ckks_with_one_survivor_aborts_like_secagg() -> None:
+    """A CKKS "sum" of one ciphertext is that client's update: no client decrypts it."""
+    pytest.importorskip("tenseal")
+    updates = [np.full(3, 0.1 * i) for i in range(3)]
+    dropouts = {0: Stage.MASKED_INPUT_COLLECTION, 1: Stage.MASKED_INPUT_COLLECTION}
+    with pytest.raises(securefl.ProtocolAbort, match="at least 2 contributions"):
+        securefl.aggregate(updates, protocol="ckks", dropouts=dropouts)

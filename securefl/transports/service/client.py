@@ -501,10 +501,20 @@ class AggregationClient:
         # Before decrypting: a "sum" of one ciphertext is that client's update.
         self._check_ckks_contributors(contributors, session)
         try:
-            decrypted = decrypt_aggregate(context, aggregate)
+            # The tags inside the ciphertext count the contributions: the policy's
+            # minimum is checked against them, not only against the server's list.
+            decrypted = decrypt_aggregate(
+                context, aggregate, min_contributors=self.policy.min_contributors
+            )
         except (InvalidMessage, DecryptionError) as exc:
             # An aggregate that does not decrypt or verify is a failed check here.
             raise ProtocolAbort(f"refused the result of session {session}: {exc}") from None
+        if decrypted.contributions != len(contributors):
+            raise ProtocolAbort(
+                f"refused the result of session {session}: the server names "
+                f"{len(contributors)} contributors but the aggregate sums "
+                f"{decrypted.contributions} tagged contributions"
+            )
         self._check_ckks_weight(contributors, decrypted.total_weight, weight, session)
         if decrypted.weighted_sum.size != layout.size:
             raise ServiceError(
