@@ -1,4 +1,4 @@
-"""``python -m securefl.ckks.measure``: the decryption flood's effect on the error.
+"""``python -m securefl.bench.ckks_flooding``: the decryption flood's effect on the error.
 
 The numbers of docs/CKKS.md ("Noise flooding at decryption") come from this script.
 """
@@ -28,7 +28,7 @@ from securefl.ckks.server import Aggregator
 def main(argv: list[str] | None = None) -> None:
     """Encrypt, sum and decrypt synthetic updates; print the errors with and without the
     flood, the bound, and the decryption times."""
-    parser = argparse.ArgumentParser(prog="python -m securefl.ckks.measure")
+    parser = argparse.ArgumentParser(prog="python -m securefl.bench.ckks_flooding")
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--dim", type=int, default=100_000)
     parser.add_argument("--flood-bits", type=int, nargs="+", default=[FLOOD_BITS])

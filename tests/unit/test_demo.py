@@ -19,9 +19,11 @@ def test_demo_recovers_the_mean(capsys: pytest.CaptureFixture[str]) -> None:
     assert err <= bound
 
 
-def test_demo_refuses_a_ring_too_small() -> None:
-    with pytest.raises(ValueError, match=r"wrap|does not fit"):
+def test_demo_refuses_a_ring_too_small(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
         main(["round", "--clients", "4", "--dim", "10", "--bits", "2", "--clip", "1000"])
+    assert exit_.value.code == 2  # a one-line error, not a traceback
+    assert re.search(r"wrap|does not fit", capsys.readouterr().err)
 
 
 def test_module_entry_point(tmp_path) -> None:
