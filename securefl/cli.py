@@ -46,6 +46,7 @@ def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             protocol=args.protocol,
             degree=args.degree,
             threshold=args.threshold,
+            corruption=args.corruption_rate,
             bits=args.bits,
             processes=args.processes,
             # Flower's round runs on one thread: so does securefl's, unless told otherwise.
@@ -102,14 +103,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="comma-separated subset of secagg,secagg+,ckks (default: all available)",
     )
-    demo.add_argument("--rounds", type=int, default=20)
-    demo.add_argument("--local-epochs", type=int, default=2)
+    demo.add_argument("--rounds", type=int, default=20, help="FedAvg rounds")
+    demo.add_argument("--local-epochs", type=int, default=2, help="epochs per round")
     demo.add_argument("--mu", type=float, default=0.0, help="FedProx mu (0: FedAvg)")
     demo.add_argument(
         "--dropout", type=float, default=0.0, help="probability that a hospital misses a round"
     )
-    demo.add_argument("--model", choices=["logreg", "mlp"], default="logreg")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--model", choices=["logreg", "mlp"], default="logreg", help="model")
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="fixes the data split, model initialisation and dropout schedule; the DP "
+        "noise (--dp-epsilon) stays fresh randomness each run unless --dp-reproducible",
+    )
     demo.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     demo.add_argument(
         "--dp-epsilon",
@@ -124,6 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--dp-bits", type=int, default=32, help="SecAgg ring bits for DP")
     demo.add_argument("--plot", metavar="PNG", help="with --dp-epsilon: plot utility vs epsilon")
+    demo.add_argument(
+        "--dp-reproducible",
+        action="store_true",
+        help="with --dp-epsilon: draw the DP noise from an AES-CTR stream seeded by --seed, "
+        "so runs repeat exactly. For experiments only: whoever knows the seed can remove "
+        "the noise, so such a run is not private",
+    )
 
     round_ = sub.add_parser(
         "round",
@@ -131,10 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Simulated hospitals run a full SecAgg+ session (one drops out); "
         "the server recovers only the weighted mean of their updates.",
     )
-    round_.add_argument("--clients", type=int, default=8)
-    round_.add_argument("--dim", type=int, default=1_000_000)
-    round_.add_argument("--bits", type=int, default=32)
-    round_.add_argument("--clip", type=float, default=1.0)
+    round_.add_argument("--clients", type=int, default=8, help="simulated hospitals (>= 3)")
+    round_.add_argument("--dim", type=int, default=1_000_000, help="update length")
+    round_.add_argument("--bits", type=int, default=32, help="the ring Z_2^bits")
+    round_.add_argument("--clip", type=float, default=1.0, help="values are clipped to +-clip")
 
     bench = sub.add_parser(
         "bench",
@@ -155,10 +169,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="secagg (complete graph), secagg+ (Harary graph) or ckks (default: by --graph)",
     )
-    bench.add_argument("--graph", choices=["complete", "harary"], default="harary")
-    bench.add_argument("--degree", type=int, default=10, help="k for the Harary graph")
-    bench.add_argument("--threshold", type=int, default=None, help="t (default k // 2 + 1)")
-    bench.add_argument("--bits", type=int, default=32)
+    bench.add_argument(
+        "--graph", choices=["complete", "harary"], default="harary", help="neighbourhood graph"
+    )
+    bench.add_argument(
+        "--degree",
+        type=int,
+        default=None,
+        help="k for the Harary graph (default: the parameter chooser's for --dropout and "
+        "--corruption-rate; n - 1 or more is the complete graph)",
+    )
+    bench.add_argument(
+        "--threshold", type=int, default=None, help="t (default: the chooser's, or k // 2 + 1)"
+    )
+    bench.add_argument(
+        "--corruption-rate",
+        type=float,
+        default=0.05,
+        help="fraction of clients that may collude with the server, for the chooser",
+    )
+    bench.add_argument("--bits", type=int, default=32, help="the ring Z_2^bits")
     bench.add_argument(
         "--processes", type=int, default=None, help="run clients in this many worker processes"
     )
@@ -177,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from securefl.transports.service.commands import add_commands
 
     add_commands(sub)  # serve, join: the network service
+    for command in sub.choices.values():  # every subcommand's --help shows its defaults
+        command.formatter_class = argparse.ArgumentDefaultsHelpFormatter
 
     args = parser.parse_args(argv)
     try:
@@ -186,7 +218,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
 
 
+# What each subcommand imports that a plain `pip install securefl` does not bring.
+_EXTRAS: dict[str, tuple[tuple[str, str], ...]] = {
+    "demo": (("torch", "torch"),),
+    "serve": (("grpc", "service"),),
+    "join": (("grpc", "service"),),
+}
+
+
+def _require_extras(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    import importlib.util
+
+    needed = list(_EXTRAS.get(args.command, ()))
+    if getattr(args, "dp_epsilon", None):
+        needed.append(("dp_accounting", "dp"))
+    for module, extra in needed:
+        if importlib.util.find_spec(module) is None:
+            parser.error(f"securefl {args.command} needs {module}: pip install 'securefl[{extra}]'")
+
+
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    _require_extras(parser, args)
     if getattr(args, "plot", None):
         import importlib.util
 
@@ -237,12 +289,13 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 bits=args.dp_bits,
                 mechanism=args.dp_mechanism,
                 plot=args.plot,
+                reproducible_noise=args.dp_reproducible,
             )
             try:
                 return run_dp(options, dp_options, json_path=args.json)
             except securefl.ConfigError as exc:
                 parser.error(str(exc))
-        if args.plot:
-            parser.error("--plot (for the demo) needs --dp-epsilon")
+        if args.plot or args.dp_reproducible:
+            parser.error("--plot and --dp-reproducible (for the demo) need --dp-epsilon")
         return run_demo(options, json_path=args.json)
     return 2  # pragma: no cover - argparse enforces a command

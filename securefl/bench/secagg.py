@@ -22,6 +22,7 @@ from securefl.transports.inmemory import run_session
 
 __all__ = [
     "PROTOCOLS",
+    "TOML_KEYS",
     "Inputs",
     "Outcome",
     "Scenario",
@@ -49,8 +50,11 @@ class Scenario:
     dimension: int = 1_000_000
     dropout: float = 0.1
     graph: str = "harary"
-    degree: int = 10
+    degree: int | None = None
+    """k; ``None``: the parameter chooser's for ``dropout`` and ``corruption``."""
     threshold: int | None = None
+    corruption: float = 0.05
+    """The corruption rate the chooser's (k, t) tolerate (SecAgg+ without a degree)."""
     bits: int = 32
     clip: float = 1.0
     max_weight: int = 1000
@@ -76,18 +80,42 @@ class Scenario:
         return "SecAgg+" if self.graph == "harary" else "SecAgg"
 
     def config(self) -> SecAggConfig:
+        """The round's configuration.
+
+        SecAgg+ without a degree takes k and t from the parameter chooser for the
+        scenario's dropout and corruption rates (Bell et al. 2020), so every client
+        keeps t surviving neighbours after the floor(dropout n) vanish; a degree of
+        n - 1 or more is the complete graph.
+
+        Raises
+        ------
+        ConfigError
+            If no parameters fit (for example fewer than 3 clients).
+        """
+        from securefl.secagg.graph import choose_parameters
+
         kind = GraphKind(self.graph)
-        k = self.clients - 1 if kind is GraphKind.COMPLETE else self.degree
-        threshold = self.threshold if self.threshold is not None else k // 2 + 1
+        n = self.clients
+        degree = self.degree
+        chosen_t = None
+        if kind is GraphKind.HARARY and degree is None:
+            params = choose_parameters(
+                n, dropout_rate=self.dropout, corruption_rate=self.corruption
+            )
+            degree, chosen_t = params.degree, params.threshold
+        if kind is GraphKind.COMPLETE or degree is None or degree >= n - 1:
+            kind, degree = GraphKind.COMPLETE, None
+        k = n - 1 if degree is None else degree
+        default_t = chosen_t if chosen_t is not None else max(2, k // 2 + 1)
         return SecAggConfig(
-            num_clients=self.clients,
-            threshold=threshold,
+            num_clients=n,
+            threshold=self.threshold if self.threshold is not None else default_t,
             dimension=self.dimension,
             bits=self.bits,
             clip=self.clip,
             max_weight=self.max_weight,
             graph=kind,
-            degree=None if kind is GraphKind.COMPLETE else self.degree,
+            degree=degree,
         )
 
 
@@ -301,9 +329,31 @@ def sweep(base: Scenario, clients: list[int], dimensions: list[int]) -> list[Sce
     return [replace(base, clients=n, dimension=d) for n in clients for d in dimensions]
 
 
+TOML_KEYS = {
+    "clients": "clients",
+    "dim": "dimension",
+    "dropout": "dropout",
+    "protocol": "protocol",
+    "graph": "graph",
+    "degree": "degree",
+    "threshold": "threshold",
+    "corruption_rate": "corruption",
+    "bits": "bits",
+    "processes": "processes",
+    "threads": "threads",
+    "memory": "measure_memory",
+    "clip": "clip",
+    "max_weight": "max_weight",
+}
+"""Scenario file keys -> :class:`Scenario` fields: each bench flag's name (``--dim`` is
+``dim``, ``--corruption-rate`` is ``corruption_rate``), plus ``clip`` and
+``max_weight``, which have no flag."""
+
+
 def load_scenarios(path: str) -> list[Scenario]:
     """Scenarios from a TOML file: optional ``[defaults]``, then ``[[scenario]]`` tables
-    with the fields of :class:`Scenario`; ``clients`` and ``dimension`` may be lists.
+    whose keys are the bench flags' names (:data:`TOML_KEYS`); ``clients`` and ``dim``
+    may be lists.
 
     Raises
     ------
@@ -314,11 +364,9 @@ def load_scenarios(path: str) -> list[Scenario]:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         raise ValueError("TOML scenario files need Python >= 3.11 (tomllib)") from None
-    from dataclasses import fields
 
     with open(path, "rb") as f:
         data = tomllib.load(f)
-    known = {f.name for f in fields(Scenario)}
     defaults = data.get("defaults", {})
     tables = data.get("scenario", [])
     if not tables:
@@ -326,9 +374,13 @@ def load_scenarios(path: str) -> list[Scenario]:
     out: list[Scenario] = []
     for table in tables:
         merged = {**defaults, **table}
-        unknown = set(merged) - known
+        unknown = set(merged) - set(TOML_KEYS)
         if unknown:
-            raise ValueError(f"unknown scenario keys in {path}: {', '.join(sorted(unknown))}")
+            raise ValueError(
+                f"unknown scenario keys in {path}: {', '.join(sorted(unknown))} "
+                f"(the keys are the bench flags' names: {', '.join(TOML_KEYS)})"
+            )
+        merged = {TOML_KEYS[k]: v for k, v in merged.items()}
         clients = merged.pop("clients", Scenario.clients)
         dims = merged.pop("dimension", Scenario.dimension)
         base = Scenario(**merged)

@@ -30,6 +30,7 @@ import numpy as np
 import securefl
 from securefl.datasets import HOSPITALS, HospitalData, load_hospitals
 from securefl.secagg.messages import Stage
+from securefl.testing.drbg import Drbg
 
 __all__ = ["DPOptions", "DemoOptions", "run", "run_dp"]
 
@@ -324,6 +325,11 @@ class DPOptions:
     bits: int = 32
     mechanism: str = "discrete_gaussian"
     plot: str | None = None
+    reproducible_noise: bool = False
+    """Draw every hospital's noise secret from a seeded AES-CTR stream (the demo's
+    seed, the epsilon and the round), so that a run can be repeated exactly. For
+    experiments only: whoever knows the seed can recompute and remove the noise, so
+    such a run has no privacy at all."""
 
 
 def _flat_params(net: Any) -> np.ndarray:
@@ -360,6 +366,12 @@ def _clipped_gradient_sum(net: Any, x: np.ndarray, y: np.ndarray, clip: float) -
     flat = torch.cat([grads[k].reshape(x.shape[0], -1) for k in params], dim=1).double()
     scale = torch.clamp(clip / (flat.norm(dim=1, keepdim=True) + 1e-12), max=1.0)
     return (flat * scale).sum(dim=0).numpy()
+
+
+def _experiment_rng(seed: int, epsilon: float, r: int) -> Drbg:
+    # A seeded stream makes every key, mask and noise secret of the round public to
+    # whoever knows the seed: DPOptions.reproducible_noise documents that.
+    return Drbg(f"securefl/demo/dp/{seed}/{epsilon!r}/{r}")
 
 
 def dp_training(
@@ -400,6 +412,7 @@ def dp_training(
             protocol="secagg",
             dp=plan,
             dropouts=dict.fromkeys(dropped, Stage.MASKED_INPUT_COLLECTION),
+            rng=_experiment_rng(opts.seed, epsilon, r) if dp.reproducible_noise else None,
         )
         # The mean over the survivors times their number: the noisy sum of gradients.
         noisy_sum = np.asarray(result.aggregate) * len(result.contributors)

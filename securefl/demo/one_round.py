@@ -18,16 +18,22 @@ from securefl.transports.inmemory import run_session
 
 def run(*, clients: int = 8, dim: int = 1_000_000, bits: int = 32, clip: float = 1.0) -> int:
     if clients < 3:
-        raise SystemExit("the demo needs at least 3 clients")
+        # t >= 2 shares need two neighbours: secure aggregation starts at 3 clients.
+        raise SystemExit("securefl round: needs at least 3 clients (t >= 2 needs 2 neighbours)")
     degree = min(clients - 1, 6)
     graph = GraphKind.HARARY if degree < clients - 1 else GraphKind.COMPLETE
+    # One hospital vanishes when every neighbourhood keeps t after losing one; with 3
+    # clients (t = 2 of 2 neighbours) nobody can.
+    vanishes = degree - (degree // 2 + 1) >= 1
+    # The total weight n W must fit the ring: a narrow ring gets smaller weights.
+    max_weight = max(1, min(1000, (2**bits - 1) // clients))
     config = SecAggConfig(
         num_clients=clients,
         threshold=degree // 2 + 1,
         dimension=dim,
         bits=bits,
         clip=clip,
-        max_weight=1000,
+        max_weight=max_weight,
         graph=graph,
         degree=degree if graph is GraphKind.HARARY else None,
     )
@@ -40,11 +46,10 @@ def run(*, clients: int = 8, dim: int = 1_000_000, bits: int = 32, clip: float =
     # Synthetic "model updates" and example counts: data, not randomness for masks.
     data_rng = np.random.default_rng(2026)
     updates = [data_rng.normal(0.0, 0.1, dim).astype(np.float32) for _ in range(clients)]
-    weights = [int(w) for w in data_rng.integers(50, 1000, clients)]
+    weights = [int(w) for w in data_rng.integers(1, max_weight + 1, clients)]
     vanished = clients - 1
-    report = run_session(
-        config, updates, weights, dropouts={vanished: Stage.MASKED_INPUT_COLLECTION}
-    )
+    dropouts = {vanished: Stage.MASKED_INPUT_COLLECTION} if vanishes else {}
+    report = run_session(config, updates, weights, dropouts=dropouts)
     if report.result is None:
         print(f"FAILED: the session aborted: {report.abort_reason}")
         return 1
@@ -57,10 +62,8 @@ def run(*, clients: int = 8, dim: int = 1_000_000, bits: int = 32, clip: float =
     err = float(np.max(np.abs(result.weighted_mean - plain)))
     bound = fp.precision * len(survivors) * config.max_weight / result.total_weight
 
-    print(
-        f"  hospital {vanished} vanished after sharing its keys; "
-        f"{len(survivors)} updates in the mean"
-    )
+    gone = f"hospital {vanished} vanished after sharing its keys" if vanishes else "nobody left"
+    print(f"  {gone}; {len(survivors)} updates in the mean")
     print(f"  {'round':<24}{'client ms (each)':>18}{'server ms':>12}")
     for stage, seconds in report.server_seconds.items():
         per_client = 1e3 * report.client_seconds[stage] / clients

@@ -41,7 +41,16 @@ from __future__ import annotations
 
 import math
 
-import dp_accounting  # type: ignore[import-untyped]
+try:
+    import dp_accounting  # type: ignore[import-untyped]
+except ModuleNotFoundError as exc:  # tests/unit/test_cli_errors.py hides the module
+    if exc.name != "dp_accounting":
+        raise
+    raise ModuleNotFoundError(
+        "securefl.dp composes privacy loss with Google's dp-accounting: "
+        "pip install 'securefl[dp]'",
+        name="dp_accounting",
+    ) from None
 import numpy as np
 
 __all__ = [

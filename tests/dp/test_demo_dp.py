@@ -63,3 +63,17 @@ def test_dp_demo_bad_arguments(argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit):
         main(argv)
     assert "error" in capsys.readouterr().err
+
+
+def test_dp_noise_is_fresh_unless_asked_to_repeat() -> None:
+    """`--seed` fixes data and model; the DP noise repeats only with --dp-reproducible."""
+    opts = DemoOptions(rounds=2, seed=3)
+
+    def accuracy(reproducible: bool) -> float:
+        dp = DPOptions(epsilons=(1.0,), rounds=4, reproducible_noise=reproducible)
+        rows = run_dp_study(opts, dp)
+        return rows[1].metrics["overall"]["auc"]
+
+    assert accuracy(True) == accuracy(True)
+    fresh = {accuracy(False) for _ in range(3)}
+    assert len(fresh) > 1  # three runs with OS randomness do not all land on one value

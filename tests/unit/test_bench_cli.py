@@ -45,8 +45,8 @@ def test_bench_sweep_from_toml_with_plot(tmp_path, capsys) -> None:
     config = tmp_path / "scenarios.toml"
     config.write_text(
         '[defaults]\ngraph = "harary"\ndegree = 4\ndropout = 0.0\n\n'
-        "[[scenario]]\nclients = [6, 8]\ndimension = [500, 1000]\n\n"
-        '[[scenario]]\ngraph = "complete"\nclients = 5\ndimension = 200\n'
+        "[[scenario]]\nclients = [6, 8]\ndim = [500, 1000]\n\n"
+        '[[scenario]]\ngraph = "complete"\nclients = 5\ndim = 200\n'
     )
     out = tmp_path / "sweep.json"
     png = tmp_path / "bench.png"
