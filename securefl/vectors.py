@@ -183,6 +183,95 @@ class Layout:
             return np.dtype(np.float32)
         return np.dtype(np.float64)
 
+    def difference(
+        self, other: Layout, *, this: str = "this", that: str = "the other"
+    ) -> str | None:
+        """What differs from ``other``, in words; ``None`` if the layouts are equal.
+
+        The first difference of each kind is named: the container (a dict of numpy
+        arrays, a torch ``state_dict``, a list, ...), the keys (missing, extra, or the
+        same keys in another order), the number of leaves, then every leaf whose shape
+        or dtype differs (at most 5, then a count). ``this`` and ``that`` name the two
+        sides in the sentence, e.g. ``"client 2"`` and ``"client 0"``.
+        """
+        if self == other:
+            return None
+        if self.kind != other.kind:
+            return f"{this} sends {_KIND_WORDS[self.kind]}, {that} {_KIND_WORDS[other.kind]}"
+        if self.kind in _KEYED_KINDS:
+            mine = [str(e.key) for e in self.entries]
+            theirs = [str(e.key) for e in other.entries]
+            if mine != theirs:
+                mine_set, theirs_set = set(mine), set(theirs)
+                missing = [k for k in theirs if k not in mine_set]
+                extra = [k for k in mine if k not in theirs_set]
+                if not missing and not extra:
+                    return (
+                        f"the same keys in another order: {this} has {_names(mine)}, "
+                        f"{that} {_names(theirs)}"
+                    )
+                parts = []
+                if missing:
+                    parts.append(f"lacks {_quoted(missing)}")
+                if extra:
+                    parts.append(f"has {_quoted(extra)}, which {that} does not")
+                return f"{this} {' and '.join(parts)}"
+        if len(self.entries) != len(other.entries):
+            return f"{len(self.entries)} leaves at {this}, {len(other.entries)} at {that}"
+        diffs = []
+        for a, b in zip(self.entries, other.entries, strict=True):
+            leaf = "" if a.key is None else f"{_leaf_name(a.key)} has "
+            if a.shape != b.shape:
+                diffs.append(f"{leaf}shape {a.shape} at {this}, {b.shape} at {that}")
+            if a.dtype != b.dtype:
+                diffs.append(f"{leaf}dtype {a.dtype} at {this}, {b.dtype} at {that}")
+        if len(diffs) > 5:
+            diffs[5:] = [f"and {len(diffs) - 5} more"]
+        return "; ".join(diffs) or "the layouts differ"
+
+    def locate(self, index: int) -> str:
+        """Where coordinate ``index`` of the flat vector lives: ``'w'[1, 0]``, ``[3]``.
+
+        Raises
+        ------
+        IndexError
+            If ``index`` is not in ``[0, size)``.
+        """
+        if not 0 <= index < self.size:
+            raise IndexError(f"index {index} is outside a layout of size {self.size}")
+        low, high = 0, len(self.entries) - 1
+        # The last entry starting at or before index: never an empty one, which shares
+        # its offset with the entry after it.
+        while low < high:
+            mid = (low + high + 1) // 2
+            if self.entries[mid].offset <= index:
+                low = mid
+            else:
+                high = mid - 1
+        e = self.entries[low]
+        name = "" if e.key is None else repr(e.key) if isinstance(e.key, str) else f"[{e.key}]"
+        if not e.shape:
+            return name or "[()]"
+        position = np.unravel_index(index - e.offset, e.shape)
+        return name + f"[{', '.join(str(int(p)) for p in position)}]"
+
+    def float_leaves(self) -> Layout:
+        """This layout with every integer and bool leaf as ``float64``.
+
+        A weighted mean of integers is not an integer: :func:`securefl.aggregate`
+        restores means with this layout, so they are never rounded. Float leaves keep
+        their dtype.
+        """
+        if all(e.dtype in _FLOAT_DTYPES for e in self.entries):
+            return self
+        entries = tuple(
+            e
+            if e.dtype in _FLOAT_DTYPES
+            else LayoutEntry(e.key, e.shape, "float64", e.offset, e.size)
+            for e in self.entries
+        )
+        return Layout(self.kind, entries, self.size)
+
     def to_bytes(self) -> bytes:
         """Serialize deterministically; equal layouts give equal bytes.
 
@@ -282,6 +371,32 @@ class Layout:
             return cls(kind, tuple(entries), total)  # type: ignore[arg-type]
         except ValueError as exc:
             raise InvalidMessage(f"layout: {exc}") from None
+
+
+_KIND_WORDS: dict[str, str] = {
+    "array": "a numpy array",
+    "dict": "a dict of numpy arrays",
+    "list": "a list of numpy arrays",
+    "tuple": "a tuple of numpy arrays",
+    "torch": "a dict of torch tensors (state_dict)",
+    "tensor": "a torch tensor",
+}
+
+
+def _leaf_name(key: str | int) -> str:
+    return repr(key) if isinstance(key, str) else f"leaf {key}"
+
+
+def _names(keys: list[str], limit: int = 8) -> str:
+    """A key list for a message, shortened after ``limit`` keys."""
+    if len(keys) <= limit:
+        return repr(keys)
+    return repr(keys[:limit])[:-1] + f", ... ({len(keys)} keys)]"
+
+
+def _quoted(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return shown if len(keys) <= limit else f"{shown} and {len(keys) - limit} more"
 
 
 def _check_key(kind: str, index: int, key: object, seen: set[str]) -> None:
@@ -472,8 +587,9 @@ def unflatten(vector: npt.ArrayLike, layout: Layout) -> Update:
     Float leaves are cast to their dtype. Integer leaves are rounded to the nearest
     integer (``numpy.rint``: halves go to the even neighbour) and then cast; bool
     leaves are ``value >= 0.5``. So a weighted mean of integer buffers, such as
-    BatchNorm's ``num_batches_tracked``, comes back rounded. The result never shares
-    memory with ``vector``.
+    BatchNorm's ``num_batches_tracked``, comes back rounded; restore with
+    :meth:`Layout.float_leaves` instead to keep such a mean unrounded (what
+    :func:`securefl.aggregate` does). The result never shares memory with ``vector``.
 
     Parameters
     ----------

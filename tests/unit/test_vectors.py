@@ -560,3 +560,133 @@ class TestLayout:
     def test_not_bytes(self) -> None:
         with pytest.raises(TypeError, match="bytes-like"):
             Layout.from_bytes("SFLY")  # type: ignore[arg-type]
+
+
+def layout_of(update: Any) -> Layout:
+    return flatten(update)[1]
+
+
+class TestLayoutDifference:
+    """What securefl.aggregate's layout errors say (issue 12, item 5)."""
+
+    def names(self, a: Any, b: Any) -> str | None:
+        return layout_of(a).difference(layout_of(b), this="client 2", that="client 0")
+
+    def test_equal_layouts_have_none(self) -> None:
+        assert self.names({"a": np.zeros(2)}, {"a": np.ones(2)}) is None
+
+    def test_missing_and_extra_keys(self) -> None:
+        x = np.zeros(1)
+        got = self.names({"a": x, "c": x, "d": x}, {"a": x, "b": x})
+        assert got == "client 2 lacks 'b' and has 'c', 'd', which client 0 does not"
+        assert self.names({"a": x}, {"a": x, "b": x}) == "client 2 lacks 'b'"
+
+    def test_same_keys_in_another_order(self) -> None:
+        x = np.zeros(1)
+        assert self.names({"b": x, "a": x}, {"a": x, "b": x}) == (
+            "the same keys in another order: client 2 has ['b', 'a'], client 0 ['a', 'b']"
+        )
+
+    def test_many_keys_are_shortened(self) -> None:
+        x = np.zeros(1)
+        keys = [f"k{i}" for i in range(20)]
+        got = self.names(dict.fromkeys(reversed(keys), x), dict.fromkeys(keys, x))
+        assert got is not None and "... (20 keys)]" in got and len(got) < 300
+
+    def test_shapes_and_dtypes_per_leaf(self) -> None:
+        got = self.names(
+            {"w": np.zeros((5, 2)), "b": np.zeros(2, np.float32)},
+            {"w": np.zeros((2, 5)), "b": np.zeros(2)},
+        )
+        assert got == (
+            "'w' has shape (5, 2) at client 2, (2, 5) at client 0; "
+            "'b' has dtype float32 at client 2, float64 at client 0"
+        )
+        assert self.names(np.zeros(3), np.zeros((3, 1))) == (
+            "shape (3,) at client 2, (3, 1) at client 0"
+        )
+        assert self.names([np.zeros(1), np.zeros(2)], [np.zeros(1), np.zeros(3)]) == (
+            "leaf 1 has shape (2,) at client 2, (3,) at client 0"
+        )
+
+    def test_at_most_five_leaf_differences(self) -> None:
+        got = self.names(
+            {str(i): np.zeros(2) for i in range(8)}, {str(i): np.zeros(3) for i in range(8)}
+        )
+        assert got is not None and got.count("shape") == 5 and got.endswith("and 3 more")
+
+    def test_containers_and_counts(self) -> None:
+        x = np.zeros(1)
+        assert self.names([x], {"0": x}) == (
+            "client 2 sends a list of numpy arrays, client 0 a dict of numpy arrays"
+        )
+        assert self.names((x,), [x]) == (
+            "client 2 sends a tuple of numpy arrays, client 0 a list of numpy arrays"
+        )
+        assert self.names([x, x, x], [x, x]) == "3 leaves at client 2, 2 at client 0"
+
+    def test_torch_against_numpy(self) -> None:
+        torch = pytest.importorskip("torch")
+        assert self.names({"w": torch.zeros(2)}, {"w": np.zeros(2, np.float32)}) == (
+            "client 2 sends a dict of torch tensors (state_dict), client 0 a dict of numpy arrays"
+        )
+        assert self.names(torch.zeros(2), np.zeros(2, np.float32)) == (
+            "client 2 sends a torch tensor, client 0 a numpy array"
+        )
+
+
+class TestLocate:
+    def test_dict_leaves_with_empty_and_scalar_leaves(self) -> None:
+        layout = layout_of(
+            {"a": np.zeros((2, 2)), "e": np.zeros(0), "s": np.zeros(()), "c": np.zeros(2)}
+        )
+        got = [layout.locate(i) for i in range(layout.size)]
+        assert got == [
+            "'a'[0, 0]",
+            "'a'[0, 1]",
+            "'a'[1, 0]",
+            "'a'[1, 1]",
+            "'s'",
+            "'c'[0]",
+            "'c'[1]",
+        ]
+
+    def test_lists_arrays_and_scalars(self) -> None:
+        layout = layout_of([np.zeros(2), np.zeros((1, 2))])
+        assert [layout.locate(i) for i in range(4)] == [
+            "[0][0]",
+            "[0][1]",
+            "[1][0, 0]",
+            "[1][0, 1]",
+        ]
+        assert layout_of(np.zeros((2, 3))).locate(5) == "[1, 2]"
+        assert layout_of(np.zeros(())).locate(0) == "[()]"
+
+    @pytest.mark.parametrize("index", [-1, 4])
+    def test_outside_raises(self, index) -> None:
+        with pytest.raises(IndexError, match="outside a layout of size 4"):
+            layout_of(np.zeros(4)).locate(index)
+
+
+class TestFloatLeaves:
+    def test_integer_and_bool_leaves_become_float64(self) -> None:
+        layout = layout_of(
+            {"w": np.zeros(2, np.float16), "n": np.zeros((), np.int64), "m": np.zeros(3, bool)}
+        )
+        floats = layout.float_leaves()
+        assert [e.dtype for e in floats.entries] == ["float16", "float64", "float64"]
+        assert [e.shape for e in floats.entries] == [e.shape for e in layout.entries]
+        mean = unflatten(np.array([0.5, 0.25, 2.5, 0.5, 1.0, 0.0]), floats)
+        assert mean["n"].dtype == np.float64 and float(mean["n"]) == 2.5
+        np.testing.assert_array_equal(mean["m"], [0.5, 1.0, 0.0])
+
+    def test_float_layouts_are_returned_as_they_are(self) -> None:
+        layout = layout_of({"w": np.zeros(2, np.float32)})
+        assert layout.float_leaves() is layout
+
+    def test_torch_integer_buffers(self) -> None:
+        torch = pytest.importorskip("torch")
+        layout = layout_of({"w": torch.zeros(2), "num_batches_tracked": torch.tensor(3)})
+        mean = unflatten(np.array([1.0, 2.0, 2.5]), layout.float_leaves())
+        assert mean["num_batches_tracked"].dtype == torch.float64
+        assert float(mean["num_batches_tracked"]) == 2.5
