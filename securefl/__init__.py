@@ -19,11 +19,27 @@ from securefl.errors import (
 )
 
 if TYPE_CHECKING:
-    from securefl.api import PROTOCOLS, AggregationResult, aggregate, ckks_available
+    from securefl.api import (
+        PROTOCOLS,
+        AggregationResult,
+        ClippingWarning,
+        PrecisionWarning,
+        aggregate,
+        ckks_available,
+    )
 
 __version__ = "0.1.0"
 
-_API = frozenset({"PROTOCOLS", "AggregationResult", "aggregate", "ckks_available"})
+_API = frozenset(
+    {
+        "PROTOCOLS",
+        "AggregationResult",
+        "ClippingWarning",
+        "PrecisionWarning",
+        "aggregate",
+        "ckks_available",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -40,9 +56,11 @@ __all__ = [
     "PROTOCOLS",
     "AggregationResult",
     "BackendUnavailable",
+    "ClippingWarning",
     "ConfigError",
     "DecryptionError",
     "InvalidMessage",
+    "PrecisionWarning",
     "ProtocolAbort",
     "SecureFLError",
     "__version__",

@@ -47,8 +47,7 @@ except ModuleNotFoundError as exc:  # tests/unit/test_cli_errors.py hides the mo
     if exc.name != "dp_accounting":
         raise
     raise ModuleNotFoundError(
-        "securefl.dp composes privacy loss with Google's dp-accounting: "
-        "pip install 'securefl[dp]'",
+        "securefl.dp composes privacy loss with Google's dp-accounting: pip install 'securefl[dp]'",
         name="dp_accounting",
     ) from None
 import numpy as np

@@ -106,9 +106,12 @@ class SecAggClient:
                 f"got shape {update.shape}"
             )
         if not config.ring_input and not np.all(np.isfinite(update)):
-            raise ValueError("update contains NaN or infinity")
+            index = int(np.flatnonzero(~np.isfinite(update))[0])
+            raise ValueError(f"client {client_id}: update[{index}] = {update[index]} is not finite")
         if not 1 <= weight <= config.max_weight:
-            raise ValueError(f"weight must be in [1, {config.max_weight}], got {weight}")
+            raise ValueError(
+                f"client {client_id}: weight must be in [1, {config.max_weight}], got {weight!r}"
+            )
         if config.authenticated and (identity_key is None or identity_public_keys is None):
             raise ConfigError("authenticated mode needs identity_key and identity_public_keys")
         self.client_id = client_id
