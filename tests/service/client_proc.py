@@ -6,8 +6,11 @@ Runs ``rounds`` sessions through :class:`AggregationClient` with deterministic u
 (:func:`update_for`) and prints one JSON line per session (or per error) on stdout.
 Test hooks: ``die_at`` = [session, stage] kills this process with SIGKILL when the
 server's message for that stage arrives (before it answers); ``stall_at`` sleeps there
-instead, holding the connection open without answering. ``dp_plan`` (a pickled
-``DPPlan``) with ``secagg`` (other SecAggConfig fields) runs distributed DP.
+instead, holding the connection open without answering; ``stop_at`` stops this process
+there with SIGSTOP (a hung machine: the connection stays open, nothing answers, until
+the test sends SIGCONT). ``first_round`` numbers the sessions of a restarted client (its
+updates are those of training rounds first_round, first_round + 1, ...). ``dp_plan`` (a
+pickled ``DPPlan``) with ``secagg`` (other SecAggConfig fields) runs distributed DP.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ def main() -> int:
             kwargs["identity_public_keys"] = {int(k): bytes.fromhex(v) for k, v in enrolled.items()}
     die_at = tuple(spec.get("die_at") or ())
     stall_at = tuple(spec.get("stall_at") or ())
+    stop_at = tuple(spec.get("stop_at") or ())
 
     def progress(text: str) -> None:
         print(json.dumps({"progress": text}), flush=True)
@@ -80,11 +84,14 @@ def main() -> int:
             os.kill(os.getpid(), signal.SIGKILL)
         if where == tuple(str(x) for x in stall_at):
             time.sleep(3600)
+        if where == tuple(str(x) for x in stop_at):
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     client = AggregationClient(
         spec["target"], cid, tls, timeout=spec.get("timeout", 20.0), progress=progress, **kwargs
     )
-    for r in range(1, spec.get("rounds", 1) + 1):
+    first = spec.get("first_round", 1)
+    for r in range(first, first + spec.get("rounds", 1)):
         update, weight = update_for(spec.get("seed", 0), cid, r, d)
         try:
             result = client.aggregate(update, weight)

@@ -82,6 +82,13 @@ class Rogue:
         """Send raw gRPC messages; return the answer's bytes (raises grpc.RpcError)."""
         return b"".join(self.call(iter(pieces), timeout=30, wait_for_ready=True))
 
+    def join(self) -> bytes:
+        """JOIN and return the session's first frame. The call stays open (the server
+        counts client 5 present while it is), as a real client's does."""
+        self.presence = self.call(iter([frame(Kind.JOIN, 0, 0)]), timeout=60, wait_for_ready=True)
+        first = framing.read_frame(self.presence, 1 << 20)
+        return first.raw_header + bytes(first.payload)
+
     def status(self, pieces: list[bytes]) -> tuple[grpc.StatusCode, str]:
         with pytest.raises(grpc.RpcError) as info:
             self.send(pieces)
@@ -107,7 +114,7 @@ def test_malformed_and_oversized_frames_do_not_disturb_the_round(
     rogue = Rogue(running.target, pki)
     honest = [clients(i, running.target, config=CONFIG, seed=3) for i in range(5)]
     start: list[bytes] = []
-    joiner = threading.Thread(target=lambda: start.append(rogue.send([frame(Kind.JOIN, 0, 0)])))
+    joiner = threading.Thread(target=lambda: start.append(rogue.join()))
     joiner.start()
     joiner.join(30)
     (opening,) = start

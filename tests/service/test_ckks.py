@@ -60,13 +60,33 @@ def test_ckks_rounds_with_a_client_killed(serve, clients, tmp_path, ckks_pki) ->
             assert np.max(np.abs(mean - want)) < 1e-3
 
 
+def test_an_update_of_another_length_is_refused_at_the_door(serve, pki, ckks_pki) -> None:
+    """A client whose update has 2 values joins a session of 500: refused at once, the
+    option named with both values."""
+    from securefl.errors import ServiceError
+    from securefl.transports.service import AggregationClient, ClientTLS
+
+    running = serve(CKKSSession(ckks_pki.server_context(), num_clients=5, dimension=D))
+    tls = ClientTLS.from_files(
+        str(pki / "ca.pem"), str(pki / "client-4.pem"), str(pki / "client-4.key")
+    )
+    client = AggregationClient(running.target, 4, tls, ckks_context=ckks_pki, timeout=20)
+    with client, pytest.raises(ServiceError) as info:
+        client.aggregate(np.zeros(2), weight=1)
+    assert info.value.code == "FAILED_PRECONDITION"
+    assert f"--dim: this client 2, the server {D}" in str(info.value)
+    assert running.server.outcomes == []
+
+
 def test_a_ciphertext_of_another_length_is_refused(serve, pki, ckks_pki) -> None:
-    """Client 4 encrypts 2 values instead of the session's 500: the server refuses it with
-    INVALID_ARGUMENT before the aggregator sees it, so it cannot fix the length for the
-    others, and clients 0-3 receive their weighted mean."""
+    """Client 4 declares the session's 500 values when it joins, then encrypts 2: the
+    server refuses the ciphertext with INVALID_ARGUMENT before the aggregator sees it, so
+    it cannot fix the length for the others, and clients 0-3 receive their weighted
+    mean."""
 
     from securefl.errors import ServiceError
     from securefl.transports.service import AggregationClient, ClientTLS
+    from securefl.transports.service.sessions import JoinRequest
 
     session = CKKSSession(ckks_pki.server_context(), num_clients=5, dimension=D)
     running = serve(session, round_timeout=2.0)
@@ -80,6 +100,9 @@ def test_a_ciphertext_of_another_length_is_refused(serve, pki, ckks_pki) -> None
         with AggregationClient(
             running.target, cid, tls, ckks_context=ckks_pki, timeout=20, threads=1
         ) as client:
+            if cid == 4:  # it lies about its length at the door
+                join = client._join
+                client._join = lambda request: join(JoinRequest(dimension=D))  # type: ignore[method-assign]
             try:
                 results[cid] = client.aggregate(update, weight=cid + 1)
             except ServiceError as exc:

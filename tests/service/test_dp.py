@@ -224,7 +224,8 @@ def test_cli_options_build_the_plan_and_its_config() -> None:
     plan = dp_plan(args)
     assert plan is not None
     assert (plan.config.mechanism, plan.config.rounds, plan.config.clip) == ("skellam", 4, 2.0)
-    assert plan.config.min_survivors == N  # default --dp-dropout 0.1 of 5 clients: none
+    # The default --dp-dropout plans for 10 % of the clients and at least one: 4 of 5.
+    assert plan.config.min_survivors == N - 1
 
 
 @pytest.mark.parametrize(

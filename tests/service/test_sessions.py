@@ -60,12 +60,15 @@ def test_a_client_killed_in_each_round_leaves_the_survivors_mean(
     is SIGKILLed as each round's message reaches it. Those killed before
     MaskedInputCollection are not in the sum; those killed after it are (the others'
     shares remove their masks); the seven left hold t shares of every secret (each
-    survivor's own seed is held by the six others)."""
+    survivor's own seed is held by the six others). Each death closes its client's
+    connection, so no round waits for its deadline T: every round, and the session,
+    takes less than T."""
     config = SecAggConfig(
         num_clients=12, threshold=6, dimension=200, max_weight=10, authenticated=True
     )
     keys = {i: k for i, k in enrolled_keys(pki).items() if i < 12}
-    running = serve(SecAggSession(config, keys), round_timeout=1.5)
+    deadline = 20.0
+    running = serve(SecAggSession(config, keys), round_timeout=deadline)
     procs = {
         i: clients(
             i, running.target, config=config, seed=9, die_at=[1, KILLS[i]] if i in KILLS else None
@@ -78,6 +81,10 @@ def test_a_client_killed_in_each_round_leaves_the_survivors_mean(
         assert procs[i].returncode == -9  # really killed
     (outcome,) = running.server.outcomes
     assert outcome.stage is Stage.COMPLETED, outcome.abort_reason
+    assert set(outcome.round_seconds) == set(KILLS.values())
+    assert all(collecting < deadline for collecting, _ in outcome.round_seconds.values())
+    assert outcome.closed - outcome.started < deadline
+    assert outcome.departures == dict.fromkeys(KILLS, "its connection closed")
     contributors = tuple(range(3, 12))  # everyone who sent a masked input
     assert outcome.result.contributors == contributors
     for i in range(5, 12):
@@ -207,3 +214,51 @@ def test_a_call_that_ended_right_after_answering_counts_as_gone(pki) -> None:
         assert 0 in server._answered and 0 in server._gone
     finally:
         server.stop(grace=0)
+
+
+def test_a_client_that_leaves_is_gone_at_once_with_its_reason(
+    serve, clients, pki, tmp_path
+) -> None:
+    """Client 3 joins (its JOIN call stays open) and then sends LEAVE with a reason, as
+    a client does when one of its own checks fails: AdvertiseKeys closes on the three
+    others' answers, long before its deadline, the server records why client 3 went,
+    and the three receive their mean."""
+    import grpc
+
+    from securefl.transports.service import framing
+    from securefl.transports.service.framing import Kind, Protocol
+    from securefl.transports.service.server import METHOD
+
+    config = SecAggConfig(num_clients=4, threshold=2, dimension=30, max_weight=10)
+    deadline = 20.0
+    running = serve(SecAggSession(config), round_timeout=deadline, enrolled=range(4))
+    tls = (pki / "ca.pem").read_bytes(), (pki / "client-3.key").read_bytes()
+    creds = grpc.ssl_channel_credentials(tls[0], tls[1], (pki / "client-3.pem").read_bytes())
+    channel = grpc.secure_channel(running.target, creds)
+    call = channel.stream_stream(METHOD)
+
+    def frame(kind: Kind, session: int, payload: bytes = b"") -> bytes:
+        return b"".join(
+            bytes(p) for p in framing.encode(kind, Protocol.SECAGG, 3, session, 0, payload)
+        )
+
+    procs = [clients(i, running.target, config=config, seed=2) for i in range(3)]
+    presence = call(iter([frame(Kind.JOIN, 0)]), timeout=60, wait_for_ready=True)
+    opening = framing.read_frame(presence, 1 << 20)
+    assert opening.kind is Kind.PROTOCOL
+    assert (
+        list(call(iter([frame(Kind.LEAVE, opening.session, b"my policy refuses it")]), timeout=10))
+        == []
+    )
+    reports = [finish(p) for p in procs]
+    running.join()
+    presence.cancel()
+    channel.close()
+    (outcome,) = running.server.outcomes
+    assert outcome.stage is Stage.COMPLETED
+    assert outcome.departures == {3: "it left: my policy refuses it"}
+    assert outcome.round_seconds["AdvertiseKeys"][0] < deadline
+    assert outcome.result.contributors == (0, 1, 2)
+    for cid, (record,) in enumerate(reports):
+        assert record["contributors"] == [0, 1, 2]
+        assert_secagg_mean(config, np.load(tmp_path / f"mean-{cid}-1.npy"), range(3), 2, 1)

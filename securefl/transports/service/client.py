@@ -11,11 +11,17 @@ Every call has a deadline, so a client never hangs: a dead server, a refused
 certificate, a dropped client or a late answer raise :class:`securefl.errors.
 ServiceError`; a session the server (or this client) aborted raises
 :class:`securefl.errors.ProtocolAbort` with the reason.
+
+The JOIN call stays open while the session runs: the server's sign that this client is
+alive, so that its end (the process died, the connection broke) counts this client out
+at once. A client that fails a check during a session tells the server with a LEAVE
+frame, and its reason, before it raises.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,9 +46,11 @@ from securefl.transports.service.framing import Frame, Kind, Protocol
 from securefl.transports.service.policy import ClientPolicy
 from securefl.transports.service.server import METHOD, METHOD_SMALL
 from securefl.transports.service.sessions import (
+    JoinRequest,
     check_dp_config,
     ckks_frame_limit,
     decode_ckks_result,
+    join_payload,
     join_token,
     secagg_frame_limit,
 )
@@ -70,6 +78,7 @@ _STATUS_HINTS = {
         "exceeds its size limit"
     ),
     "ALREADY_EXISTS": "this client is already taking part, or has another call in flight",
+    "CANCELLED": "the server ended the call (it is shutting down)",
 }
 
 
@@ -141,8 +150,10 @@ class AggregationClient:
     Raises
     ------
     ConfigError
-        If neither or both of ``config`` and ``ckks_context`` are given, or ``dp``
-        comes with CKKS or with a ``config`` that does not carry its encodings.
+        If neither or both of ``config`` and ``ckks_context`` are given, ``dp`` comes
+        with CKKS or with a ``config`` that does not carry its encodings, or the TLS
+        material is unusable (:meth:`ClientTLS.check`: a key that is not its
+        certificate's, an expired certificate), all checked before connecting.
     PolicyError
         (a ``ConfigError``) If the session is below ``policy``; it names the parameter,
         the session's value and the policy's.
@@ -179,6 +190,7 @@ class AggregationClient:
             raise ConfigError("give exactly one of config (SecAgg) and ckks_context (CKKS)")
         if timeout <= 0:
             raise ConfigError("timeout must be positive")
+        tls.check()
         if dp is not None:
             if config is None:
                 raise ConfigError("differential privacy needs SecAgg (config=), not CKKS")
@@ -192,7 +204,9 @@ class AggregationClient:
             self.policy.check_ckks()
         self.dp = dp
         self.target = target
+        self._tls = tls
         self.client_id = client_id
+        self._contacted = False  # a session was joined: a refused connection now means gone
         self.config = config
         self._ckks = ckks_context
         self._identity_key = identity_key
@@ -276,9 +290,9 @@ class AggregationClient:
         config = self.config
         assert config is not None
         machine: SecAggClient | None = None
+        pending: npt.NDArray[np.floating] | None = None  # DP: encoded at SessionStart
         if self.dp is None:
             machine = self._secagg_client(flat, weight)
-            del flat
         else:
             # The encoding needs the session's nonce (the round seed): check what can be
             # checked now, and build the state machine when SessionStart arrives.
@@ -290,11 +304,30 @@ class AggregationClient:
                 raise ValueError("update contains NaN or infinity")
             if not 1 <= weight <= config.max_weight:
                 raise ValueError(f"weight must be in [1, {config.max_weight}], got {weight}")
-        frame = self._join()
+            pending = flat
+        del flat
+        frame, seat = self._join(JoinRequest(config=config.to_bytes(), dp=join_token(self.dp)))
+        with seat:
+            return self._run_secagg(frame, seat, machine, pending, layout, weight)
+
+    def _run_secagg(
+        self,
+        frame: Frame,
+        seat: _Seat,
+        machine: SecAggClient | None,
+        flat: npt.NDArray[np.floating] | None,
+        layout: vectors.Layout,
+        weight: int,
+    ) -> ServiceResult:
+        """The rounds of a SecAgg session, from its first frame; ``machine`` is
+        ``None`` with DP (built from ``flat`` when SessionStart brings the nonce)."""
+        config = self.config
+        assert config is not None
         session = frame.session
         nonce = b""
         request: UnmaskingRequest | None = None  # the survivor set this client was shown
         while frame.kind is Kind.PROTOCOL:
+            seat.round = frame.round
             self._check_session(frame, session)
             try:
                 message = codec.decode(cast("bytes", frame.payload))  # reads any buffer
@@ -305,8 +338,9 @@ class AggregationClient:
                     raise ServiceError(f"the session opened with {type(message).__name__}")
                 nonce = message.nonce
                 self._say(f"session {session}: dp-encode")
+                assert flat is not None
                 machine = self._secagg_client(self._dp_encode(flat, nonce, weight), weight)
-                del flat
+                flat = None
             if isinstance(message, UnmaskingRequest):
                 request = message
             stage = machine.stage
@@ -317,6 +351,7 @@ class AggregationClient:
                 raise ProtocolAbort(machine.abort_reason or f"no answer in stage {stage.value}")
             frame = self._exchange(Kind.SUBMIT, session, frame.round, codec.encode(reply))
         self._check_session(frame, session)
+        seat.over = True  # a final frame: the server has ended this client's session
         if frame.kind is Kind.ABORT:
             reason = _text(frame.payload)
             if machine is not None:
@@ -480,14 +515,16 @@ class AggregationClient:
     ) -> ServiceResult:
         from securefl.ckks.client import decrypt_aggregate, encrypt_update
 
-        frame = self._join()
-        session = frame.session
-        self._check_session(frame, session)
-        if frame.kind is Kind.PROTOCOL:
-            self._say(f"session {session}: encrypt")
-            message, _ = encrypt_update(context, flat, weight)
-            frame = self._exchange(Kind.SUBMIT, session, frame.round, message)
+        frame, seat = self._join(JoinRequest(dimension=layout.size))
+        with seat:
+            session = frame.session
             self._check_session(frame, session)
+            if frame.kind is Kind.PROTOCOL:
+                self._say(f"session {session}: encrypt")
+                message, _ = encrypt_update(context, flat, weight)
+                frame = self._exchange(Kind.SUBMIT, session, frame.round, message)
+                self._check_session(frame, session)
+            seat.over = True
         if frame.kind is Kind.ABORT:
             raise ProtocolAbort(f"server aborted session {session}: {_text(frame.payload)}")
         if frame.kind is Kind.DROPPED:
@@ -594,22 +631,139 @@ class AggregationClient:
         if frame.client_id != self.client_id:
             raise ServiceError(f"the server sent client {frame.client_id}'s frame")
 
-    def _join(self) -> Frame:
-        """Join the next session. A server that cannot be connected to (not started yet,
-        or refusing this client's TLS handshake: the two look alike) is retried until
-        ``join_timeout``; a server that answers, even with an error, is not."""
+    def _join(self, request: JoinRequest) -> tuple[Frame, _Seat]:
+        """Join the next session: its first frame, and this client's seat (the open
+        JOIN call). A server that cannot be connected to (not started yet) is retried
+        until ``join_timeout``, with a word that this client waits; one that answers,
+        even with an error, is not; a TLS handshake that fails is reported with its
+        likely cause after a few tries, in seconds. Once a session was joined, a
+        server that cannot be connected to has gone: that is reported at once.
+
+        Raises
+        ------
+        ServiceError
+            ``UNAVAILABLE`` (no server, a failed handshake, the server has gone),
+            ``DEADLINE_EXCEEDED`` (no session started within ``join_timeout``), or the
+            server's refusal (``FAILED_PRECONDITION`` names each session option that
+            differs from the server's, ``PERMISSION_DENIED``, ...).
+        """
+        payload = join_payload(request)
         deadline = time.monotonic() + self.join_timeout
         delay = 0.1
+        said = False
+        handshakes = 0
         while True:
             left = deadline - time.monotonic()
             try:
-                token = join_token(self.dp)  # the server checks the DP plan at the door
-                return self._exchange(Kind.JOIN, 0, 0, token, max(left, 0.001))
-            except ServiceError as exc:
-                if not exc.args[0].endswith(_NOT_CONNECTED) or left <= delay:
-                    raise
-            time.sleep(delay)
-            delay = min(2 * delay, 1.0)
+                frame, presence = self._open_join(payload, max(left, 0.001))
+            except _Unreached as exc:
+                if self._contacted:
+                    # It answered this client before: not a server that is starting.
+                    raise ServiceError(
+                        f"{self.target}: the server has gone ({exc.detail}); it may have "
+                        "run all its sessions",
+                        "UNAVAILABLE",
+                    ) from None
+                if exc.handshake is not None:
+                    # Not a server that is starting: a refused certificate, or one that
+                    # this client does not trust. A retry or two rules out a fluke.
+                    handshakes += 1
+                    if handshakes >= 3 or left <= delay:
+                        raise exc.handshake from None
+                elif left <= delay:
+                    raise ServiceError(
+                        f"no server at {self.target} ({exc.detail}) within the join "
+                        f"timeout of {self.join_timeout:g} s",
+                        "UNAVAILABLE",
+                    ) from None
+                elif not said:
+                    self._say(
+                        f"waiting for the server at {self.target} ({exc.detail}); trying "
+                        f"for up to {self.join_timeout:g} s"
+                    )
+                    said = True
+                time.sleep(delay)
+                delay = min(2 * delay, 1.0)
+                continue
+            self._contacted = True
+            return frame, _Seat(self, presence, frame.session)
+
+    def _open_join(self, payload: bytes, left: float) -> tuple[Frame, Any]:
+        """Send a JOIN and read the session's first frame; the call stays open.
+
+        Raises
+        ------
+        _Unreached
+            If no connection was made, or the TLS handshake failed.
+        ServiceError
+            For any other failure (the server's refusal, no session within ``left``).
+        """
+        import grpc  # type: ignore[import-untyped, unused-ignore]
+
+        parts = framing.encode(
+            Kind.JOIN, self.protocol, self.client_id, 0, 0, payload, signing_key=self._identity_key
+        )
+        requests = list(framing.chunks(parts, self._chunk_size))
+        # The call lives as long as the session (the longest one: every round's exchange
+        # at its timeout); the timer ends only the wait for the session to start.
+        lifetime = left + 8 * self.timeout
+        if len(requests) == 1:
+            call: Any = self._call_small(requests[0], timeout=lifetime)
+        else:
+            call = self._call(iter(requests), timeout=lifetime)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            call.cancel()
+
+        timer = threading.Timer(left, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            frame = framing.read_frame(call, self._limit())
+        except grpc.RpcError as exc:
+            call.cancel()
+            if expired.is_set():
+                raise ServiceError(
+                    f"{self.target}: no session started within {self.join_timeout:g} s (the "
+                    "server waits for its other clients, or runs another session; see "
+                    "--join-timeout)",
+                    "DEADLINE_EXCEEDED",
+                ) from None
+            code = exc.code() if hasattr(exc, "code") else None
+            if self._contacted and code is not None and code.name in ("CANCELLED", "UNAVAILABLE"):
+                # It served this client before: not a server that is starting, but one
+                # that is stopping (it ended the call) or has stopped.
+                raise _Unreached(_gone_detail(exc)) from None
+            raise _joining_error(exc, self.target, self._tls) from None
+        except InvalidMessage as exc:
+            call.cancel()
+            raise ServiceError(f"malformed frame from the server: {exc}") from None
+        finally:
+            timer.cancel()
+        return frame, call
+
+    def _leave(self, session: int, round_: int, reason: str) -> None:
+        """Tell the server that this client stops taking part (best effort: the end of
+        its JOIN call tells the server too, without the reason)."""
+        parts = framing.encode(
+            Kind.LEAVE,
+            self.protocol,
+            self.client_id,
+            session,
+            round_,
+            reason.encode("utf-8", "replace")[:300],
+            signing_key=self._identity_key,
+        )
+        try:
+            requests = list(framing.chunks(parts, self._chunk_size))
+            if len(requests) == 1:
+                list(self._call_small(requests[0], timeout=_LEAVE_TIMEOUT))
+            else:
+                list(self._call(iter(requests), timeout=_LEAVE_TIMEOUT))
+        except Exception:  # the server is gone or refuses: nothing more to tell it
+            return
 
     def _exchange(
         self,
@@ -655,7 +809,126 @@ def _text(payload: memoryview) -> str:
     return bytes(payload[:4096]).decode("utf-8", "replace")
 
 
-_NOT_CONNECTED = "(no connection)"
+_LEAVE_TIMEOUT = 2.0
+"""Seconds a LEAVE may take: it is a courtesy, the client's session is over either way."""
+
+
+class _Seat:
+    """This client's seat in a session: its open JOIN call (its presence) and where it
+    stands. Used as a context manager around the session's rounds: an error raised
+    here before the server ended the session sends LEAVE with the reason, and the JOIN
+    call is closed in every case."""
+
+    def __init__(self, client: AggregationClient, presence: Any, session: int) -> None:
+        self.client = client
+        self.presence = presence
+        self.session = session
+        self.round = 0
+        self.over = False
+        """Set once a final frame (result, abort, dropped) arrived."""
+
+    def __enter__(self) -> _Seat:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            if exc is not None and not self.over:
+                reason = str(exc) or type(exc).__name__
+                self.client._leave(self.session, self.round, reason)
+        finally:
+            self.presence.cancel()
+
+
+class _Unreached(Exception):
+    """A JOIN that made no connection (``handshake`` is None: retry until the join
+    timeout) or failed the TLS handshake (``handshake``: the error to raise)."""
+
+    def __init__(self, detail: str, handshake: ServiceError | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.handshake = handshake
+
+
+_NOT_CONNECTED = (
+    ("connection refused", "connection refused"),
+    ("no route to host", "no route to host"),
+    ("network is unreachable", "network unreachable"),
+    ("connection timed out", "connection timed out"),
+    ("dns resolution failed", "the name does not resolve"),
+    ("name not found", "the name does not resolve"),
+    ("errors resolving", "the name does not resolve"),
+)
+_HANDSHAKE = (
+    "handshake",
+    "ssl",
+    "tls",
+    "certificate",
+    "socket closed",
+    "connection reset",
+    "hostname verification",
+    "peer name",
+)
+
+
+def _gone_detail(exc: grpc.RpcError) -> str:
+    """How a server that served this client before is gone, in a few words."""
+    details = str(exc.details() if hasattr(exc, "details") else exc).lower()
+    for words, meaning in _NOT_CONNECTED:
+        if words in details:
+            return meaning
+    return "it is shutting down"
+
+
+def _tls_hint(details: str, tls: ClientTLS, target: str) -> str:
+    """The likely cause of a failed TLS handshake, from gRPC's words and what this
+    client holds."""
+    d = details.lower()
+    if "hostname verification" in d or "peer name" in d:
+        return (
+            f"the server's certificate does not name the host of {target}: connect by a "
+            "name it holds (serve --pki-hosts), or give that name (join --server-name)"
+        )
+    if "security handshaker" in d:
+        return "this client's TLS credentials cannot be used (is the key its certificate's?)"
+    if any(
+        w in d for w in ("tls handshake failed", "ssl handshake failed", "certificate", "signature")
+    ):
+        return (
+            f"the server's certificate is not signed by the CA in {tls.ca_name}, which "
+            "this client trusts (is it this deployment's CA?)"
+        )
+    if tls.certificate is None:
+        return (
+            "the server closed the connection in the TLS handshake: it needs a client "
+            "certificate (mutual TLS) and this client has none (join --cert and --key, "
+            "or --pki)"
+        )
+    return (
+        "the server refused this client's certificate in the TLS handshake: it is most "
+        "likely issued by another CA than the one the server trusts for clients"
+    )
+
+
+def _joining_error(exc: grpc.RpcError, target: str, tls: ClientTLS) -> Exception:
+    """What a failed JOIN means: no connection, a failed handshake (both
+    :class:`_Unreached`), or the server's answer (a :class:`ServiceError`)."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = str(exc.details() if hasattr(exc, "details") else exc)
+    if code is not None and code.name == "UNAVAILABLE":
+        lowered = details.lower()
+        for words, meaning in _NOT_CONNECTED:
+            if words in lowered:
+                return _Unreached(meaning)
+        if "failed to connect" in lowered and any(w in lowered for w in _HANDSHAKE):
+            hint = _tls_hint(details, tls, target)
+            message = f"{target}: TLS handshake failed: {hint} (UNAVAILABLE: {details})"
+            return _Unreached("TLS handshake failed", ServiceError(message, "UNAVAILABLE"))
+    if code is not None and code.name == "FAILED_PRECONDITION":
+        return ServiceError(
+            f"{target}: the server refused to seat this client (FAILED_PRECONDITION: {details})",
+            "FAILED_PRECONDITION",
+        )
+    return _service_error(exc, target, 0.0)
 
 
 def _service_error(exc: grpc.RpcError, target: str, timeout: float) -> ServiceError:
@@ -665,7 +938,4 @@ def _service_error(exc: grpc.RpcError, target: str, timeout: float) -> ServiceEr
     hint = _STATUS_HINTS.get(name, "the call failed")
     if name == "DEADLINE_EXCEEDED":
         hint = f"no answer from the server within {timeout:g} s"
-    message = f"{target}: {hint} ({name}: {details})"
-    if name == "UNAVAILABLE" and "failed to connect" in str(details):
-        message += f" {_NOT_CONNECTED}"  # gRPC's wording when no connection was made
-    return ServiceError(message, name)
+    return ServiceError(f"{target}: {hint} ({name}: {details})", name)

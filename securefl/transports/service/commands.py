@@ -9,6 +9,12 @@ Both sides take the same session options (``--protocol``, ``--clients``, ``--dim
 whose plan differs when it joins. ``join``'s policy options (``--min-threshold``,
 ``--require-authenticated``, ...) are the client's own floor, not session options: a
 session below them is refused (:class:`~securefl.transports.service.policy.ClientPolicy`).
+
+The parameters derived from the defaults survive one dropout in every round
+(:func:`check_dropouts`): for n up to 10 a SecAgg+ session is planned for at least one
+dropout, and a complete graph's default t is at most k - 1; where no allowed t does
+(n <= 3), both commands refuse to start, naming the smallest setting that would.
+gRPC's own log lines are silenced unless ``--verbose``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,11 @@ import argparse
 import dataclasses
 import gc
 import json
+import logging
+import math
+import os
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +37,20 @@ if TYPE_CHECKING:
     from securefl.transports.service.policy import ClientPolicy
     from securefl.transports.service.server import SessionOutcome
 
-__all__ = ["add_commands", "client_policy", "dp_plan", "seats", "secagg_config"]
+__all__ = [
+    "add_commands",
+    "check_dropouts",
+    "client_policy",
+    "dp_plan",
+    "quiet_grpc",
+    "seats",
+    "secagg_config",
+]
 
 EXIT_ABORTED = 3
 EXIT_SERVICE = 4
+DEFAULT_DROPOUT_RATE = 0.1
+"""The dropout rate the defaults plan for, and always at least one client."""
 
 
 def add_commands(sub: Any) -> None:
@@ -53,6 +73,16 @@ def add_commands(sub: Any) -> None:
         type=float,
         default=60.0,
         help="seconds after the first join to wait for the other clients",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=600.0,
+        help="seconds a session waits for its first client before the server gives up "
+        "and exits 1 (0: wait forever)",
+    )
+    serve.add_argument(
+        "--verbose", action="store_true", help="also print gRPC's own log lines (its C core)"
     )
     serve.add_argument("--pki", metavar="DIR", help="ca.pem, server.pem/.key, enrollment.json")
     serve.add_argument("--cert", help="server certificate (PEM)")
@@ -102,6 +132,9 @@ def add_commands(sub: Any) -> None:
     join.add_argument("--enrollment", help="JSON: enrolled ids and identity public keys")
     join.add_argument("--server-name", help="name in the server certificate, if not the host")
     join.add_argument("--threads", type=int, default=None, help="masking threads (default: all)")
+    join.add_argument(
+        "--verbose", action="store_true", help="also print gRPC's own log lines (its C core)"
+    )
     _policy_args(join)
     join.set_defaults(handler=_join)
 
@@ -151,7 +184,13 @@ def _session_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dim", type=int, default=None, help="d, the update's length")
     g.add_argument("--threshold", type=int, default=None, help="t (default: n/2+1 or k/2+1)")
     g.add_argument("--degree", type=int, default=None, help="SecAgg+: k (default: from rates)")
-    g.add_argument("--dropout-rate", type=float, default=0.1, help="SecAgg+ without --degree")
+    g.add_argument(
+        "--dropout-rate",
+        type=float,
+        default=None,
+        help="SecAgg+ without --degree: the dropout rate the graph is planned for (default: "
+        f"{DEFAULT_DROPOUT_RATE:g}, and at least one client)",
+    )
     g.add_argument(
         "--corruption-rate",
         type=float,
@@ -188,8 +227,9 @@ def _session_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dp-dropout",
         type=float,
-        default=0.1,
-        help="DP: tolerated dropout rate; fewer survivors abort the session",
+        default=None,
+        help="DP: tolerated dropout rate; fewer survivors abort the session (default: "
+        f"{DEFAULT_DROPOUT_RATE:g}, and at least one client)",
     )
 
 
@@ -213,13 +253,18 @@ def dp_plan(args: argparse.Namespace) -> DPPlan | None:
         raise ConfigError("--dim is required")
     from securefl.dp import DPConfig, calibrate
 
+    dropout = args.dp_dropout
+    if dropout is None:
+        # The noise is calibrated for the survivors: planning for none lost would make
+        # the first dropout abort the session.
+        dropout = _rate_for(_default_dropouts(args.clients), args.clients)
     config = DPConfig(
         epsilon=args.dp_epsilon,
         delta=args.dp_delta,
         clip=args.dp_clip,
         num_clients=args.clients,
         rounds=args.dp_rounds,
-        dropout_rate=args.dp_dropout,
+        dropout_rate=dropout,
         bits=args.bits,
         mechanism=args.dp_mechanism,
     )
@@ -251,38 +296,82 @@ def secagg_config(args: argparse.Namespace, plan: DPPlan | None = None) -> SecAg
     return config
 
 
+def _default_dropouts(n: int) -> int:
+    """Dropouts the defaults plan for: 10 % of the clients, and at least one."""
+    return max(1, math.floor(n * DEFAULT_DROPOUT_RATE + 1e-9))
+
+
+def _rate_for(dropouts: int, n: int) -> float:
+    """The smallest float rate r with floor(n r) = dropouts (as DPConfig reads it)."""
+    rate = max(DEFAULT_DROPOUT_RATE, dropouts / n)
+    while math.floor(n * rate) < dropouts:
+        rate = math.nextafter(rate, 1.0)
+    return rate
+
+
 def _secagg_config(args: argparse.Namespace, dimension: int) -> SecAggConfig:
+    from securefl.errors import ConfigError
     from securefl.secagg.config import GraphKind, SecAggConfig
+    from securefl.secagg.graph import Parameters, ThreatModel, choose_parameters
 
     n = args.clients
+    if n < 3 and args.threshold is None:
+        raise ConfigError(
+            f"--clients {n} is too few for SecAgg: t >= 2 shares of each client's "
+            f"secrets must be held by its n - 1 = {n - 1} peer{'' if n == 2 else 's'}, so "
+            "it would tolerate no dropout either; the smallest setting that tolerates one "
+            "is --clients 4"
+        )
     common = {
         "bits": args.bits,
         "clip": args.clip,
         "max_weight": args.max_weight,
         "authenticated": args.authenticated,
+        "corruption_rate": float(args.corruption_rate),
     }
     if args.protocol == "secagg+" and args.degree is None:
-        chosen = SecAggConfig.from_rates(
+        # Planned for at least one dropout: 10 % of 5 clients is none, and a graph
+        # planned for none aborts when the first hospital goes away.
+        def choose(rate: float | Fraction) -> Parameters:
+            return choose_parameters(
+                n,
+                dropout_rate=rate,
+                corruption_rate=args.corruption_rate,
+                threat_model=ThreatModel.SEMI_MALICIOUS,
+            )
+
+        if args.dropout_rate is not None:
+            params = choose(args.dropout_rate)
+        else:
+            try:
+                params = choose(Fraction(_default_dropouts(n), n))
+            except ConfigError:
+                # No graph survives a dropout (n = 3): the parameters for none, which
+                # check_dropouts then refuses with the reason and what would work.
+                params = choose(DEFAULT_DROPOUT_RATE)
+        chosen = SecAggConfig(
             n,
+            params.threshold,
             dimension,
-            dropout_rate=args.dropout_rate,
-            corruption_rate=args.corruption_rate,
+            graph=GraphKind.COMPLETE if params.complete else GraphKind.HARARY,
+            degree=None if params.complete else params.degree,
             **common,
         )
         if args.threshold is None:
             return chosen
         # An explicit --threshold is used (and checked by the rules), never ignored.
         return dataclasses.replace(chosen, threshold=args.threshold)
-    common["corruption_rate"] = args.corruption_rate
     if args.protocol == "secagg+" and args.degree < n - 1:
         k = args.degree
         graph = {"graph": GraphKind.HARARY, "degree": k}
         default = k // 2 + 1
     else:
+        k = n - 1
         graph, default = {}, n // 2 + 1
     if args.threshold is None:
-        # The documented default, raised to the smallest threshold the rules allow
-        # for this corruption rate (and authenticated mode).
+        # The documented default, lowered to k - 1 so that one dropout leaves every
+        # client t share holders, then raised to the smallest threshold the rules
+        # allow for this corruption rate (and authenticated mode): the rules win.
         smallest = SecAggConfig.smallest_threshold(
             n,
             graph=graph.get("graph", GraphKind.COMPLETE),
@@ -290,10 +379,81 @@ def _secagg_config(args: argparse.Namespace, dimension: int) -> SecAggConfig:
             authenticated=args.authenticated,
             corruption_rate=args.corruption_rate,
         )
-        threshold = max(default, smallest)
+        threshold = max(min(default, k - 1), smallest)
     else:
         threshold = args.threshold
     return SecAggConfig(n, threshold, dimension, **graph, **common)
+
+
+def check_dropouts(args: argparse.Namespace, config: SecAggConfig) -> None:
+    """Refuse derived parameters that do not survive one dropout.
+
+    Parameters the operator chose (``--threshold``, ``--dropout-rate`` or
+    ``--dp-dropout`` given) are run as asked, however fragile.
+
+    Raises
+    ------
+    ConfigError
+        If ``config`` was derived from the defaults and one dropout in some round would
+        abort it; the message gives the reason and the smallest setting that would
+        survive one (more clients, or a larger ``--degree``).
+    """
+    from securefl.errors import ConfigError
+    from securefl.secagg.config import GraphKind
+    from securefl.transports.service.sessions import tolerated_dropouts
+
+    explicit = (args.threshold, args.dropout_rate, getattr(args, "dp_dropout", None))
+    if any(v is not None for v in explicit) or tolerated_dropouts(config) >= 1:
+        return
+    n, k, t = config.num_clients, config.neighbourhood_size, config.threshold
+    graph = "complete graph" if config.graph is GraphKind.COMPLETE else f"Harary graph, degree {k}"
+    if k - t < 1:
+        why = (
+            f"one lost client leaves each of its neighbours {k - 1} share holder"
+            f"{'' if k - 1 == 1 else 's'}, fewer than t = {t} (the least the threshold "
+            f"rules allow here)"
+        )
+    else:
+        why = f"the noise is calibrated for all {config.min_survivors} clients surviving"
+    fix = _smallest_tolerant(args)
+    raise ConfigError(
+        f"the parameters derived for --clients {n} ({graph}, t = {t}) tolerate no dropout: "
+        f"{why}; the smallest setting that tolerates one is {fix} (or give --threshold "
+        f"{t} to run without tolerating any)"
+    )
+
+
+def _tolerates_one(args: argparse.Namespace) -> bool:
+    from securefl.errors import ConfigError
+    from securefl.transports.service.sessions import tolerated_dropouts
+
+    try:
+        return tolerated_dropouts(secagg_config(args, dp_plan(args))) >= 1
+    except ConfigError:
+        return False
+
+
+def _smallest_tolerant(args: argparse.Namespace) -> str:
+    """The smallest change of ``args`` whose derived parameters survive one dropout."""
+    n = args.clients
+    if args.protocol == "secagg+" and args.degree is not None and args.degree < n - 1:
+        for degree in range(args.degree + 2, n - 1, 2):
+            if _tolerates_one(argparse.Namespace(**{**vars(args), "degree": degree})):
+                return f"--degree {degree}"
+    for more in range(n + 1, n + 11):
+        if _tolerates_one(argparse.Namespace(**{**vars(args), "clients": more})):
+            return f"--clients {more}"
+    return "more clients"
+
+
+def quiet_grpc(verbose: bool) -> None:
+    """Silence gRPC's C core (its own log lines on stderr: handshake failures, "Invalid
+    private key", bind errors) unless ``verbose``; the service reports every failure
+    itself. Takes effect only before grpc is imported; an explicit GRPC_VERBOSITY in the
+    environment is kept."""
+    os.environ.setdefault("GRPC_VERBOSITY", "DEBUG" if verbose else "NONE")
+    if not verbose:
+        os.environ.setdefault("GRPC_TRACE", "")
 
 
 def client_policy(args: argparse.Namespace) -> ClientPolicy:
@@ -374,10 +534,17 @@ def _init_pki(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    quiet_grpc(args.verbose)  # before anything imports grpc
     from securefl.errors import ConfigError, SecureFLError
 
     if args.init_pki:
         return _init_pki(args)
+    # The server's own log: whom it waits for, who dropped out and how, refusals.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("securefl serve: %(message)s"))
+    service_log = logging.getLogger("securefl.transports.service")
+    service_log.addHandler(handler)
+    service_log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return _run_server(args)
     except (ConfigError, SecureFLError, OSError) as exc:
@@ -414,14 +581,26 @@ def _run_server(args: argparse.Namespace) -> int:
     else:
         plan = dp_plan(args)
         config = secagg_config(args, plan)
+        check_dropouts(args, config)
         keys = seats(enrolled, config.num_clients)
         session = SecAggSession(config, keys if config.authenticated else None, dp=plan)
     ids = sorted(seats(enrolled, session.num_clients)) if enrolled else None
-    options = ServiceOptions(round_timeout=args.round_timeout, join_timeout=args.join_timeout)
+    options = ServiceOptions(
+        round_timeout=args.round_timeout,
+        join_timeout=args.join_timeout,
+        idle_timeout=args.idle_timeout or None,
+    )
     server = AggregationServer(session, tls, enrolled=ids, options=options, address=args.address)
     if args.port_file:
         Path(args.port_file).write_text(f"{server.port}\n")
-    print(f"securefl serve: {server.address}, {args.protocol}, {session}", flush=True)
+    mutual = "mutual TLS" if tls.client_ca is not None else "server-side TLS only"
+    print(
+        f"securefl serve: listening on {server.address} ({mutual}), {args.rounds or 'unlimited'} "
+        f"session(s); round timeout {args.round_timeout:g} s, join timeout "
+        f"{args.join_timeout:g} s",
+        flush=True,
+    )
+    print(f"securefl serve: {session.describe()}", flush=True)
     if isinstance(session, SecAggSession) and session.dp is not None:
         print(f"securefl serve: differential privacy: {session.dp.describe()}", flush=True)
     records: list[dict[str, Any]] = []
@@ -443,6 +622,8 @@ def _run_server(args: argparse.Namespace) -> int:
                 "contributors": list(outcome.contributors),
                 "abort_reason": outcome.abort_reason,
                 "seconds": outcome.closed - outcome.started,
+                "round_seconds": outcome.round_seconds,
+                "departures": {str(c): how for c, how in sorted(outcome.departures.items())},
                 "rejections": [f"{r.sender}: {r.reason}" for r in outcome.rejections],
             }
         )
@@ -454,11 +635,22 @@ def _run_server(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         server.stop()
         return 130
+    if server.stop_reason is not None:
+        done = (
+            f"after {len(outcomes)} of {args.rounds}" if args.rounds else f"after {len(outcomes)}"
+        )
+        print(
+            f"securefl serve: stopping {done} sessions: {server.stop_reason}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     completed = [o for o in outcomes if o.stage.value == "Completed"]
     return 0 if outcomes and len(completed) == len(outcomes) else 1
 
 
 def _join(args: argparse.Namespace) -> int:
+    quiet_grpc(args.verbose)  # before anything imports grpc
     from securefl.errors import ConfigError, ProtocolAbort, ServiceError
     from securefl.transports.service.policy import PolicyError
 
@@ -505,6 +697,7 @@ def _run_client(args: argparse.Namespace) -> int:
     else:
         plan = dp_plan(args)
         config = secagg_config(args, plan)
+        check_dropouts(args, config)
         kwargs["config"] = config
         kwargs["dp"] = plan
         if config.authenticated:

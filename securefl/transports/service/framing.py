@@ -9,7 +9,7 @@ replayed message is refused by number before anything decodes it.
 
 Frame layout, little-endian (32-byte header, then the payload)::
 
-    magic "SFLS" (4) · version u8 = 1 · kind u8 · protocol u8 · flags u8
+    magic "SFLS" (4) · version u8 = 2 · kind u8 · protocol u8 · flags u8
     · client id u32 · session u32 · round u32 · 4 zero bytes · payload length u64
     · payload · [signature (64), if flags has SIGNED]
 
@@ -60,11 +60,14 @@ __all__ = [
     "encode_result",
     "header",
     "kind_of",
+    "read_frame",
     "signing_digest",
 ]
 
 MAGIC = b"SFLS"
-VERSION = 1
+VERSION = 2
+"""Version 2: the JOIN call stays open for the session (the server's sign that the client
+is alive), JOIN carries the client's session options, and a client may LEAVE."""
 _HEADER = struct.Struct("<4sBBBBIII4xQ")
 HEADER = _HEADER.size
 """Bytes of the frame header."""
@@ -83,9 +86,14 @@ class Kind(enum.IntEnum):
     """What a frame carries."""
 
     JOIN = 1
-    """Client -> server: take part in the next session (empty payload)."""
+    """Client -> server: take part in the next session. The payload declares the
+    client's session options (:func:`securefl.transports.service.sessions.join_payload`).
+    The call stays open for the session: when it ends early, the client is gone."""
     SUBMIT = 2
     """Client -> server: this round's protocol message."""
+    LEAVE = 3
+    """Client -> server: this client stops taking part in the session (it failed a
+    check, or gives up); the payload is the UTF-8 reason."""
     PROTOCOL = 16
     """Server -> client: the next round's protocol message (empty for CKKS: "send")."""
     RESULT = 17
@@ -247,6 +255,23 @@ def assemble(pieces: Iterable[bytes], max_payload: int) -> Frame:
     return reader.frame()
 
 
+def read_frame(pieces: Iterable[bytes], max_payload: int) -> Frame:
+    """Read the first frame from a stream that goes on after it (a JOIN call stays open
+    for its session): stop as soon as the frame is complete, leaving the stream open.
+
+    Raises
+    ------
+    InvalidMessage
+        As :func:`assemble`.
+    """
+    reader = _Reader(max_payload)
+    for piece in pieces:
+        reader.feed(piece)
+        if reader.complete:
+            break
+    return reader.frame()
+
+
 class _Reader:
     """The state of :func:`assemble`: the header, then the frame's one buffer."""
 
@@ -261,6 +286,11 @@ class _Reader:
         self.whole: bytes | None = None  # a frame that came in one chunk
         self.buffer: npt.NDArray[np.uint8] | None = None
         self.hasher: Any = None  # SHA-256 of the payload, for signed frames
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole frame (header, payload, signature) has arrived."""
+        return self.expected >= 0 and self.received == self.expected
 
     def feed(self, piece: bytes) -> None:
         # Empty or tiny chunks would cost far more bookkeeping than the bytes they carry.

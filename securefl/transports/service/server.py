@@ -12,15 +12,20 @@ then has dropped out for good.
 Each client long-polls with one gRPC call per round, ``/securefl.Aggregation/Exchange``:
 it streams its frame for the round (``framing.Kind.SUBMIT``, in chunks) and the call
 returns, when the round closes, the frame that opens the next one (or the result, or an
-abort). A call that ends before its answer could be delivered (the client was killed)
-marks the client gone, so the rounds after it need not wait for its deadline.
+abort). The client's JOIN call stays open for the whole session: when it ends before the
+session does (the client was killed, its connection broke, it gave up), the client is
+gone at once, and no round waits for its deadline on its account; a client that fails a
+check says so with a LEAVE frame. A round's deadline is only ever waited for a client
+that is connected but silent (a stalled machine).
 """
 
 from __future__ import annotations
 
+import errno
 import gc
 import hashlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -41,8 +46,10 @@ from securefl.transports.service.sessions import (
     CKKSSession,
     SecAggSession,
     ckks_frame_limit,
+    config_differences,
     encode_ckks_result,
     join_token,
+    parse_join,
     secagg_frame_limit,
 )
 from securefl.transports.service.tls import ServerTLS, parse_client_id
@@ -71,6 +78,60 @@ _ROUNDS = (
     Stage.CONSISTENCY_CHECK,
     Stage.UNMASKING,
 )
+_LOG_EVERY = 10.0
+"""Seconds between the server's "waiting for ..." log lines while it waits."""
+
+
+def describe_ids(ids: Iterable[int]) -> str:
+    """Client ids for a log line: all of them up to 10, else runs as ranges."""
+    ordered = sorted(ids)
+    if len(ordered) <= 10:
+        return ", ".join(map(str, ordered))
+    runs: list[str] = []
+    start = prev = ordered[0]
+    for i in [*ordered[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        runs.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(runs)
+
+
+def _clients(ids: Iterable[int]) -> str:
+    ordered = sorted(ids)
+    return f"client{'' if len(ordered) == 1 else 's'} {describe_ids(ordered)}"
+
+
+def _bind_failure(address: str) -> str:
+    """Why ``address`` cannot be listened on, found by trying it with a plain socket
+    (gRPC says only "Failed to bind")."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(host, int(port), 0, socket.SOCK_STREAM)[
+            0
+        ]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+            probe.bind(where)
+    except (OSError, ValueError) as exc:
+        code = getattr(exc, "errno", None)
+        if code == errno.EADDRINUSE:
+            return (
+                f"cannot listen on {address}: {address} is already in use (another "
+                "`securefl serve`, or another program, listens there; choose another "
+                "--address or stop it)"
+            )
+        if code == errno.EADDRNOTAVAIL:
+            return f"cannot listen on {address}: {host} is not an address of this machine"
+        if code == errno.EACCES:
+            return (
+                f"cannot listen on {address}: permission denied (ports below 1024 need privileges)"
+            )
+        return f"cannot listen on {address}: {exc}"
+    return f"cannot listen on {address}"
 
 
 @dataclass(frozen=True)
@@ -93,6 +154,10 @@ class ServiceOptions:
         ``chunk_size``. Frames are limited separately, by what the session can need.
     threads:
         Threads of the state machines' native kernels (``None``: all cores).
+    idle_timeout:
+        Seconds a session may wait for its first client; then :meth:`AggregationServer.
+        run` stops and says why in :attr:`AggregationServer.stop_reason` (``None``: wait
+        for as long as it takes).
     """
 
     round_timeout: float = 30.0
@@ -100,10 +165,13 @@ class ServiceOptions:
     chunk_size: int = 1 << 20
     max_message: int = 4 << 20
     threads: int | None = None
+    idle_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.round_timeout <= 0 or self.join_timeout <= 0:
             raise ValueError("timeouts must be positive")
+        if self.idle_timeout is not None and self.idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive (or None: no limit)")
         if not framing.HEADER <= self.chunk_size < self.max_message:
             raise ValueError("need frame header size <= chunk_size < max_message")
 
@@ -135,6 +203,9 @@ class SessionOutcome:
     round_seconds: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Per round: (seconds collecting answers, seconds closing it); CKKS has one round,
     reported as AdvertiseKeys."""
+    departures: dict[int, str] = field(default_factory=dict)
+    """Members that dropped out of the session, and how the server knew: its connection
+    closed, it left (and its reason), or no answer in a round by the deadline."""
 
 
 def _cut_off(context: grpc.ServicerContext) -> None:
@@ -166,6 +237,7 @@ class _Call:
 
     client: int
     answered: bool = False
+    session: int = 0
 
 
 class AggregationServer:
@@ -190,7 +262,11 @@ class AggregationServer:
     Raises
     ------
     ConfigError
-        If neither mutual TLS nor the authenticated mode enrolls clients.
+        If neither mutual TLS nor the authenticated mode enrolls clients, or the TLS
+        material is unusable (:meth:`ServerTLS.check`).
+    SecureFLError
+        If ``address`` cannot be listened on, with the reason (for example another
+        server listens there: the port is bound exclusively).
     """
 
     def __init__(
@@ -209,6 +285,7 @@ class AggregationServer:
                 "only enrolled clients may take part: use mutual TLS (a client CA) or the "
                 "authenticated SecAgg mode (identity keys)"
             )
+        tls.check()
         self.session = session
         self.options = options or ServiceOptions()
         self.protocol = Protocol.SECAGG if secagg else Protocol.CKKS
@@ -235,16 +312,24 @@ class AggregationServer:
             self._limit = ckks_frame_limit(spec, session.dimension, session.num_clients)
             self._dimension = session.dimension
         self.outcomes: list[SessionOutcome] = []
-        # One lock, two conditions: the driver waits for answers (_cv), the handlers for
-        # the next round to open (_opened); an answer must not wake every waiting handler.
+        # One lock, three conditions: the driver waits for answers (_cv), the handlers for
+        # the next round to open (_opened), the open JOIN calls for their session's end
+        # (_ended); an answer must not wake every waiting handler.
         lock = threading.Lock()
         self._cv = threading.Condition(lock)
         self._opened = threading.Condition(lock)
+        self._ended = threading.Condition(lock)
         self._number = 0  # current session number (1, 2, ...)
         self._joining: dict[int, _Call] = {}  # clients waiting for the session to start
+        self._refused: dict[int, str] = {}  # refused at the door, until they join: why
         self._in_flight: dict[int, object] = {}  # client -> the token of its one open call
         self._accepting = False
         self._first_join = 0.0
+        self._idle_since = 0.0  # when the join phase last had nobody joined
+        self._over = False  # the current session's final frames are out: presence ends
+        self._last: int | None = None  # the last session run() will start
+        self.stop_reason: str | None = None
+        """Why :meth:`run` stopped before its sessions were done (the idle timeout)."""
         self._members: frozenset[int] = frozenset()
         self._round = -1  # the open round of the current session
         # (session, round) -> the frame each client receives when that round opens.
@@ -266,11 +351,16 @@ class AggregationServer:
 
         opts = self.options
         workers = 2 * self.session.num_clients + 8  # every client may hold a long-poll
+        # Every client holds its JOIN call open for the session (its presence) and one
+        # round call: 2n, and a few for refusals.
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="securefl-rpc"),
             options=[
                 ("grpc.max_receive_message_length", opts.max_message),
                 ("grpc.max_send_message_length", opts.max_message),
+                # gRPC sets SO_REUSEPORT by default: a second server on the same port
+                # would start without error and take half of the clients.
+                ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=workers,
         )
@@ -286,9 +376,12 @@ class AggregationServer:
             root_certificates=tls.client_ca,
             require_client_auth=self._mutual,
         )
-        self.port = server.add_secure_port(address, credentials)
+        try:
+            self.port = server.add_secure_port(address, credentials)
+        except RuntimeError:  # grpcio >= 1.5x raises where older versions returned 0
+            self.port = 0
         if self.port == 0:
-            raise SecureFLError(f"cannot bind {address}")
+            raise SecureFLError(_bind_failure(address))
         self.address = f"{address.rsplit(':', 1)[0]}:{self.port}"
         return server
 
@@ -301,7 +394,8 @@ class AggregationServer:
         """Start serving and run ``sessions`` sessions (``None``: until :meth:`stop`).
 
         Returns the outcome of every session run; each is also passed to
-        ``on_outcome`` as soon as it ends.
+        ``on_outcome`` as soon as it ends. With ``options.idle_timeout``, a session that
+        no client joins in that time ends the run early (:attr:`stop_reason` says so).
         """
         # A server process runs only this loop from here on: the objects created so far
         # (imported modules, configuration) live until exit, and freezing them keeps the
@@ -311,7 +405,11 @@ class AggregationServer:
         try:
             done = 0
             while (sessions is None or done < sessions) and not self._stopped:
+                if sessions is not None and done == sessions - 1:
+                    self._last = self._number + 1
                 outcome = self._run_session()
+                if self.stop_reason is not None:
+                    break
                 if outcome is None:
                     continue
                 done += 1
@@ -329,6 +427,7 @@ class AggregationServer:
             self._stopped = True
             self._cv.notify_all()
             self._opened.notify_all()
+            self._ended.notify_all()
         self._server.stop(grace).wait()
 
     def _wait_delivered(self) -> None:
@@ -344,47 +443,48 @@ class AggregationServer:
     # ---- the driver: one session ----------------------------------------------------------
 
     def _run_session(self) -> SessionOutcome | None:
-        """Gather joins, then run one session's rounds; ``None`` if too few joined."""
+        """Gather joins, then run one session's rounds; ``None`` if too few joined (or
+        nobody within the idle timeout: then ``stop_reason`` is set)."""
         opts = self.options
         with self._cv:
             self._number += 1
+            number = self._number
             self._joining = {}
             self._gone = set()
             self._round = -1
+            self._over = False
             self._accepting = True
             self._first_join = 0.0
+            self._idle_since = time.monotonic()
             self._opened.notify_all()
-            want = min(len(self.enrolled), self.session.num_clients)
-            while not self._stopped:
-                live = len(self._joining)
-                if live >= want:
-                    break
-                if self._first_join:
-                    left = self._first_join + opts.join_timeout - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cv.wait(left)
-                else:
-                    self._cv.wait()
-            self._accepting = False
-            if self._stopped:
+            if not self._gather(number):
                 return None
+            self._accepting = False
             members = frozenset(self._joining)
             if len(members) < self.session.min_clients:
                 reason = (
-                    f"only {len(members)} clients joined session {self._number} within "
+                    f"only {len(members)} clients joined session {number} within "
                     f"{opts.join_timeout:g} s; need {self.session.min_clients}"
                 )
-                log.warning(reason)
+                log.warning("session %d: %s", number, reason)
                 frames = {c: self._frame(Kind.ABORT, c, 0, reason.encode()) for c in members}
                 self._publish(0, frames)
+                self._over = True
+                self._ended.notify_all()
                 return None
             self._members = members
+            missing = self._expected_joins() - members
+            log.info(
+                "session %d: starting with %s%s",
+                number,
+                _clients(members),
+                f" (without {describe_ids(missing)})" if missing else "",
+            )
             outcome = SessionOutcome(
-                self._number, self.protocol, tuple(sorted(members)), Stage.ADVERTISE_KEYS
+                number, self.protocol, tuple(sorted(members)), Stage.ADVERTISE_KEYS
             )
             self._outcome = outcome
-            self._outcomes[self._number] = outcome
+            self._outcomes[number] = outcome
             outcome.started = time.perf_counter()
             if isinstance(self.session, SecAggSession):
                 self._open_secagg(self.session)
@@ -393,13 +493,7 @@ class AggregationServer:
             while True:
                 opened = time.perf_counter()
                 stage = outcome.stage
-                deadline = time.monotonic() + opts.round_timeout
-                while not self._stopped:
-                    pending = self._expected - self._answered - self._gone
-                    left = deadline - time.monotonic()
-                    if not pending or left <= 0:
-                        break
-                    self._cv.wait(left)
+                self._collect(outcome)
                 if self._stopped:
                     return None
                 collected = time.perf_counter()
@@ -410,6 +504,104 @@ class AggregationServer:
                     break
             outcome.closed = time.perf_counter()
             return outcome
+
+    def _expected_joins(self) -> set[int]:
+        """The clients a session waits for (lock held): the enrolled, less those refused
+        at the door since (they would not come with the same options)."""
+        return set(self.enrolled) - set(self._refused)
+
+    def _gather(self, number: int) -> bool:
+        """Wait (lock held) until every expected client has joined, or the join window
+        has passed since the first join; False if the server stopped or nobody joined
+        within the idle timeout (``stop_reason`` then says so)."""
+        opts = self.options
+        next_log = time.monotonic()
+        while not self._stopped:
+            expected = self._expected_joins()
+            want = min(len(expected), self.session.num_clients)
+            joined = set(self._joining)
+            now = time.monotonic()
+            if joined and len(joined) >= want:
+                return True
+            waits = [next_log - now]
+            if self._first_join:
+                left = self._first_join + opts.join_timeout - now
+                if left <= 0:
+                    return True
+                waits.append(left)
+            elif opts.idle_timeout is not None:
+                idle = self._idle_since + opts.idle_timeout - now
+                if idle <= 0:
+                    self.stop_reason = (
+                        f"no client joined session {number} within {opts.idle_timeout:g} s"
+                    )
+                    if self._refused:
+                        self.stop_reason += f"; refused: {self._refusals()}"
+                    log.warning("%s", self.stop_reason)
+                    return False
+                waits.append(idle)
+            if now >= next_log:
+                self._log_joins(number, expected - joined, joined, want)
+                next_log = now + _LOG_EVERY
+                continue
+            self._cv.wait(max(min(waits), 0.01))
+        return False
+
+    def _refusals(self) -> str:
+        by_reason: dict[str, list[int]] = {}
+        for client, reason in self._refused.items():
+            by_reason.setdefault(reason, []).append(client)
+        return "; ".join(f"{_clients(ids)} ({reason})" for reason, ids in by_reason.items())
+
+    def _log_joins(self, number: int, waiting: set[int], joined: set[int], want: int) -> None:
+        line = f"session {number}: waiting for {_clients(waiting)} to join"
+        if joined:
+            left = self._first_join + self.options.join_timeout - time.monotonic()
+            line += f" ({len(joined)} of {want} joined; starting without them in {left:.0f} s)"
+        if self._refused:
+            line += f"; refused: {self._refusals()}"
+        log.info("%s", line)
+
+    def _collect(self, outcome: SessionOutcome) -> None:
+        """Wait (lock held) until every client still expected in the open round has
+        answered or is gone, or the round's deadline passes; whoever is still silent
+        then has dropped out (it is connected, or it would be gone)."""
+        opts = self.options
+        stage = outcome.stage
+        now = time.monotonic()
+        deadline = now + opts.round_timeout
+        next_log = now + _LOG_EVERY
+        while not self._stopped:
+            pending = self._expected - self._answered - self._gone
+            now = time.monotonic()
+            left = deadline - now
+            if not pending or left <= 0:
+                break
+            if now >= next_log:
+                log.info(
+                    "session %d: %s: waiting for %s (%.0f s left of the round's %g s)",
+                    outcome.session,
+                    stage.value,
+                    _clients(pending),
+                    left,
+                    opts.round_timeout,
+                )
+                next_log = now + _LOG_EVERY
+            self._cv.wait(min(left, next_log - now))
+        if self._stopped:
+            return
+        for client in sorted(self._expected - self._answered - self._gone):
+            self._depart(
+                client, f"no answer in {stage.value} within the round's {opts.round_timeout:g} s"
+            )
+
+    def _depart(self, client: int, how: str) -> None:
+        """Record (lock held) that a member dropped out of the current session."""
+        outcome = self._outcome
+        if outcome is None or outcome.session != self._number or client in outcome.departures:
+            return
+        outcome.departures[client] = how
+        log.warning("session %d: client %d dropped out: %s", self._number, client, how)
 
     def _open_secagg(self, session: SecAggSession) -> None:
         machine = SecAggServer(
@@ -562,6 +754,8 @@ class AggregationServer:
         self._undelivered[self._number] = len(frames.keys() & (self._answered - self._gone))
         self._publish(round_, frames)
         self._expected = set()
+        self._over = True  # the clients' JOIN calls (their presence) may end now
+        self._ended.notify_all()
 
     # ---- the RPC handler ---------------------------------------------------------------------
 
@@ -593,10 +787,13 @@ class AggregationServer:
                     )
                 call = _Call(client)
                 if frame.kind is Kind.JOIN:
-                    self._check_join_token(frame.payload)
+                    self._check_join(client, frame.payload)
                     parts = self._join(call, context)
                 elif frame.kind is Kind.SUBMIT:
                     parts = self._submit(call, frame, context)
+                elif frame.kind is Kind.LEAVE:
+                    self._leave(client, frame)
+                    return  # nothing to answer: the call ends OK
                 else:
                     raise _Refuse("INVALID_ARGUMENT", f"a client cannot send {frame.kind.name}")
             except _Refuse as exc:
@@ -604,12 +801,43 @@ class AggregationServer:
                 return  # abort raises: the call ends with that status
             if parts is None:
                 if self._stopped and context.is_active():
-                    context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+                    context.abort(grpc.StatusCode.UNAVAILABLE, self._shutdown_reason())
                 return  # the client has gone: nobody to answer
+            present = frame.kind is Kind.JOIN and framing.kind_of(parts) is Kind.PROTOCOL
+            if present:
+                # The JOIN call stays open for the session: the client's presence. Its
+                # round calls take the in-flight slot, from before it reads the frame
+                # that lets it send its first one (it does not wait for this call's end).
+                self._release(client, token)
+                holder = None
             yield from self._answer(frame.session, parts)
+            if present:
+                self._stay(call, context)
         finally:
             if holder is not None:
                 self._release(holder, token)
+
+    def _shutdown_reason(self) -> str:
+        if self._last is not None and self._number >= self._last:
+            return (
+                f"the server has run its {len(self.outcomes)} session"
+                f"{'' if len(self.outcomes) == 1 else 's'} and is shutting down"
+            )
+        return "the server is shutting down"
+
+    def _stay(self, call: _Call, context: grpc.ServicerContext) -> None:
+        """Hold a JOIN call open while its session runs (the client's presence), so
+        that its end, when the client dies or gives up, is seen at once."""
+        with self._cv:
+            while (
+                self._number == call.session
+                and not self._over
+                and not self._stopped
+                and context.is_active()
+            ):
+                # The call's end is noticed by its callback (_watch_presence); this wait
+                # only frees the thread once the session is over.
+                self._ended.wait(2.0)
 
     def _answer(self, session: int, parts: list[bytes]) -> Iterator[bytes]:
         """Stream ``parts``; count a final frame as delivered once it is sent."""
@@ -684,21 +912,89 @@ class AggregationServer:
             raise _Refuse("PERMISSION_DENIED", f"client {client} is not enrolled")
         return client
 
-    def _check_join_token(self, payload: memoryview) -> None:
+    def _check_join(self, client: int, payload: memoryview) -> None:
+        """Refuse a client whose declared session options (or DP plan) differ from the
+        server's, naming each difference, before it takes a seat.
+
+        Raises
+        ------
+        _Refuse
+            ``INVALID_ARGUMENT`` for a malformed JOIN, ``FAILED_PRECONDITION`` naming
+            every differing option (the client's value and the server's).
+        """
+        try:
+            request = parse_join(payload)
+        except InvalidMessage as exc:
+            raise _Refuse("INVALID_ARGUMENT", f"malformed JOIN: {exc}") from None
         # A client encoding with another DP plan (noise, scale, rotation) would corrupt
         # the ring sum without failing any protocol check: refuse it before it joins.
-        if len(payload) == len(self._join_token) and bytes(payload) == self._join_token:
-            return
-        if not self._join_token:
-            raise _Refuse(
-                "FAILED_PRECONDITION",
-                "this server runs without differential privacy; the client has a DP plan",
+        if request.dp != self._join_token:
+            if not self._join_token:
+                why = "this server runs without differential privacy; the client has a DP plan"
+            elif not request.dp:
+                why = "this server runs with differential privacy; the client has no DP plan"
+            else:
+                why = (
+                    "the client's DP plan differs from the server's (epsilon, delta, clip, "
+                    "mechanism, dropout rate, rounds, bits, clients and dimension must match)"
+                )
+            self._refuse_join(client, "its DP plan differs", why)
+        differences: list[tuple[str, str, str]] = []
+        session = self.session
+        if (
+            request.config is not None
+            and isinstance(session, SecAggSession)
+            and request.config != session.config.to_bytes()
+        ):
+            try:
+                differences = config_differences(session.config, request.config)
+            except ConfigError as exc:
+                self._refuse_join(client, "its configuration does not decode", str(exc))
+        if request.dimension is not None and request.dimension != self._dimension:
+            differences.append(("--dim", str(request.dimension), str(self._dimension)))
+        if differences:
+            names = ", ".join(option.split(" ")[0] for option, _, _ in differences)
+            told = "; ".join(f"{o}: this client {c}, the server {s}" for o, c, s in differences)
+            logged = "; ".join(f"{o}: client {c}, server {s}" for o, c, s in differences)
+            self._refuse_join(
+                client,
+                f"its session options differ: {names}",
+                f"this client's session options differ from the server's: {told}",
+                logged,
             )
-        raise _Refuse(
-            "FAILED_PRECONDITION",
-            "the client's DP plan differs from the server's (epsilon, delta, clip, "
-            "mechanism, dropout rate, rounds, bits, clients and dimension must match)",
-        )
+
+    def _refuse_join(self, client: int, short: str, told: str, logged: str | None = None) -> None:
+        """Refuse a JOIN: remember why (a session does not wait for a refused client
+        until it joins with matching options), log it, and end the call.
+
+        Raises
+        ------
+        _Refuse
+            Always (``FAILED_PRECONDITION`` with ``told``).
+        """
+        with self._cv:
+            self._refused[client] = short
+            self._cv.notify_all()
+            log.warning(
+                "session %d: refused client %d: %s",
+                self._number,
+                client,
+                f"{short.removeprefix('its ')}: {logged}" if logged else told,
+            )
+        raise _Refuse("FAILED_PRECONDITION", told)
+
+    def _leave(self, client: int, frame: framing.Frame) -> None:
+        """A client that stops taking part (it failed a check): gone at once, with its
+        reason; a LEAVE for a session that is not running changes nothing."""
+        reason = _text(frame.payload) or "no reason given"
+        with self._cv:
+            if frame.session != self._number or self._accepting or self._over:
+                return
+            if client not in self._members or client in self._gone:
+                return
+            self._gone.add(client)
+            self._depart(client, f"it left: {reason}")
+            self._cv.notify_all()
 
     def _delivered(self, session: int) -> None:
         with self._cv:
@@ -754,16 +1050,44 @@ class AggregationServer:
             ) from None
 
     def _watch(self, call: _Call, context: grpc.ServicerContext) -> bool:
-        """Mark the client gone if its call ends before its answer is sent; False if
-        the call has ended already."""
+        """Mark the client gone if its round call ends before its answer is sent; False
+        if the call has ended already."""
 
         def ended() -> None:
             with self._cv:
-                if not call.answered:
-                    self._gone.add(call.client)
-                    if self._accepting:
-                        self._joining.pop(call.client, None)
+                if not call.answered and call.session == self._number and not self._over:
+                    if call.client not in self._gone:
+                        self._gone.add(call.client)
+                        self._depart(call.client, "its connection closed")
                     self._cv.notify_all()
+
+        added: bool = context.add_callback(ended)
+        return added
+
+    def _watch_presence(self, call: _Call, context: grpc.ServicerContext) -> bool:
+        """When the JOIN call ends before its session does, the client is gone: it
+        leaves the join phase, or the running session (no round waits for it). False
+        if the call has ended already."""
+
+        def ended() -> None:
+            with self._cv:
+                if call.session != self._number or self._over:
+                    return  # its session is over: the call's end says nothing
+                client = call.client
+                if self._accepting:
+                    if self._joining.get(client) is call:
+                        del self._joining[client]
+                        log.info(
+                            "session %d: client %d left before it started", call.session, client
+                        )
+                        if not self._joining:
+                            # Nobody is left: the join window starts again with the next.
+                            self._first_join = 0.0
+                            self._idle_since = time.monotonic()
+                elif client in self._members and client not in self._gone:
+                    self._gone.add(client)
+                    self._depart(client, "its connection closed")
+                self._cv.notify_all()
 
         added: bool = context.add_callback(ended)
         return added
@@ -773,13 +1097,20 @@ class AggregationServer:
         with self._cv:
             # Wait for a session that accepts joins (the current one may be running).
             while not self._accepting:
+                if self._last is not None and self._number >= self._last:
+                    raise _Refuse("FAILED_PRECONDITION", self._no_more_sessions())
                 if not self._wait(context):
                     return None
             if client in self._joining:
                 raise _Refuse("ALREADY_EXISTS", f"client {client} has already joined")
-            if not self._watch(call, context):
+            call.session = self._number
+            if not self._watch_presence(call, context):
                 return None
             self._joining[client] = call
+            # A client that left (gave up, or was restarted) and came back takes its
+            # seat again: nothing of its earlier call counts against it.
+            self._gone.discard(client)
+            self._refused.pop(client, None)
             if not self._first_join:
                 self._first_join = time.monotonic()
             self._cv.notify_all()
@@ -793,10 +1124,18 @@ class AggregationServer:
                 raise _Refuse("UNAVAILABLE", f"session {number} was cancelled")
             return parts
 
+    def _no_more_sessions(self) -> str:
+        count = self._last or 0
+        return (
+            f"this server runs {count} session{'' if count == 1 else 's'} and session "
+            f"{self._number} is its last: it will start no other"
+        )
+
     def _submit(
         self, call: _Call, frame: framing.Frame, context: grpc.ServicerContext
     ) -> list[bytes] | None:
         client = call.client
+        call.session = frame.session
         with self._cv:
             self._check_turn(client, frame)
         # Decoding (the large masked vector) needs no lock.
@@ -830,6 +1169,7 @@ class AggregationServer:
                 # Its call ended already: nobody will take its next frame, and the next
                 # round must not wait its full deadline for an answer that cannot come.
                 self._gone.add(client)
+                self._depart(client, "its connection closed")
                 return None
             r = frame.round
             while self._round == r and self._number == frame.session:
@@ -896,3 +1236,9 @@ class AggregationServer:
         remaining = context.time_remaining()
         self._opened.wait(0.5 if remaining is None else max(0.0, min(0.5, remaining)))
         return not self._stopped and bool(context.is_active())
+
+
+def _text(payload: memoryview) -> str:
+    """A client's reason, as one printable line of at most 300 characters."""
+    text = bytes(payload[:300]).decode("utf-8", "replace")
+    return "".join(ch if ch.isprintable() else " " for ch in text).strip()

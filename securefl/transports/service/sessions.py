@@ -5,15 +5,16 @@ Shared by the server and the client so that both compute the same frame limits.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from securefl.errors import ConfigError, InvalidMessage
-from securefl.secagg.config import SecAggConfig
+from securefl.secagg.config import GraphKind, SecAggConfig
 from securefl.transports.service import framing
 
 if TYPE_CHECKING:
@@ -23,13 +24,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CKKSSession",
+    "JoinRequest",
     "SecAggSession",
     "check_dp_config",
     "ckks_frame_limit",
+    "config_differences",
     "decode_ckks_result",
     "encode_ckks_result",
+    "join_payload",
     "join_token",
+    "parse_join",
     "secagg_frame_limit",
+    "tolerated_dropouts",
 ]
 
 _SLACK = 4096
@@ -78,6 +84,37 @@ class SecAggSession:
         # Fewer than t + 1 cannot complete: the state machine would abort at once.
         return self.config.threshold + 1
 
+    @property
+    def tolerated_dropouts(self) -> int:
+        """How many clients may drop out, in any rounds, and the session still
+        completes (:func:`tolerated_dropouts`)."""
+        return tolerated_dropouts(self.config)
+
+    def describe(self) -> str:
+        """One line for logs and banners: the protocol, its parameters and the dropouts
+        it survives (no object reprs, no secrets)."""
+        c = self.config
+        k = c.neighbourhood_size
+        if c.graph is GraphKind.COMPLETE:
+            graph = f"SecAgg, complete graph (k = n - 1 = {k})"
+        else:
+            graph = f"SecAgg+, Harary graph of degree k = {k}"
+        dropouts = self.tolerated_dropouts
+        parts = [
+            f"{graph}, n = {c.num_clients}, t = {c.threshold}",
+            f"tolerates {dropouts} dropout{'' if dropouts == 1 else 's'}",
+            f"d = {c.dimension}, {c.bits}-bit ring",
+            f"clip {c.clip:g}" if not c.ring_input else "ring input",
+            f"max weight {c.max_weight}",
+            f"corruption rate {c.corruption_rate:g} (c = {c.tolerated_corrupt_neighbours})",
+            "authenticated" if c.authenticated else "not authenticated",
+        ]
+        if c.min_survivors is not None:
+            parts.append(f"at least {c.min_survivors} survivors")
+        if self.dp is not None:
+            parts.append("differential privacy")
+        return ", ".join(parts)
+
 
 @dataclass(frozen=True)
 class CKKSSession:
@@ -100,6 +137,22 @@ class CKKSSession:
     num_clients: int
     dimension: int
     min_clients: int = 2
+
+    @property
+    def tolerated_dropouts(self) -> int:
+        """How many clients may drop out and the session still completes."""
+        return self.num_clients - self.min_clients
+
+    def describe(self) -> str:
+        """One line for logs and banners (no object reprs)."""
+        spec = self.context.spec
+        dropouts = self.tolerated_dropouts
+        return (
+            f"CKKS, n = {self.num_clients}, d = {self.dimension}, at least "
+            f"{self.min_clients} contributions, tolerates {dropouts} "
+            f"dropout{'' if dropouts == 1 else 's'}, ring degree N = "
+            f"{spec.poly_modulus_degree}, scale 2^{math.log2(spec.scale):g}"
+        )
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_clients <= self.num_clients:
@@ -138,13 +191,155 @@ def check_dp_config(config: SecAggConfig, plan: DPPlan) -> None:
             )
 
 
+def tolerated_dropouts(config: SecAggConfig) -> int:
+    """How many clients may drop out, in any rounds and in any places, and a session of
+    ``config`` still completes.
+
+    A dropped client costs each of its neighbours one share holder; every client must
+    keep t (its secrets are rebuilt from t shares), and t + 1 clients must remain. So
+    D = k - t on any graph (the D may all be one client's neighbours), and with
+    ``min_survivors`` at most n - min_survivors. A client that drops out before
+    advertising its keys costs nobody a holder (the graph is drawn over those who
+    advertised), so this is the worst case.
+    """
+    k, t, n = config.neighbourhood_size, config.threshold, config.num_clients
+    dropouts = min(k - t, n - 1 - t)
+    if config.min_survivors is not None:
+        dropouts = min(dropouts, n - config.min_survivors)
+    return max(dropouts, 0)
+
+
+_OPTIONS = {
+    "num_clients": "--clients",
+    "threshold": "--threshold",
+    "dimension": "--dim",
+    "bits": "--bits",
+    "clip": "--clip",
+    "max_weight": "--max-weight",
+    "frac_bits": "frac_bits (from --bits, --clip and --clients)",
+    "graph": "graph (from --protocol, --degree and --clients)",
+    "degree": "--degree",
+    "authenticated": "--authenticated",
+    "ring_input": "ring input (--dp-epsilon)",
+    "min_survivors": "min_survivors (from --dp-dropout)",
+    "corruption_rate": "--corruption-rate",
+    "security_bits": "security_bits",
+}
+"""Each SecAggConfig field and the ``securefl serve`` / ``join`` option that sets it."""
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, GraphKind):
+        return value.value
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "none" if value is None else str(value)
+
+
+def config_differences(ours: SecAggConfig, theirs: bytes) -> list[tuple[str, str, str]]:
+    """Every session option in which the configuration ``theirs`` (another party's
+    :meth:`SecAggConfig.to_bytes`) differs from ``ours``: (option, their value, our
+    value), the option named as ``securefl serve`` / ``join`` spell it.
+
+    Raises
+    ------
+    ConfigError
+        If ``theirs`` is not a configuration of this version (the reason says why).
+    """
+    other = SecAggConfig.from_bytes(theirs)
+    found: list[tuple[str, str, str]] = []
+    for f in fields(SecAggConfig):
+        if not f.init:
+            continue
+        mine, yours = getattr(ours, f.name), getattr(other, f.name)
+        if f.name == "frac_bits":  # resolved: compare what each side computes with
+            mine, yours = ours.fixed_point.frac_bits, other.fixed_point.frac_bits
+        if mine != yours:
+            found.append((_OPTIONS.get(f.name, f.name), _shown(yours), _shown(mine)))
+    return found
+
+
 def join_token(plan: DPPlan | None) -> bytes:
-    """The JOIN frame's payload: empty without DP, else the plan's 32-byte digest.
+    """The DP part of a JOIN: empty without DP, else the plan's 32-byte digest.
 
     A client whose plan differs (noise, scale, rotation) would corrupt the ring sum
     without any protocol check noticing, so the server refuses it at the door.
     """
     return b"" if plan is None else plan.digest()
+
+
+_TAG_DP, _TAG_CONFIG, _TAG_DIMENSION = 1, 2, 3
+_ENTRY = struct.Struct("<BI")
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    """What a JOIN frame declares (:func:`join_payload`)."""
+
+    config: bytes | None = None
+    """SecAgg: the client's ``SecAggConfig.to_bytes()``."""
+    dimension: int | None = None
+    """CKKS: the length of the client's update."""
+    dp: bytes = b""
+    """The client's DP plan digest (:func:`join_token`), empty without DP."""
+
+
+def join_payload(request: JoinRequest) -> bytes:
+    """The JOIN frame's payload: entries (tag u8, length u32, value) for the DP plan
+    digest (1), the SecAgg configuration (2) and the CKKS dimension (3), each at most
+    once and in that order. An empty payload declares nothing.
+
+    The server compares what is declared with its own session and refuses a client
+    that differs before it takes a seat, naming each differing option; the protocols'
+    own checks (the configuration digest in SessionStart) stand behind it.
+    """
+    out = bytearray()
+    entries = (
+        (_TAG_DP, request.dp),
+        (_TAG_CONFIG, request.config),
+        (
+            _TAG_DIMENSION,
+            None if request.dimension is None else struct.pack("<Q", request.dimension),
+        ),
+    )
+    for tag, value in entries:
+        if value:
+            out += _ENTRY.pack(tag, len(value)) + value
+    return bytes(out)
+
+
+def parse_join(payload: memoryview | bytes) -> JoinRequest:
+    """Inverse of :func:`join_payload`.
+
+    Raises
+    ------
+    InvalidMessage
+        If an entry is truncated, repeated, out of order or of an unknown tag.
+    """
+    data = bytes(payload[:4096])
+    if len(payload) > 4096:
+        raise InvalidMessage("a JOIN payload is at most 4096 bytes")
+    values: dict[int, bytes] = {}
+    offset, last = 0, 0
+    while offset < len(data):
+        if len(data) - offset < _ENTRY.size:
+            raise InvalidMessage("truncated JOIN entry")
+        tag, length = _ENTRY.unpack_from(data, offset)
+        offset += _ENTRY.size
+        # Canonical form: one entry per tag, in increasing order, exactly consumed.
+        if not last < tag <= _TAG_DIMENSION or len(data) - offset < length:
+            raise InvalidMessage(f"malformed JOIN entry (tag {tag}, {length} bytes)")
+        values[tag] = data[offset : offset + length]
+        offset += length
+        last = tag
+    dimension = values.get(_TAG_DIMENSION)
+    if dimension is not None and len(dimension) != 8:
+        raise InvalidMessage("a JOIN dimension is 8 bytes")
+    return JoinRequest(
+        config=values.get(_TAG_CONFIG),
+        dimension=None if dimension is None else struct.unpack("<Q", dimension)[0],
+        dp=values.get(_TAG_DP, b""),
+    )
 
 
 def secagg_frame_limit(config: SecAggConfig) -> int:

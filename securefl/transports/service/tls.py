@@ -35,6 +35,8 @@ from securefl.errors import ConfigError
 __all__ = [
     "ClientTLS",
     "ServerTLS",
+    "check_certificates",
+    "check_key_pair",
     "client_common_name",
     "issue",
     "make_ca",
@@ -65,11 +67,43 @@ class ServerTLS:
     certificate: bytes
     private_key: bytes = field(repr=False)
     client_ca: bytes | None = None
+    files: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    """Where the PEM came from (certificate, key, client CA), for error messages."""
 
     @classmethod
     def from_files(cls, cert: str, key: str, client_ca: str | None) -> ServerTLS:
-        """Load PEM files."""
-        return cls(_read(cert), _read(key), None if client_ca is None else _read(client_ca))
+        """Load PEM files and :meth:`check` them.
+
+        Raises
+        ------
+        ConfigError
+            If a file cannot be read or :meth:`check` fails.
+        """
+        tls = cls(
+            _read(cert),
+            _read(key),
+            None if client_ca is None else _read(client_ca),
+            (cert, key, client_ca or ""),
+        )
+        tls.check()
+        return tls
+
+    def check(self) -> None:
+        """Check the material before any handshake: gRPC would only say "Invalid
+        private key" on its log, and refuse every connection.
+
+        Raises
+        ------
+        ConfigError
+            If a PEM does not parse, the key is not the certificate's, the certificate
+            is not valid now, or the client CA is not a certificate.
+        """
+        cert, key, ca = (*self.files, "", "", "")[:3]
+        check_key_pair(
+            self.certificate, self.private_key, cert or "the server certificate", key or "its key"
+        )
+        if self.client_ca is not None:
+            check_certificates(self.client_ca, ca or "the client CA")
 
 
 @dataclass(frozen=True)
@@ -80,16 +114,104 @@ class ClientTLS:
     server_ca: bytes
     certificate: bytes | None = None
     private_key: bytes | None = field(default=None, repr=False)
+    files: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    """Where the PEM came from (server CA, certificate, key), for error messages."""
 
     @classmethod
     def from_files(cls, server_ca: str, cert: str | None, key: str | None) -> ClientTLS:
-        """Load PEM files."""
+        """Load PEM files and :meth:`check` them.
+
+        Raises
+        ------
+        ConfigError
+            If a file cannot be read, only one of ``cert`` and ``key`` is given, or
+            :meth:`check` fails.
+        """
         if (cert is None) != (key is None):
             raise ConfigError("a client certificate needs its key, and a key its certificate")
-        return cls(
+        tls = cls(
             _read(server_ca),
             None if cert is None else _read(cert),
             None if key is None else _read(key),
+            (server_ca, cert or "", key or ""),
+        )
+        tls.check()
+        return tls
+
+    @property
+    def ca_name(self) -> str:
+        """The server CA's file, or a description of it."""
+        return self.files[0] if self.files and self.files[0] else "the server CA"
+
+    def check(self) -> None:
+        """Check the material before connecting (a key that is not the certificate's
+        would otherwise fail every handshake with a vague gRPC error).
+
+        Raises
+        ------
+        ConfigError
+            If a PEM does not parse, the key is not the certificate's, or the
+            certificate is not valid now.
+        """
+        ca, cert, key = (*self.files, "", "", "")[:3]
+        check_certificates(self.server_ca, ca or "the server CA")
+        if self.certificate is not None and self.private_key is not None:
+            check_key_pair(
+                self.certificate,
+                self.private_key,
+                cert or "the client certificate",
+                key or "its key",
+            )
+
+
+def check_certificates(pem: bytes, name: str) -> list[x509.Certificate]:
+    """The certificates in ``pem`` (a chain or a CA bundle), each valid now.
+
+    Raises
+    ------
+    ConfigError
+        If ``pem`` holds no PEM certificate, or one is expired or not yet valid;
+        ``name`` (a file name) says which.
+    """
+    try:
+        certificates = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise ConfigError(f"{name} is not a PEM certificate") from None
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for cert in certificates:
+        subject = cert.subject.rfc4514_string()
+        # An expired certificate fails every handshake with no word of why.
+        if now > cert.not_valid_after_utc:
+            expired = cert.not_valid_after_utc
+            raise ConfigError(f"the certificate {subject} in {name} expired on {expired:%Y-%m-%d}")
+        if now < cert.not_valid_before_utc:
+            raise ConfigError(
+                f"the certificate {subject} in {name} is not valid before "
+                f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+            )
+    return certificates
+
+
+def check_key_pair(certificate: bytes, private_key: bytes, cert_name: str, key_name: str) -> None:
+    """Check that ``private_key`` is the key of the first certificate in ``certificate``.
+
+    Raises
+    ------
+    ConfigError
+        If either does not parse (or the key is encrypted), or they do not match; the
+        names (file names) say which.
+    """
+    leaf = check_certificates(certificate, cert_name)[0]
+    try:
+        key = serialization.load_pem_private_key(private_key, password=None)
+    except (ValueError, TypeError) as exc:
+        # TypeError: the key is encrypted; gRPC cannot ask for a password either.
+        raise ConfigError(f"{key_name} is not an unencrypted PEM private key ({exc})") from None
+    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(der, spki) != leaf.public_key().public_bytes(der, spki):
+        raise ConfigError(
+            f"the key {key_name} does not match the certificate {cert_name} (a key of "
+            "another certificate?)"
         )
 
 
