@@ -99,3 +99,9 @@ def test_an_explicit_degree_with_a_derived_threshold_is_refused_naming_a_degree(
     args = parse(8, "--degree", "2")
     with pytest.raises(ConfigError, match=r"tolerate no dropout.*--degree 4"):
         check_dropouts(args, secagg_config(args))
+
+
+@pytest.mark.parametrize("n", range(4, 11))
+def test_authenticated_secagg_plus_derives_what_secagg_plus_does(n: int) -> None:
+    """docs/SERVICE.md: the table's SecAgg+ column holds with --authenticated too."""
+    assert derived(n, "--authenticated") == derived(n)
