@@ -49,3 +49,33 @@ def test_serve_seats_only_the_enrolled_ids_below_the_client_count() -> None:
     assert seats({}, 3) == {}
     with pytest.raises(ConfigError, match="no client id below"):
         seats({7: b"k" * 32}, 3)
+
+
+def test_config_differences_name_every_differing_option_with_both_values() -> None:
+    """What the server tells a client whose options differ: each option as serve/join
+    spell it, the client's value and the server's; frac_bits only when it does not
+    follow from another difference."""
+    from securefl.secagg.config import SecAggConfig
+    from securefl.transports.service.sessions import config_differences
+
+    server = SecAggConfig(5, 3, 50, max_weight=1000, corruption_rate=0.1)
+    client = SecAggConfig(
+        6, 4, 40, bits=24, clip=2.0, max_weight=10, authenticated=True, corruption_rate=0.2
+    )
+    assert config_differences(server, client.to_bytes()) == [
+        ("--clients", "6", "5"),
+        ("--threshold", "4", "3"),
+        ("--dim", "40", "50"),
+        ("--bits", "24", "32"),
+        ("--clip", "2", "1"),
+        ("--max-weight", "10", "1000"),
+        ("--authenticated", "True", "False"),
+        ("--corruption-rate", "0.2", "0.1"),
+    ]
+    finer = SecAggConfig(5, 3, 50, max_weight=1000, corruption_rate=0.1, frac_bits=20)
+    assert config_differences(server, finer.to_bytes()) == [
+        ("frac_bits (from --bits, --clip and --clients)", "20", "28")
+    ]
+    assert config_differences(server, server.to_bytes()) == []
+    with pytest.raises(ConfigError):
+        config_differences(server, b"not a configuration")

@@ -537,8 +537,7 @@ class AggregationServer:
                     )
                     if self._refused:
                         self.stop_reason += f"; refused: {self._refusals()}"
-                    log.warning("%s", self.stop_reason)
-                    return False
+                    return False  # run() returns; its caller reports stop_reason
                 waits.append(idle)
             if now >= next_log:
                 self._log_joins(number, expected - joined, joined, want)

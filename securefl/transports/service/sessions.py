@@ -248,13 +248,18 @@ def config_differences(ours: SecAggConfig, theirs: bytes) -> list[tuple[str, str
     """
     other = SecAggConfig.from_bytes(theirs)
     found: list[tuple[str, str, str]] = []
+    differ: set[str] = set()
     for f in fields(SecAggConfig):
         if not f.init:
             continue
         mine, yours = getattr(ours, f.name), getattr(other, f.name)
         if f.name == "frac_bits":  # resolved: compare what each side computes with
             mine, yours = ours.fixed_point.frac_bits, other.fixed_point.frac_bits
+            # It follows from these: naming it too would only repeat them.
+            if differ & {"bits", "clip", "num_clients"}:
+                continue
         if mine != yours:
+            differ.add(f.name)
             found.append((_OPTIONS.get(f.name, f.name), _shown(yours), _shown(mine)))
     return found
 
