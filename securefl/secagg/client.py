@@ -251,6 +251,11 @@ class SecAggClient:
                 )
                 if identity is None or not crypto.verify(identity, e.signature, *payload):
                     raise _Abort(f"client {e.client_id} is not enrolled or its keys are mis-signed")
+        # A server that admits few clients keeps its own among them: the rules must
+        # still hold for the directory actually sent (docs/PROTOCOL.md, Configuration).
+        problem = cfg.directory_problem(len(entries))
+        if problem is not None:
+            raise _Abort(f"refused the key directory: {problem}")
         self._directory = {
             i: (e.mask_public_key, e.encryption_public_key) for i, e in entries.items()
         }

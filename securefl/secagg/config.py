@@ -262,6 +262,39 @@ class SecAggConfig:
         c = _corrupt_neighbours(num_clients, k, graph, corruption_rate, security_bits)
         return _minimum_threshold(k, c, authenticated)
 
+    def directory_problem(self, members: int) -> str | None:
+        """Why a session of ``members`` clients (|U1|, the directory the server
+        sends) would break the threshold rules, or ``None`` if it keeps them.
+
+        The rules hold for the configured n; a server that admits fewer clients keeps
+        every corrupt client it controls, floor(gamma n), among fewer members, and the
+        graph of fewer members is denser (complete once members <= k + 1). So the
+        rules are checked again for the graph actually built: t > c' and, in
+        authenticated mode, 2t > k' + c'. Authenticated mode also needs
+        members > (n + floor(gamma n)) / 2, so that a server cannot split the clients
+        into two directories (two sessions) that share only its own clients.
+        """
+        from securefl.secagg.graph import corrupt_clients, corrupt_neighbours_among
+
+        n, t = self.num_clients, self.threshold
+        corrupt = corrupt_clients(n, self.corruption_rate)
+        k = min(self.neighbourhood_size, members - 1)
+        complete = self.graph is GraphKind.COMPLETE or k >= members - 1
+        c = corrupt_neighbours_among(
+            members, k, corrupt, complete=complete, security_bits=self.security_bits
+        )
+        admitted = f"the session admitted {members} of n={n} clients"
+        if self.authenticated and 2 * members <= n + corrupt:
+            return (
+                f"{admitted}: authenticated mode needs more than (n + {corrupt} corrupt) / 2 "
+                f"= {(n + corrupt) / 2:g}, or two directories could split the clients"
+            )
+        if t <= c:
+            return f"{admitted}: up to c={c} of k={k} neighbours may be corrupt, t={t} <= c"
+        if self.authenticated and 2 * t <= k + c:
+            return f"{admitted}: 2t > k + c fails there (t={t}, k={k}, c={c})"
+        return None
+
     def _check_threshold_rules(self, k: int) -> None:
         c = self.tolerated_corrupt_neighbours
         smallest = self.minimum_threshold()

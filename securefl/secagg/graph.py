@@ -44,6 +44,8 @@ __all__ = [
     "choose_parameters",
     "complete_graph",
     "complete_parameters",
+    "corrupt_clients",
+    "corrupt_neighbours_among",
     "harary_graph",
     "shuffled_ids",
     "tolerated_corrupt_neighbours",
@@ -810,20 +812,44 @@ def tolerated_corrupt_neighbours(
 
     With c = floor(gamma n) corrupt clients (the rate read as in
     :func:`choose_parameters`): on the complete graph every one of them is a
-    neighbour, so c (at most k); on a random Harary graph of degree k, the largest
-    count m - 1 such that n Pr[A >= m] <= 2^-(sigma + 1), A the hypergeometric number
-    of corrupt neighbours -- the same tail :func:`choose_parameters` bounds (C2) with.
+    neighbour, so c (at most k); on a random Harary graph of degree k, c = m - 1 for
+    the smallest m with n Pr[A >= m] <= 2^-(sigma + 1), A the hypergeometric number of
+    corrupt neighbours -- the same tail :func:`choose_parameters` bounds (C2) with.
 
     Raises
     ------
     ConfigError
         If the rate or the security parameter is out of range.
     """
-    corrupt = _count(_rate("corruption_rate", corruption_rate), num_clients, exact=False)
-    if complete or degree >= num_clients - 1:
+    corrupt = corrupt_clients(num_clients, corruption_rate)
+    return corrupt_neighbours_among(
+        num_clients, degree, corrupt, complete=complete, security_bits=security_bits
+    )
+
+
+def corrupt_clients(num_clients: int, corruption_rate: float) -> int:
+    """floor(gamma n): the clients the adversary may control, the rate read as in
+    :func:`choose_parameters` (the decimal it prints as, plus 1e-14)."""
+    return _count(_rate("corruption_rate", corruption_rate), num_clients, exact=False)
+
+
+@functools.lru_cache(maxsize=1024)
+def corrupt_neighbours_among(
+    members: int, degree: int, corrupt: int, *, complete: bool, security_bits: int = 40
+) -> int:
+    """c for a graph over ``members`` clients of which up to ``corrupt`` are the
+    adversary's: all of them (at most k) on a complete graph, else the largest count
+    exceeded with probability at most 2^-(sigma + 1) / members per client.
+
+    A server that admits fewer clients to a session than it was configured for keeps
+    its corrupt ones: the same ``corrupt`` among fewer members means more corrupt
+    neighbours, which is why clients check the rules against the directory they get.
+    """
+    corrupt = min(corrupt, members - 1)
+    if complete or degree >= members - 1:
         return min(corrupt, degree)
     sigma = _bits("security_bits", security_bits)
-    start = _tail_start(num_clients - 1, corrupt, degree, num_clients << (sigma + 1))
+    start = _tail_start(members - 1, corrupt, degree, members << (sigma + 1))
     return start - 1
 
 

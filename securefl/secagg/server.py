@@ -347,6 +347,10 @@ class SecAggServer:
         self._u1 = tuple(sorted(self._keys))
         self._require(len(self._u1), "advertised keys")
         self._require_survivors(len(self._u1), "advertised keys")
+        # Clients would refuse a directory that breaks the rules: abort, saying why.
+        problem = self.config.directory_problem(len(self._u1))
+        if problem is not None:
+            raise _Abort(problem)
         entries = tuple(
             KeyEntry(
                 i,

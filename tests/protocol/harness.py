@@ -136,4 +136,9 @@ class Session:
 
     def run_until(self, stage: Stage) -> None:
         while self.server.stage != stage:
+            if self.server.stage in (Stage.COMPLETED, Stage.ABORTED):
+                raise AssertionError(
+                    f"session ended ({self.server.stage.value}: {self.server.abort_reason}) "
+                    f"before {stage.value}"
+                )
             self.round()

@@ -121,6 +121,7 @@ def test_reported_configurations_are_refused_before_any_work(n, t, degree, corru
 def test_the_attack_works_where_the_rule_is_bypassed(n, t, degree, corrupt, monkeypatch) -> None:
     """The harness can fail: with the rule switched off, the server gets both kinds."""
     monkeypatch.setattr(SecAggConfig, "_check_threshold_rules", lambda self, k: None)
+    monkeypatch.setattr(SecAggConfig, "directory_problem", lambda self, members: None)
     config = _config(n, t, degree, corrupt)
     kinds = split_view_attack(config, min(corrupt, config.neighbourhood_size))
     assert min(kinds) >= t, kinds
