@@ -60,6 +60,13 @@ def test_ckks_rounds_with_a_client_killed(serve, clients, tmp_path, ckks_pki) ->
             assert np.max(np.abs(mean - want)) < 1e-3
 
 
+def test_the_ckks_session_describes_itself_in_words(ckks_pki) -> None:
+    """What `securefl serve` prints: parameters, not the context's object repr."""
+    text = CKKSSession(ckks_pki.server_context(), num_clients=5, dimension=D).describe()
+    assert text.startswith(f"CKKS, n = 5, d = {D}, at least 2 contributions, tolerates 3")
+    assert "N = 8192" in text and "object at 0x" not in text
+
+
 def test_an_update_of_another_length_is_refused_at_the_door(serve, pki, ckks_pki) -> None:
     """A client whose update has 2 values joins a session of 500: refused at once, the
     option named with both values."""

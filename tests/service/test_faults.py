@@ -350,6 +350,8 @@ def test_a_client_with_other_options_is_refused_naming_each_one(
     assert time.monotonic() - begun < J
     out, err = served.finish(timeout=J)
     assert "refused client 4" in out and "--bits" in out, out
+    # The banner in words: the parameters and the dropouts they survive, no reprs.
+    assert "n = 5, t = 3, tolerates 1 dropout" in out and "object at 0x" not in out
     (record,) = served.records()
     assert record["contributors"] == [0, 1, 2, 3]
     assert_secagg_mean(cli_config(5), np.load(tmp_path / "join-mean-0.npy"), range(4), 0, 1)
