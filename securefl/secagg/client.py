@@ -125,7 +125,7 @@ class SecAggClient:
         self._rng = rng
         self._threads = threads
         self._nonce = b""
-        self._mask_key = crypto.x25519_from_private(rng(32))
+        self._mask_key = crypto.x25519_from_private(crypto.clamp_x25519(rng(32)))
         self._encryption_key = crypto.x25519_from_private(rng(32))
         self._session = b""
         self._directory: dict[int, tuple[bytes, bytes]] = {}

@@ -135,7 +135,8 @@ class SecAggConfig:
             raise ConfigError(
                 f"corruption_rate must be a float in [0, 1), got {self.corruption_rate!r}"
             )
-        object.__setattr__(self, "corruption_rate", float(self.corruption_rate))
+        # + 0.0 turns -0.0 into 0.0: one value, one wire form, one digest.
+        object.__setattr__(self, "corruption_rate", float(self.corruption_rate) + 0.0)
         if not (math.isfinite(self.corruption_rate) and 0 <= self.corruption_rate < 1):
             raise ConfigError(f"corruption_rate must be in [0, 1), got {self.corruption_rate!r}")
         if (
@@ -385,6 +386,8 @@ class SecAggConfig:
             raise ConfigError(f"not a version-{CONFIG_VERSION} configuration")
         if graph not in (0, 1) or flags & ~(_AUTHENTICATED | _RING_INPUT):
             raise ConfigError("configuration has an unknown graph kind or flag")
+        if graph == 0 and degree != 0:  # one encoding per configuration
+            raise ConfigError("a complete-graph configuration must have degree 0")
         return cls(
             num_clients=n,
             threshold=t,

@@ -30,6 +30,7 @@ __all__ = [
     "SIGNATURE_BYTES",
     "aead_decrypt",
     "aead_encrypt",
+    "clamp_x25519",
     "derive",
     "graph_seed",
     "public_bytes",
@@ -57,6 +58,21 @@ GRAPH_SEED = b"securefl/secagg/graph-seed/v2"
 
 def x25519_from_private(raw: bytes) -> X25519PrivateKey:
     return X25519PrivateKey.from_private_bytes(raw)
+
+
+def clamp_x25519(raw: bytes) -> bytes:
+    """The canonical (RFC 7748 clamped) form of a 32-byte X25519 private key.
+
+    X25519 ignores bits 0-2 and 255 and sets bit 254, so 2^5 byte strings give one
+    key; a client shares the clamped form, so that a reconstructed key is checked
+    byte for byte and a holder cannot shift its share into another string that
+    passes the public-key check.
+    """
+    key = bytearray(raw)
+    key[0] &= 248
+    key[31] &= 127
+    key[31] |= 64
+    return bytes(key)
 
 
 def public_bytes(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:

@@ -13,7 +13,6 @@ d + 1 ring elements, never n vectors.
 from __future__ import annotations
 
 import hmac
-import itertools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy.typing as npt
 
 from securefl.primitives import dequantize, masked_accumulate, ring_dtype, shamir, sum_mod
 from securefl.primitives.masking import RingArray
+from securefl.primitives.share_decoding import decode_shares
 from securefl.secagg import crypto
 from securefl.secagg.config import MAX_CLIENT_ID, SecAggConfig
 from securefl.secagg.messages import (
@@ -49,8 +49,10 @@ from securefl.secagg.topology import build_graph
 __all__ = ["AggregateResult", "Rejection", "SecAggServer"]
 
 SHARE_CIPHERTEXT_BYTES = crypto.NONCE_BYTES + 8 + 2 * shamir.SHARE_BYTES + 16
-MAX_SUBSETS = 1024
-"""t-subsets of a secret's shares tried before a reconstruction is given up."""
+MAX_DECODES = 16
+"""Error-correcting decodings a session may need before it aborts: each one follows
+a caught lie, so an honest session needs none and a liar cannot make the server
+decode without bound."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class SecAggServer:
         self._signatures: dict[int, bytes] = {}
         self._requests: dict[int, UnmaskingRequest] = {}
         self._responses: dict[int, UnmaskingResponse] = {}
+        self._decodes = 0
         self.liars: set[int] = set()
         """Share holders caught sending a share that does not fit the verified secret."""
 
@@ -442,11 +445,16 @@ class SecAggServer:
         """Rebuild ``owner``'s self-mask seed or mask key and verify it.
 
         The seed is checked against the commitment the owner advertised, the key
-        against its public key. If the first t shares fail, other t-subsets are tried
-        (up to ``MAX_SUBSETS``, see :func:`_best_reconstruction`); each holder whose
-        share does not fit the verified secret is recorded as a liar in
-        ``rejections`` and ``liars``. A secret that cannot be verified aborts the session,
-        naming the holders that may have lied.
+        against its public key. Fast path: the first t shares (from holders not yet
+        caught lying) rebuild a verified secret and the last t agree. Otherwise the
+        shares are decoded as a Reed-Solomon codeword
+        (:func:`securefl.primitives.share_decoding.decode_shares`): with at most
+        (m - t) / 2 false shares the holders off the polynomial are exactly the liars,
+        recorded in ``rejections`` and ``liars`` and skipped by later fast paths. The
+        session aborts, and never completes, when the secret cannot be verified:
+        too many false shares (naming the holders), a decoded polynomial whose secret
+        fails the check (the owner dealt inconsistent shares, or more holders lied
+        than can be corrected), or more than ``MAX_DECODES`` decodings in a session.
         """
         what = "self-mask seed" if field == "self_mask_shares" else "mask key"
         shares: list[tuple[int, shamir.Share]] = []
@@ -457,16 +465,44 @@ class SecAggServer:
         t = self.config.threshold
         if len(shares) < t:
             raise _Abort(f"only {len(shares)} shares of client {owner}'s {what}; threshold t={t}")
-        found = _best_reconstruction(shares, t, lambda s: self._verifies(owner, field, s))
-        if found is None:
-            holders = ", ".join(str(v) for v, _ in shares)
+
+        def verifies(secret: bytes | None) -> bool:
+            return secret is not None and self._verifies(owner, field, secret)
+
+        trusted = [s for s in shares if s[0] not in self.liars]
+        if len(trusted) >= t:
+            first = _combine(trusted[:t], t)
+            if verifies(first) and (len(trusted) == t or _combine(trusted[-t:], t) == first):
+                assert first is not None
+                return first
+        self._decodes += 1
+        if self._decodes > MAX_DECODES:
+            raise _Abort(
+                f"more than {MAX_DECODES} secrets needed error correction in this session "
+                f"(holders caught lying: {sorted(self.liars)})"
+            )
+        holders = ", ".join(str(v) for v, _ in shares)
+        # With fewer than t + 2 shares no false share can be corrected (m - t < 2).
+        decoded = decode_shares([s for _, s in shares], t) if len(shares) >= t + 2 else None
+        if decoded is None:
             raise _Abort(
                 f"the shares of client {owner}'s {what} do not reconstruct the committed "
-                f"value: a holder lied (holders: {holders}; with {len(shares)} shares and "
-                f"t={t} no consistent subset was found)"
+                f"value and cannot be corrected: more than (m - t) / 2 = "
+                f"{(len(shares) - t) // 2} of the m={len(shares)} holders lied "
+                f"(holders: {holders})"
             )
-        secret, liars = found
-        for v in liars:
+        consistent = [shares[i] for i in decoded.consistent]
+        secret = _combine(consistent[:t], t)
+        if not verifies(secret):
+            raise _Abort(
+                f"the {len(consistent)} consistent shares of client {owner}'s {what} "
+                f"rebuild a value its commitment or public key refuses: client {owner} "
+                f"dealt inconsistent shares, or more holders lied than can be corrected "
+                f"(holders: {holders})"
+            )
+        assert secret is not None
+        for i in decoded.false:
+            v = shares[i][0]
             self.liars.add(v)
             self.rejections.append(
                 Rejection(v, Stage.UNMASKING, f"sent a false share of client {owner}'s {what}")
@@ -479,6 +515,10 @@ class SecAggServer:
             actual = crypto.self_mask_commitment(self._nonce, self._digest, owner, secret)
         else:
             expected = self._keys[owner].mask_public_key
+            # X25519 ignores the clamped bits, so several byte strings share one public
+            # key; clients share the clamped form, the only one accepted here.
+            if secret != crypto.clamp_x25519(secret):
+                return False
             try:
                 actual = crypto.public_bytes(crypto.x25519_from_private(secret))
             except ValueError:
@@ -558,45 +598,3 @@ def _combine(shares: Sequence[tuple[int, shamir.Share]], t: int) -> bytes | None
         return shamir.combine([s for _, s in shares], t)
     except ValueError:  # a chunk out of the field: not a sharing of any secret
         return None
-
-
-def _best_reconstruction(
-    shares: list[tuple[int, shamir.Share]], t: int, verifies: Callable[[bytes], bool]
-) -> tuple[bytes, list[int]] | None:
-    """The verified secret and the holders whose shares do not fit it.
-
-    Unless the fast path below succeeds, t-subsets are tried in a fixed order (at
-    most ``MAX_SUBSETS``). A subset that rebuilds a verified secret gives the right
-    secret, but colluding liars can shift their shares so that the errors cancel at
-    0, so a share's fit is judged against the verified subset that the most shares
-    fit (swapping a share into the subset for its first member must still rebuild a
-    verified secret): honest shares all lie on one polynomial, which wins whenever
-    they outnumber t - 1 plus the liars.
-    """
-    # Fast path, the honest case: the first t and the last t shares rebuild the same
-    # verified secret (two combines, as cheap as before verification existed). Shares
-    # in neither subset (when more than 2t arrived) are then not checked one by one:
-    # they were not needed, so a lie there could not change the result.
-    first = _combine(shares[:t], t)
-    if first is not None and verifies(first):
-        last = first if len(shares) == t else _combine(shares[-t:], t)
-        if last == first:
-            return first, []
-    best: tuple[bytes, list[int]] | None = None
-    for subset in itertools.islice(itertools.combinations(shares, t), MAX_SUBSETS):
-        secret = _combine(subset, t)
-        if secret is None or not verifies(secret):
-            continue
-        inside = {v for v, _ in subset}
-        misfits = []
-        for holder, share in shares:
-            if holder in inside:
-                continue
-            swapped = _combine((*subset[1:], (holder, share)), t)
-            if swapped is None or not verifies(swapped):
-                misfits.append(holder)
-        if best is None or len(misfits) < len(best[1]):
-            best = (secret, misfits)
-        if not misfits:
-            break
-    return best

@@ -91,7 +91,10 @@ def _hkdf(secret: bytes, session: bytes, purpose: bytes, ids: tuple[int, ...], n
 def _secrets_of(mode: str, i: int) -> dict[str, bytes]:
     """A client's secret inputs: the first three draws of its DRBG."""
     rng = Drbg(f"golden/{mode}/client/{i}")
-    return {"mask_sk": rng(32), "encryption_sk": rng(32), "self_mask_seed": rng(32)}
+    mask = bytearray(rng(32))  # shared in its RFC 7748 clamped form
+    mask[0] &= 248
+    mask[31] = (mask[31] & 127) | 64
+    return {"mask_sk": bytes(mask), "encryption_sk": rng(32), "self_mask_seed": rng(32)}
 
 
 def _layout_bytes() -> str:

@@ -301,3 +301,18 @@ def test_from_bytes_refuses_min_survivors_above_n() -> None:
     assert SecAggConfig.from_bytes(base.to_bytes()).min_survivors == 10
     with pytest.raises(ConfigError, match=r"min_survivors must be an integer in \[1, n=10\]"):
         SecAggConfig.from_bytes(patched(base, n_min=11))
+
+
+def test_from_bytes_accepts_one_encoding_per_configuration() -> None:
+    """Review finding: a complete-graph blob with a degree, or gamma = -0.0, decoded
+    to a configuration whose own encoding differed from the bytes received."""
+    import struct
+
+    config = SecAggConfig(num_clients=6, threshold=3, dimension=4)
+    blob = bytearray(config.to_bytes())
+    fields = list(struct.unpack("<4sBIIQBdQBBIBIdH", bytes(blob)))
+    fields[10] = 7  # degree on a complete graph
+    with pytest.raises(ConfigError, match="degree 0"):
+        SecAggConfig.from_bytes(struct.pack("<4sBIIQBdQBBIBIdH", *fields))
+    negative = SecAggConfig(num_clients=6, threshold=3, dimension=4, corruption_rate=-0.0)
+    assert negative.to_bytes() == config.to_bytes() and negative.digest() == config.digest()
