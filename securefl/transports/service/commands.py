@@ -449,11 +449,13 @@ def _smallest_tolerant(args: argparse.Namespace) -> str:
 def quiet_grpc(verbose: bool) -> None:
     """Silence gRPC's C core (its own log lines on stderr: handshake failures, "Invalid
     private key", bind errors) unless ``verbose``; the service reports every failure
-    itself. Takes effect only before grpc is imported; an explicit GRPC_VERBOSITY in the
-    environment is kept."""
-    os.environ.setdefault("GRPC_VERBOSITY", "DEBUG" if verbose else "NONE")
+    itself. Takes effect only before grpc is imported. ``--verbose`` is the switch: a
+    GRPC_VERBOSITY inherited from the environment is overridden, because libraries set
+    it for their own processes (importing Flower sets it to "error", and a child
+    process of such a program would print gRPC's lines again)."""
+    os.environ["GRPC_VERBOSITY"] = "DEBUG" if verbose else "NONE"
     if not verbose:
-        os.environ.setdefault("GRPC_TRACE", "")
+        os.environ["GRPC_TRACE"] = ""
 
 
 def client_policy(args: argparse.Namespace) -> ClientPolicy:
