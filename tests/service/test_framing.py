@@ -55,7 +55,7 @@ def test_payload_over_the_limit_is_refused_from_the_header() -> None:
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda b: b"XXXX" + b[4:], "bad magic"),
+        (lambda b: b"NOPE" + b[4:], "bad magic"),
         (lambda b: b[:4] + b"\x01" + b[5:], "bad magic or version"),  # version 1
         (lambda b: b[:5] + b"\x63" + b[6:], "unknown frame kind"),
         (lambda b: b[:6] + b"\x09" + b[7:], "unknown frame kind 2 or protocol 9"),
