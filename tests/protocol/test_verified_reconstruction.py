@@ -227,16 +227,26 @@ def test_a_liar_holding_the_lowest_id_everywhere_is_outvoted_once() -> None:
 def test_a_key_that_differs_only_in_clamped_bits_is_refused() -> None:
     """Review finding: X25519 ignores the clamped bits, so a holder could shift its
     share into another byte string with the same public key. Clients share the clamped
-    form and the server accepts only that."""
-    from securefl.secagg import crypto
+    form and the server's check accepts only that."""
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
 
-    raw = crypto.clamp_x25519(bytes(range(1, 33)))
-    other = bytes([raw[0] | 1]) + raw[1:]  # a bit X25519 clears: same public key
-    same_public = crypto.public_bytes(crypto.x25519_from_private(other))
-    assert same_public == crypto.public_bytes(crypto.x25519_from_private(raw))
-    assert crypto.clamp_x25519(other) == raw != other
-    n = 5
-    config = make_config(n, t=3, d=4)
-    updates, weights = make_updates(n, config.dimension)
-    report = run_session(config, updates, weights, rng=Drbg("clamped"))
-    assert report.stage is Stage.COMPLETED
+    from securefl.secagg import crypto
+    from securefl.secagg.client import SecAggClient
+    from securefl.secagg.server import SecAggServer
+
+    config = make_config(3, t=2, d=4)
+    client = SecAggClient(0, config, np.zeros(4, np.float32), rng=Drbg("clamped"))
+    server = SecAggServer(config, rng=Drbg("clamped-server"))
+    assert server.receive(0, client.handle(server.start()))
+    raw = client._mask_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    assert raw == crypto.clamp_x25519(raw)  # what the client shares
+    other = bytes([raw[0] | 1]) + raw[1:]  # a bit X25519 clears: the same public key
+    assert crypto.public_bytes(crypto.x25519_from_private(other)) == crypto.public_bytes(
+        crypto.x25519_from_private(raw)
+    )
+    assert server._verifies(0, "key_shares", raw)
+    assert not server._verifies(0, "key_shares", other)
