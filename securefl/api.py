@@ -16,12 +16,14 @@ inputs' scale.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import numpy as np
@@ -162,12 +164,14 @@ def aggregate(
         W, the largest weight any client may use (the clients agree on it in advance);
         by default the largest weight given.
     threshold, degree:
-        t and, for SecAgg+, the even degree k. Defaults: t = floor(k / 2) + 1 with
-        k = n - 1 (SecAgg) or k = min(n - 1, the even number nearest 2 log2 n, at
-        least 4) (SecAgg+). ``SecAggConfig.from_rates`` derives them from dropout and
-        corruption rates instead. A threshold below the rules of ``SecAggConfig``
-        (t >= 2; 2t > k in authenticated mode) raises ``ConfigError`` naming the
-        smallest one allowed.
+        t and, for SecAgg+, the even degree k. Defaults (``securefl.secagg.defaults``,
+        shared with ``securefl bench``, ``securefl serve`` and the Flower strategy):
+        SecAgg+ takes k and t from the parameter chooser for 10 % of the clients
+        dropping out and at least one (or the scheduled ``dropouts`` where they are
+        more) and 10 % colluding with the server; the complete graph takes
+        t = floor(n / 2) + 1, at most k - 1, raised to the rules' smallest. A
+        threshold below the rules of ``SecAggConfig`` (t >= 2, t > c; 2t > k + c in
+        authenticated mode) raises ``ConfigError`` naming the smallest one allowed.
     authenticated:
         SecAgg's authenticated mode (Ed25519 identities, ConsistencyCheck round).
     rng, threads:
@@ -266,7 +270,9 @@ def aggregate(
             clip=float(clip),
             max_weight=top,
             authenticated=authenticated,
-            **_graph_options(protocol, n, threshold, degree),
+            **_graph_options(
+                protocol, n, threshold, degree, dropouts=len(dropouts), authenticated=authenticated
+            ),
         )
         report = run_session(
             config, inputs.flat, checked_weights, dropouts=dropouts, rng=rng, threads=threads
@@ -509,22 +515,47 @@ class _GraphOptions(TypedDict):
     threshold: int
     graph: GraphKind
     degree: int | None
+    corruption_rate: float
 
 
 def _graph_options(
-    protocol: str, n: int, threshold: int | None, degree: int | None
+    protocol: str,
+    n: int,
+    threshold: int | None,
+    degree: int | None,
+    *,
+    dropouts: int = 0,
+    authenticated: bool = False,
 ) -> _GraphOptions:
-    """graph, degree and threshold for ``protocol`` with the documented defaults."""
-    if protocol == "secagg":
-        graph, k = GraphKind.COMPLETE, n - 1
-    else:
-        k = degree if degree is not None else max(4, 2 * round(np.log2(n)))
-        k = min(k, n - 1)
-        graph = GraphKind.HARARY if k < n - 1 else GraphKind.COMPLETE
+    """graph, degree and threshold for ``protocol``: the shared defaults
+    (:mod:`securefl.secagg.defaults`), planned for the scheduled dropouts where they
+    are more than the defaults plan for."""
+    from securefl.secagg.defaults import DEFAULT_CORRUPTION_RATE, default_config, planned_dropouts
+
+    def derive(rate: Fraction | None) -> SecAggConfig:
+        return default_config(
+            n,
+            1,
+            complete=protocol == "secagg",
+            threshold=threshold,
+            degree=degree,
+            dropout_rate=rate,
+            corruption_rate=DEFAULT_CORRUPTION_RATE,
+            authenticated=authenticated,
+        )
+
+    base = None
+    if dropouts > planned_dropouts(n):
+        # Where no graph survives that many, the session aborts and says so.
+        with contextlib.suppress(ConfigError):
+            base = derive(Fraction(dropouts, n))
+    if base is None:
+        base = derive(None)
     return {
-        "threshold": threshold if threshold is not None else k // 2 + 1,
-        "graph": graph,
-        "degree": k if graph is GraphKind.HARARY else None,
+        "threshold": base.threshold,
+        "graph": base.graph,
+        "degree": base.degree,
+        "corruption_rate": base.corruption_rate,
     }
 
 
@@ -599,7 +630,9 @@ def _secagg_dp(
         plan,
         max_weight=top,
         authenticated=authenticated,
-        **_graph_options(protocol, n, threshold, degree),
+        **_graph_options(
+            protocol, n, threshold, degree, dropouts=len(dropouts), authenticated=authenticated
+        ),
     )
     report = run_session(config, encoded, weights, dropouts=dropouts, rng=rng, threads=threads)
     if report.result is None or report.result.ring_sum is None:

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 import securefl
+from securefl.secagg.defaults import DEFAULT_CORRUPTION_RATE
 
 
 def _numbers(text: str) -> list[int]:
@@ -185,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument(
         "--corruption-rate",
         type=float,
-        default=0.05,
+        default=DEFAULT_CORRUPTION_RATE,
         help="fraction of clients that may collude with the server, for the chooser",
     )
     bench.add_argument("--bits", type=int, default=32, help="the ring Z_2^bits")

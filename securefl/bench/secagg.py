@@ -9,6 +9,7 @@ import platform
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,8 @@ import numpy.typing as npt
 
 import securefl
 from securefl.primitives import default_backend
-from securefl.secagg.config import GraphKind, SecAggConfig
+from securefl.secagg.config import SecAggConfig
+from securefl.secagg.defaults import DEFAULT_CORRUPTION_RATE
 from securefl.secagg.messages import Stage
 from securefl.transports.inmemory import run_session
 
@@ -53,7 +55,7 @@ class Scenario:
     degree: int | None = None
     """k; ``None``: the parameter chooser's for ``dropout`` and ``corruption``."""
     threshold: int | None = None
-    corruption: float = 0.05
+    corruption: float = DEFAULT_CORRUPTION_RATE
     """The corruption rate the chooser's (k, t) tolerate (SecAgg+ without a degree)."""
     bits: int = 32
     clip: float = 1.0
@@ -82,40 +84,34 @@ class Scenario:
     def config(self) -> SecAggConfig:
         """The round's configuration.
 
-        SecAgg+ without a degree takes k and t from the parameter chooser for the
-        scenario's dropout and corruption rates (Bell et al. 2020), so every client
-        keeps t surviving neighbours after the floor(dropout n) vanish; a degree of
-        n - 1 or more is the complete graph.
+        The defaults of every entry point (:mod:`securefl.secagg.defaults`): SecAgg+
+        without a degree takes k and t from the parameter chooser (Bell et al. 2020)
+        for the scenario's corruption rate and its floor(dropout n) dropouts (at least
+        the defaults' 10 % and one), so every client keeps t surviving neighbours; a
+        degree of n - 1 or more is the complete graph.
 
         Raises
         ------
         ConfigError
             If no parameters fit (for example fewer than 3 clients).
         """
-        from securefl.secagg.graph import choose_parameters
+        from securefl.secagg.defaults import default_config, planned_dropouts
 
-        kind = GraphKind(self.graph)
         n = self.clients
-        degree = self.degree
-        chosen_t = None
-        if kind is GraphKind.HARARY and degree is None:
-            params = choose_parameters(
-                n, dropout_rate=self.dropout, corruption_rate=self.corruption
-            )
-            degree, chosen_t = params.degree, params.threshold
-        if kind is GraphKind.COMPLETE or degree is None or degree >= n - 1:
-            kind, degree = GraphKind.COMPLETE, None
-        k = n - 1 if degree is None else degree
-        default_t = chosen_t if chosen_t is not None else max(2, k // 2 + 1)
-        return SecAggConfig(
-            num_clients=n,
-            threshold=self.threshold if self.threshold is not None else default_t,
-            dimension=self.dimension,
+        scheduled = math.floor(self.dropout * n)
+        # The shared defaults, planned for the scheduled dropouts where they are more.
+        rate = Fraction(scheduled, n) if scheduled > planned_dropouts(n) else None
+        return default_config(
+            n,
+            self.dimension,
+            complete=self.graph == "complete",
+            threshold=self.threshold,
+            degree=self.degree,
+            dropout_rate=rate,
+            corruption_rate=self.corruption,
             bits=self.bits,
             clip=self.clip,
             max_weight=self.max_weight,
-            graph=kind,
-            degree=degree,
         )
 
 

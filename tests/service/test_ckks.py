@@ -3,6 +3,8 @@ it cannot decrypt, clients decrypt the weighted mean."""
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,68 @@ def test_ckks_rounds_with_a_client_killed(serve, clients, tmp_path, ckks_pki) ->
             mean = np.load(tmp_path / f"mean-{cid}-{r}.npy")
             # CKKS noise (and decryption flooding) at scale 2^40: far below 1e-3.
             assert np.max(np.abs(mean - want)) < 1e-3
+
+
+@pytest.mark.parametrize("n", [4, 5, 10])
+def test_a_killed_ckks_client_costs_no_deadline(n, serve, clients, tmp_path, ckks_pki) -> None:
+    """Issue 12, the fault matrix for CKKS: client 0 is SIGKILLed as its session's
+    single round (encrypt and upload) reaches it. Its connection closes, so the server
+    counts it dropped at once: the round closes well before its deadline, and every
+    survivor decrypts the weighted mean of the others."""
+    deadline = 30.0
+    session = CKKSSession(ckks_pki.server_context(), num_clients=n, dimension=D)
+    running = serve(session, sessions=1, round_timeout=deadline)
+    procs = [
+        clients(
+            i, running.target, ckks=True, dim=D, seed=n, die_at=[1, "encrypt"] if i == 0 else None
+        )
+        for i in range(n)
+    ]
+    reports = [finish(p) for p in procs[1:]]
+    running.join()
+    (outcome,) = running.server.outcomes
+    assert outcome.stage is Stage.COMPLETED
+    assert outcome.contributors == tuple(range(1, n))
+    ((collecting, _closing),) = outcome.round_seconds.values()
+    assert collecting < deadline / 3, outcome.round_seconds
+    assert procs[0].wait(timeout=10) == -signal.SIGKILL
+    want, weight = expected_mean(D, n, 1, range(1, n), clip=np.inf)
+    for cid, (record,) in enumerate(reports, 1):
+        assert record["contributors"] == list(range(1, n))
+        assert record["total_weight"] == weight
+        assert np.max(np.abs(np.load(tmp_path / f"mean-{cid}-1.npy") - want)) < 1e-3
+
+
+def test_a_stopped_ckks_client_costs_its_round_one_deadline(
+    serve, clients, tmp_path, ckks_pki
+) -> None:
+    """A CKKS client stopped with SIGSTOP before it uploads keeps its connection open:
+    the round waits for its deadline once (at least it, less than twice), then closes
+    with the others, who decrypt their mean."""
+    stall, n = 3.0, 4
+    session = CKKSSession(ckks_pki.server_context(), num_clients=n, dimension=D)
+    running = serve(session, sessions=1, round_timeout=stall)
+    procs = [
+        clients(
+            i, running.target, ckks=True, dim=D, seed=3, stop_at=[1, "encrypt"] if i == 0 else None
+        )
+        for i in range(n)
+    ]
+    try:
+        reports = [finish(p) for p in procs[1:]]
+        running.join()
+    finally:
+        procs[0].send_signal(signal.SIGCONT)
+    (outcome,) = running.server.outcomes
+    assert outcome.stage is Stage.COMPLETED and outcome.contributors == (1, 2, 3)
+    ((collecting, _closing),) = outcome.round_seconds.values()
+    assert stall <= collecting < 2 * stall, outcome.round_seconds
+    want, _ = expected_mean(D, 3, 1, range(1, n), clip=np.inf)
+    for cid, (record,) in enumerate(reports, 1):
+        assert record["contributors"] == [1, 2, 3]
+        assert np.max(np.abs(np.load(tmp_path / f"mean-{cid}-1.npy") - want)) < 1e-3
+    finish(procs[0])
+    assert procs[0].returncode != 0
 
 
 def test_the_ckks_session_describes_itself_in_words(ckks_pki) -> None:

@@ -67,7 +67,7 @@ def test_an_explicit_insecure_threshold_is_refused_with_the_smallest_secure_one(
 @pytest.mark.parametrize("n", [3, 4, 5, 10, 50, 200])
 @pytest.mark.parametrize("protocol", ["secagg", "secagg+"])
 def test_aggregate_defaults_satisfy_the_rules(n, protocol) -> None:
-    options = api._graph_options(protocol, n, None, None)
+    options = api._graph_options(protocol, n, None, None, dropouts=0, authenticated=False)
     config = SecAggConfig(num_clients=n, dimension=4, **options)
     _rules_hold(config)
 

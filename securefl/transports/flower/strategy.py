@@ -61,6 +61,7 @@ from securefl import vectors
 from securefl.errors import ConfigError, InvalidMessage
 from securefl.secagg import codec
 from securefl.secagg.config import SecAggConfig
+from securefl.secagg.defaults import DEFAULT_CORRUPTION_RATE, default_config
 from securefl.secagg.messages import ServerMessage, SessionStart, ShareRouting, Stage
 from securefl.secagg.server import AggregateResult, Rejection, SecAggServer
 from securefl.transports.flower.records import (
@@ -180,7 +181,9 @@ class SecAggFedAvg(FedAvg):
         Tolerated fraction of nodes that drop out during a round and that collude with
         the server; with them securefl chooses the SecAgg+ neighbourhood size k and the
         threshold t (Bell et al. 2020), or the complete graph (SecAgg) where a sparse
-        one would not be smaller.
+        one would not be smaller. The defaults are every entry point's
+        (:mod:`securefl.secagg.defaults`): 10 % of the nodes dropping out and at least
+        one (``dropout_rate=None``), and 10 % colluding.
     round_timeout:
         Seconds each protocol round waits for replies; later nodes have dropped.
     config_factory:
@@ -224,8 +227,8 @@ class SecAggFedAvg(FedAvg):
         clip: float = 1.0,
         max_weight: int = 1000,
         bits: int = 32,
-        dropout_rate: float = 0.2,
-        corruption_rate: float = 0.1,
+        dropout_rate: float | None = None,
+        corruption_rate: float = DEFAULT_CORRUPTION_RATE,
         round_timeout: float = 600.0,
         config_factory: ConfigFactory | None = None,
         threads: int | None = None,
@@ -249,27 +252,21 @@ class SecAggFedAvg(FedAvg):
         self._last_round: int | None = None
 
         def default_factory(num_clients: int, dimension: int) -> SecAggConfig:
-            if dp is not None:
-                # The ring-input session of securefl.dp.secagg_config, with the graph
-                # and threshold chosen from the rates as for float updates.
-                return SecAggConfig.from_rates(
-                    num_clients,
-                    dimension,
-                    dropout_rate=dropout_rate,
-                    corruption_rate=corruption_rate,
-                    bits=dp.config.bits,
-                    max_weight=max_weight,
-                    ring_input=True,
-                    min_survivors=dp.config.min_survivors,
-                )
-            return SecAggConfig.from_rates(
+            # The defaults every entry point shares (securefl.secagg.defaults); with DP
+            # the ring-input session of securefl.dp.secagg_config, same graph and t.
+            ring: dict[str, Any] = (
+                {"bits": dp.config.bits, "ring_input": True,
+                 "min_survivors": dp.config.min_survivors}
+                if dp is not None
+                else {"bits": bits, "clip": clip}
+            )  # fmt: skip
+            return default_config(
                 num_clients,
                 dimension,
                 dropout_rate=dropout_rate,
                 corruption_rate=corruption_rate,
-                bits=bits,
-                clip=clip,
                 max_weight=max_weight,
+                **ring,
             )
 
         self.config_factory = config_factory or default_factory

@@ -20,16 +20,19 @@ gRPC's own log lines are silenced unless ``--verbose``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import logging
-import math
 import os
 import sys
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from securefl.secagg.defaults import (
+    DEFAULT_CORRUPTION_RATE,
+    DEFAULT_DROPOUT_RATE,
+    planned_dropout_rate,
+)
 
 if TYPE_CHECKING:
     from securefl.dp import DPPlan
@@ -49,8 +52,6 @@ __all__ = [
 
 EXIT_ABORTED = 3
 EXIT_SERVICE = 4
-DEFAULT_DROPOUT_RATE = 0.1
-"""The dropout rate the defaults plan for, and always at least one client."""
 
 
 def add_commands(sub: Any) -> None:
@@ -194,7 +195,7 @@ def _session_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--corruption-rate",
         type=float,
-        default=0.1,
+        default=DEFAULT_CORRUPTION_RATE,
         help="fraction of clients that may collude with the server: it sets the smallest "
         "allowed threshold (and, without --degree, the SecAgg+ graph)",
     )
@@ -257,7 +258,7 @@ def dp_plan(args: argparse.Namespace) -> DPPlan | None:
     if dropout is None:
         # The noise is calibrated for the survivors: planning for none lost would make
         # the first dropout abort the session.
-        dropout = _rate_for(_default_dropouts(args.clients), args.clients)
+        dropout = planned_dropout_rate(args.clients)
     config = DPConfig(
         epsilon=args.dp_epsilon,
         delta=args.dp_delta,
@@ -296,23 +297,9 @@ def secagg_config(args: argparse.Namespace, plan: DPPlan | None = None) -> SecAg
     return config
 
 
-def _default_dropouts(n: int) -> int:
-    """Dropouts the defaults plan for: 10 % of the clients, and at least one."""
-    return max(1, math.floor(n * DEFAULT_DROPOUT_RATE + 1e-9))
-
-
-def _rate_for(dropouts: int, n: int) -> float:
-    """The smallest float rate r with floor(n r) = dropouts (as DPConfig reads it)."""
-    rate = max(DEFAULT_DROPOUT_RATE, dropouts / n)
-    while math.floor(n * rate) < dropouts:
-        rate = math.nextafter(rate, 1.0)
-    return rate
-
-
 def _secagg_config(args: argparse.Namespace, dimension: int) -> SecAggConfig:
     from securefl.errors import ConfigError
-    from securefl.secagg.config import GraphKind, SecAggConfig
-    from securefl.secagg.graph import Parameters, ThreatModel, choose_parameters
+    from securefl.secagg.defaults import default_config
 
     n = args.clients
     if n < 3 and args.threshold is None:
@@ -322,67 +309,19 @@ def _secagg_config(args: argparse.Namespace, dimension: int) -> SecAggConfig:
             "it would tolerate no dropout either; the smallest setting that tolerates one "
             "is --clients 4"
         )
-    common = {
-        "bits": args.bits,
-        "clip": args.clip,
-        "max_weight": args.max_weight,
-        "authenticated": args.authenticated,
-        "corruption_rate": float(args.corruption_rate),
-    }
-    if args.protocol == "secagg+" and args.degree is None:
-        # Planned for at least one dropout: 10 % of 5 clients is none, and a graph
-        # planned for none aborts when the first hospital goes away.
-        def choose(rate: float | Fraction) -> Parameters:
-            return choose_parameters(
-                n,
-                dropout_rate=rate,
-                corruption_rate=args.corruption_rate,
-                threat_model=ThreatModel.SEMI_MALICIOUS,
-            )
-
-        if args.dropout_rate is not None:
-            params = choose(args.dropout_rate)
-        else:
-            try:
-                params = choose(Fraction(_default_dropouts(n), n))
-            except ConfigError:
-                # No graph survives a dropout (n = 3): the parameters for none, which
-                # check_dropouts then refuses with the reason and what would work.
-                params = choose(DEFAULT_DROPOUT_RATE)
-        chosen = SecAggConfig(
-            n,
-            params.threshold,
-            dimension,
-            graph=GraphKind.COMPLETE if params.complete else GraphKind.HARARY,
-            degree=None if params.complete else params.degree,
-            **common,
-        )
-        if args.threshold is None:
-            return chosen
-        # An explicit --threshold is used (and checked by the rules), never ignored.
-        return dataclasses.replace(chosen, threshold=args.threshold)
-    if args.protocol == "secagg+" and args.degree < n - 1:
-        k = args.degree
-        graph = {"graph": GraphKind.HARARY, "degree": k}
-        default = k // 2 + 1
-    else:
-        k = n - 1
-        graph, default = {}, n // 2 + 1
-    if args.threshold is None:
-        # The documented default, lowered to k - 1 so that one dropout leaves every
-        # client t share holders, then raised to the smallest threshold the rules
-        # allow for this corruption rate (and authenticated mode): the rules win.
-        smallest = SecAggConfig.smallest_threshold(
-            n,
-            graph=graph.get("graph", GraphKind.COMPLETE),
-            degree=graph.get("degree"),
-            authenticated=args.authenticated,
-            corruption_rate=args.corruption_rate,
-        )
-        threshold = max(min(default, k - 1), smallest)
-    else:
-        threshold = args.threshold
-    return SecAggConfig(n, threshold, dimension, **graph, **common)
+    return default_config(
+        n,
+        dimension,
+        complete=args.protocol != "secagg+",
+        threshold=args.threshold,
+        degree=args.degree,
+        dropout_rate=args.dropout_rate,
+        corruption_rate=float(args.corruption_rate),
+        authenticated=args.authenticated,
+        bits=args.bits,
+        clip=args.clip,
+        max_weight=args.max_weight,
+    )
 
 
 def check_dropouts(args: argparse.Namespace, config: SecAggConfig) -> None:
