@@ -29,15 +29,13 @@ from typing import Any, NoReturn, cast
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from securefl import vectors
 from securefl.dp.calibration import DPPlan
 from securefl.errors import ConfigError
 from securefl.primitives import dp as native
+from securefl.primitives import kdf
 from securefl.primitives.masking import RingArray
-from securefl.secagg import crypto
 from securefl.secagg.config import MAX_CLIENT_ID
 
 __all__ = [
@@ -65,8 +63,7 @@ def rotation_key(plan: DPPlan, round_seed: bytes) -> bytes:
     """
     if not isinstance(round_seed, (bytes, bytearray)) or len(round_seed) < _MIN_SEED_BYTES:
         raise ValueError(f"round_seed must be at least {_MIN_SEED_BYTES} bytes")
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=16, salt=plan.digest(), info=ROTATION)
-    return hkdf.derive(bytes(round_seed))
+    return kdf.derive(bytes(round_seed), session=plan.digest(), purpose=ROTATION, length=16)
 
 
 @dataclass(frozen=True)
@@ -156,8 +153,8 @@ def encode_update(
     seed = secrets.token_bytes(32) if secret is None else bytes(secret)
     if len(seed) < _MIN_SEED_BYTES:
         raise ValueError(f"secret must be at least {_MIN_SEED_BYTES} bytes")
-    rounding = crypto.derive(seed, session=session, purpose=ROUNDING, ids=(client_id,), length=16)
-    noise = crypto.derive(seed, session=session, purpose=NOISE, ids=(client_id,), length=16)
+    rounding = kdf.derive(seed, session=session, purpose=ROUNDING, ids=(client_id,), length=16)
+    noise = kdf.derive(seed, session=session, purpose=NOISE, ids=(client_id,), length=16)
     ring, tries = native.encode(
         flat,
         plan.spec,

@@ -13,17 +13,16 @@ import struct
 from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from securefl.errors import DecryptionError
+from securefl.primitives import kdf
 
 __all__ = [
     "KEY_BYTES",
@@ -87,9 +86,9 @@ def shared_secret(private: X25519PrivateKey, peer_public: bytes) -> bytes:
 def derive(
     secret: bytes, *, session: bytes, purpose: bytes, ids: Iterable[int], length: int
 ) -> bytes:
-    """HKDF-SHA256 of ``secret`` with salt = session id, info = purpose || ids (u32 each)."""
-    info = purpose + b"".join(struct.pack("<I", i) for i in ids)
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=session, info=info).derive(secret)
+    """HKDF-SHA256 of ``secret`` with salt = session id, info = purpose || ids (u32 each):
+    :func:`securefl.primitives.kdf.derive`."""
+    return kdf.derive(secret, session=session, purpose=purpose, ids=ids, length=length)
 
 
 def session_id(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from securefl.primitives import keystream
+from securefl.primitives.keystream_rng import KeystreamRng
 
 
 class Drbg:
@@ -17,16 +17,8 @@ class Drbg:
 
     def __init__(self, seed: bytes | str) -> None:
         raw = seed.encode() if isinstance(seed, str) else seed
-        self._key = hashlib.sha256(b"securefl/testing/drbg" + raw).digest()[:16]
-        self._block = 0
-        self._buffer = b""
+        key = hashlib.sha256(b"securefl/testing/drbg" + raw).digest()[:16]
+        self._stream = KeystreamRng(key)
 
     def __call__(self, n: int) -> bytes:
-        while len(self._buffer) < n:
-            chunk = max(4096, n - len(self._buffer) + 16)
-            chunk += -chunk % 16
-            counter = self._block.to_bytes(16, "big")
-            self._buffer += keystream(self._key, chunk, counter_block=counter).tobytes()
-            self._block += chunk // 16
-        out, self._buffer = self._buffer[:n], self._buffer[n:]
-        return out
+        return self._stream.read(n)
