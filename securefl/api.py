@@ -377,24 +377,9 @@ def _prepare(updates: Sequence[vectors.Update], clip: float | None, on_clip: str
     largest: list[tuple[int, float]] = []
     scale: list[float] = []
     layout: vectors.Layout | None = None
-    for i, update in enumerate(updates):
-        try:
-            x, lay = vectors.flatten(update)
-        except TypeError as exc:
-            raise TypeError(f"client {i}'s update: {exc}") from None
-        except ValueError as exc:
-            raise ValueError(f"client {i}'s update: {exc}") from None
-        if layout is None:
-            layout = lay
-        # Coordinates of different parameters would be added together (CKKS would
-        # return the mixture under the last client's names).
-        diff = lay.difference(layout, this=f"client {i}", that="client 0")
-        if diff is not None:
-            raise ValueError(
-                f"client {i}'s update does not match client 0's layout: {diff}; every "
-                "client must send the same names, in the same order, with the same "
-                "shapes, dtypes and framework (numpy or torch)"
-            )
+    # Coordinates of different parameters would be added together (CKKS would return
+    # the mixture under the last client's names): iter_flattened checks each layout.
+    for i, (x, layout) in enumerate(vectors.iter_flattened(updates)):
         finite = np.isfinite(x)
         if not finite.all():
             # One NaN would make the whole mean NaN (plain) or abort the session.

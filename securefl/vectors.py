@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -28,7 +28,15 @@ import numpy.typing as npt
 
 from securefl.errors import BackendUnavailable, InvalidMessage
 
-__all__ = ["Layout", "LayoutEntry", "Update", "flatten", "unflatten"]
+__all__ = [
+    "Layout",
+    "LayoutEntry",
+    "Update",
+    "flatten",
+    "flatten_all",
+    "iter_flattened",
+    "unflatten",
+]
 
 Kind: TypeAlias = Literal["array", "dict", "list", "tuple", "torch", "tensor"]
 Update: TypeAlias = Any
@@ -559,6 +567,58 @@ def flatten(update: Update) -> tuple[npt.NDArray[np.floating[Any]], Layout]:
         for e, (_, leaf) in zip(layout.entries, items, strict=True):
             np.copyto(vector[e.offset : e.offset + e.size].reshape(e.shape), leaf)
     return vector, layout
+
+
+def iter_flattened(
+    updates: Iterable[Update],
+) -> Iterator[tuple[npt.NDArray[np.floating[Any]], Layout]]:
+    """Flatten many clients' updates, one at a time, each checked against client 0's.
+
+    Yields ``(vector, layout)`` per client, ``layout`` being client 0's (the one all
+    share), so a caller can work on each vector before the next is flattened.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the client: its update cannot be flattened, or its layout differs from
+        client 0's (names, order, shapes, dtypes or framework), which would add the
+        coordinates of different parameters together.
+    """
+    first: Layout | None = None
+    for i, update in enumerate(updates):
+        try:
+            x, layout = flatten(update)
+        except TypeError as exc:
+            raise TypeError(f"client {i}'s update: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"client {i}'s update: {exc}") from None
+        if first is None:
+            first = layout
+        diff = layout.difference(first, this=f"client {i}", that="client 0")
+        if diff is not None:
+            raise ValueError(
+                f"client {i}'s update does not match client 0's layout: {diff}; every "
+                "client must send the same names, in the same order, with the same "
+                "shapes, dtypes and framework (numpy or torch)"
+            )
+        yield x, first
+
+
+def flatten_all(
+    updates: Iterable[Update],
+) -> tuple[list[npt.NDArray[np.floating[Any]]], Layout]:
+    """Every client's update flattened, and the layout they share
+    (:func:`iter_flattened`; the same errors).
+
+    Raises
+    ------
+    ValueError
+        Also if there are no updates.
+    """
+    pairs = list(iter_flattened(updates))
+    if not pairs:
+        raise ValueError("no updates to flatten")
+    return [x for x, _ in pairs], pairs[0][1]
 
 
 def _restore_leaf(seg: npt.NDArray[Any], e: LayoutEntry) -> npt.NDArray[Any]:

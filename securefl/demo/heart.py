@@ -29,8 +29,8 @@ import numpy as np
 
 import securefl
 from securefl.datasets import HOSPITALS, HospitalData, load_hospitals
+from securefl.primitives.keystream_rng import KeystreamRng, seeded
 from securefl.secagg.messages import Stage
-from securefl.testing.drbg import Drbg
 
 __all__ = ["DPOptions", "DemoOptions", "run", "run_dp"]
 
@@ -368,10 +368,10 @@ def _clipped_gradient_sum(net: Any, x: np.ndarray, y: np.ndarray, clip: float) -
     return (flat * scale).sum(dim=0).numpy()
 
 
-def _experiment_rng(seed: int, epsilon: float, r: int) -> Drbg:
+def _experiment_rng(seed: int, epsilon: float, r: int) -> KeystreamRng:
     # A seeded stream makes every key, mask and noise secret of the round public to
     # whoever knows the seed: DPOptions.reproducible_noise documents that.
-    return Drbg(f"securefl/demo/dp/{seed}/{epsilon!r}/{r}")
+    return seeded(f"securefl/demo/dp/{seed}/{epsilon!r}/{r}")
 
 
 def dp_training(

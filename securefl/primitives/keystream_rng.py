@@ -4,16 +4,18 @@ uses where a protocol needs random bytes or integers reproducible from a key.
 ``KeystreamRng(key)`` reads the keystream from counter block 0 onward: ``read(n)``
 returns its next n bytes, ``below(bound)`` a uniform integer from its next 8-byte
 big-endian words by rejection (no modulo bias). The Harary graph's ring order, the
-Flower mod's per-session randomness and the tests' seeded DRBG are all this stream.
+Flower mod's per-session randomness and the seeded generator of experiments and tests
+(:func:`seeded`) are all this stream.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import NoReturn
 
 from securefl.primitives.prg import keystream
 
-__all__ = ["KeystreamRng"]
+__all__ = ["KeystreamRng", "seeded"]
 
 _WORD_BYTES = 8
 _WORD_RANGE = 1 << (8 * _WORD_BYTES)
@@ -91,3 +93,20 @@ class KeystreamRng:
         self._buffer = keystream(self._key, size, counter_block=counter).tobytes()
         self._next_block += size // 16
         self._pos = 0
+
+
+_SEEDED_LABEL = b"securefl/testing/drbg"
+
+
+def seeded(seed: bytes | str) -> KeystreamRng:
+    """A reproducible generator from a public seed: the keystream of
+    SHA-256(label || seed)[:16]. For experiments (a simulator run, the demo's
+    ``--dp-reproducible``) and tests only.
+
+    Security
+    --------
+    Anyone who knows the seed knows every key, mask and noise value drawn from it: never
+    use it for a deployment's randomness.
+    """
+    raw = seed.encode() if isinstance(seed, str) else bytes(seed)
+    return KeystreamRng(hashlib.sha256(_SEEDED_LABEL + raw).digest()[:16])

@@ -7,18 +7,15 @@ every key it produces.
 
 from __future__ import annotations
 
-import hashlib
-
-from securefl.primitives.keystream_rng import KeystreamRng
+from securefl.primitives.keystream_rng import seeded
 
 
 class Drbg:
-    """``Drbg(seed)(n)`` returns the next n bytes of AES-CTR(SHA-256(seed)[:16])."""
+    """``Drbg(seed)(n)`` returns the next n bytes of AES-CTR(SHA-256(label || seed)[:16])
+    (:func:`securefl.primitives.keystream_rng.seeded`)."""
 
     def __init__(self, seed: bytes | str) -> None:
-        raw = seed.encode() if isinstance(seed, str) else seed
-        key = hashlib.sha256(b"securefl/testing/drbg" + raw).digest()[:16]
-        self._stream = KeystreamRng(key)
+        self._stream = seeded(seed)
 
     def __call__(self, n: int) -> bytes:
         return self._stream.read(n)

@@ -12,6 +12,7 @@ import multiprocessing.connection
 import os
 import time
 import tracemalloc
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -67,19 +68,14 @@ class SessionReport:
 def flatten_updates(
     updates: Sequence[vectors.Update],
 ) -> tuple[list[npt.NDArray[np.floating]], vectors.Layout]:
-    """Flatten every client's update; all must share one layout (same names, shapes
-    and dtypes), or their coordinates would be added across different parameters.
-
-    Raises
-    ------
-    ValueError
-        If two clients' layouts differ.
-    """
-    flat, layouts = zip(*(vectors.flatten(u) for u in updates), strict=True)
-    for i, layout in enumerate(layouts):
-        if layout != layouts[0]:
-            raise ValueError(f"client {i}'s update has a different layout from client 0's")
-    return list(flat), layouts[0]
+    """Deprecated: :func:`securefl.vectors.flatten_all`."""
+    warnings.warn(
+        "securefl.transports.inmemory.flatten_updates is deprecated; use "
+        "securefl.vectors.flatten_all",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return vectors.flatten_all(updates)
 
 
 Reply = Callable[[int, "bytes | None", float], None]
@@ -117,9 +113,9 @@ def _worker(
 ) -> None:
     """A client process: owns its clients (their secrets never leave it) and answers
     batches of wire messages, one reply at a time."""
-    from securefl.testing.drbg import Drbg
+    from securefl.primitives.keystream_rng import seeded
 
-    rng = os.urandom if seed is None else Drbg(seed)
+    rng = os.urandom if seed is None else seeded(seed).read
     clients: dict[int, SecAggClient] = {}
     identities: dict[int, bytes] = {}
     keys: dict[int, Ed25519PrivateKey] = {}
@@ -265,7 +261,7 @@ def run_session(
         upload before the server decodes it.
     """
     n = len(updates)
-    flat, layout = flatten_updates(updates)
+    flat, layout = vectors.flatten_all(updates)
     ids = list(range(n)) if ids is None else list(ids)
     weights = [1] * n if weights is None else list(weights)
     if not len(ids) == len(weights) == n:

@@ -8,7 +8,7 @@ import pytest
 
 from securefl.errors import ConfigError
 from securefl.secagg.config import GraphKind
-from securefl.transports.service.commands import add_commands, secagg_config
+from securefl.cli.service import add_commands, secagg_config
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -42,7 +42,7 @@ def test_handlers_are_set() -> None:
 
 
 def test_serve_seats_only_the_enrolled_ids_below_the_client_count() -> None:
-    from securefl.transports.service.commands import seats
+    from securefl.cli.service import seats
 
     enrolled = {i: bytes([i]) * 32 for i in (0, 1, 2, 7, 9)}
     assert seats(enrolled, 3) == {i: enrolled[i] for i in (0, 1, 2)}

@@ -24,8 +24,8 @@ from securefl.errors import ConfigError, InvalidMessage
 from securefl.secagg.config import SecAggConfig
 from securefl.secagg.messages import Stage
 from securefl.transports.service import AggregationClient, ClientTLS, SecAggSession, framing
-from securefl.transports.service.commands import add_commands, dp_plan
-from securefl.transports.service.commands import secagg_config as cli_config
+from securefl.cli.service import add_commands, dp_plan
+from securefl.cli.service import secagg_config as cli_config
 
 from .client_proc import update_for
 from .conftest import finish

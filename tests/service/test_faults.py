@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 from securefl.secagg.config import SecAggConfig
-from securefl.transports.service.commands import add_commands, secagg_config
+from securefl.cli.service import add_commands, secagg_config
 
 from .client_proc import update_for
 from .conftest import assert_secagg_mean, finish

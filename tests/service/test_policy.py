@@ -24,7 +24,7 @@ from securefl.transports.service import (
     SecAggSession,
     framing,
 )
-from securefl.transports.service.commands import add_commands, client_policy
+from securefl.cli.service import add_commands, client_policy
 
 from .conftest import enrolled_keys, in_threads, join_all
 

@@ -17,7 +17,7 @@ from securefl import api
 from securefl.bench.secagg import Scenario
 from securefl.errors import ConfigError
 from securefl.secagg.config import GraphKind, SecAggConfig
-from securefl.transports.service.commands import add_commands, secagg_config
+from securefl.cli.service import add_commands, secagg_config
 
 
 def _rules_hold(config: SecAggConfig) -> None:

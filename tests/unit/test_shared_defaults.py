@@ -19,7 +19,7 @@ from securefl.bench.secagg import Scenario
 from securefl.secagg.config import GraphKind, SecAggConfig
 from securefl.secagg.defaults import default_config, planned_dropouts
 from securefl.transports import inmemory
-from securefl.transports.service.commands import add_commands, secagg_config
+from securefl.cli.service import add_commands, secagg_config
 from securefl.transports.service.sessions import tolerated_dropouts
 
 

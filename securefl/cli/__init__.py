@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
-    from securefl.transports.service.commands import add_commands
+    from securefl.cli.service import add_commands
 
     add_commands(sub)  # serve, join: the network service
     for command in sub.choices.values():  # every subcommand's --help shows its defaults
