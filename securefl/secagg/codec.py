@@ -35,7 +35,15 @@ from securefl.secagg.messages import (
     UnmaskingResponse,
 )
 
-__all__ = ["MAX_CIPHERTEXT", "MAX_CLIENTS", "VERSION", "decode", "encode"]
+__all__ = [
+    "MAX_CIPHERTEXT",
+    "MAX_CLIENTS",
+    "VERSION",
+    "decode",
+    "decode_from_client",
+    "decode_from_server",
+    "encode",
+]
 
 MAGIC = b"SFL"
 VERSION = 2
@@ -190,7 +198,7 @@ def encode(message: ServerMessage | ClientMessage) -> bytes:
 
 
 class _Reader:
-    def __init__(self, data: bytes, max_dimension: int) -> None:
+    def __init__(self, data: bytes | memoryview, max_dimension: int) -> None:
         self.data = memoryview(data)
         self.pos = 0
         self.max_dimension = max_dimension
@@ -338,15 +346,21 @@ _DECODERS: dict[int, Callable[[_Reader], ServerMessage | ClientMessage]] = {
 }
 
 
+_SERVER_KINDS = frozenset(range(1, 7))
+_CLIENT_KINDS = frozenset(range(65, 70))
+
+
 def decode(
-    data: bytes, *, max_dimension: int = DEFAULT_MAX_DIMENSION
+    data: bytes | bytearray | memoryview, *, max_dimension: int = DEFAULT_MAX_DIMENSION
 ) -> ServerMessage | ClientMessage:
-    """Parse one message.
+    """Parse one message of either direction.
 
     Parameters
     ----------
     data:
-        The wire bytes.
+        The wire bytes. ``bytes`` and read-only buffers are not copied: a masked vector
+        of 32 or 64 bits is then a read-only view into them. A writable buffer
+        (``bytearray``) is copied first, so the message cannot change after decoding.
     max_dimension:
         The largest masked vector accepted (the session's d + 1): a size limit
         checked before allocating.
@@ -356,9 +370,48 @@ def decode(
     InvalidMessage
         For anything but a well-formed message of a known type and version.
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
+    return _decode(data, max_dimension, None)
+
+
+def decode_from_server(
+    data: bytes | bytearray | memoryview, *, max_dimension: int = DEFAULT_MAX_DIMENSION
+) -> ServerMessage:
+    """Parse a message a client receives (:func:`decode`, typed for the client).
+
+    Raises
+    ------
+    InvalidMessage
+        Also for a well-formed message that only a client sends.
+    """
+    return cast("ServerMessage", _decode(data, max_dimension, _SERVER_KINDS))
+
+
+def decode_from_client(
+    data: bytes | bytearray | memoryview, *, max_dimension: int = DEFAULT_MAX_DIMENSION
+) -> ClientMessage:
+    """Parse a message the server receives (:func:`decode`, typed for the server).
+
+    Raises
+    ------
+    InvalidMessage
+        Also for a well-formed message that only the server sends.
+    """
+    return cast("ClientMessage", _decode(data, max_dimension, _CLIENT_KINDS))
+
+
+def _decode(
+    data: bytes | bytearray | memoryview, max_dimension: int, kinds: frozenset[int] | None
+) -> ServerMessage | ClientMessage:
+    if isinstance(data, bytes):
+        buffer: bytes | memoryview = data
+    elif isinstance(data, memoryview):
+        # A read-only view is used as it is; a writable one could change under us.
+        buffer = data if data.readonly else bytes(data)
+    elif isinstance(data, bytearray):
+        buffer = bytes(data)
+    else:
         raise InvalidMessage(f"expected bytes, got {type(data).__name__}")
-    r = _Reader(bytes(data), max_dimension)
+    r = _Reader(buffer, max_dimension)
     if r.take(3) != MAGIC:
         raise InvalidMessage("not a securefl message (bad magic)")
     version, kind = r.u8(), r.u8()
@@ -367,6 +420,10 @@ def decode(
     decoder = _DECODERS.get(kind)
     if decoder is None:
         raise InvalidMessage(f"unknown message type {kind}")
+    if kinds is not None and kind not in kinds:
+        # A reflected or misrouted message must not reach the wrong state machine.
+        expected = "a client's" if kinds is _CLIENT_KINDS else "the server's"
+        raise InvalidMessage(f"message type {kind} is not one of {expected} messages")
     message = decoder(r)
     r.end()
     return message

@@ -90,7 +90,7 @@ class _InProcessClients:
     def run(self, batch: dict[int, bytes], reply: Reply) -> None:
         for cid, down in batch.items():
             t0 = time.perf_counter()
-            answer = self.clients[cid].handle(codec.decode(down))  # type: ignore[arg-type]
+            answer = self.clients[cid].handle(codec.decode_from_server(down))
             seconds = time.perf_counter() - t0
             reply(cid, None if answer is None else codec.encode(answer), seconds)
 
@@ -370,11 +370,11 @@ def _drive(
                 report.bytes_up[cid] += len(up)
                 t0 = time.perf_counter()
                 try:
-                    decoded = codec.decode(up, max_dimension=max_dimension)
+                    decoded = codec.decode_from_client(up, max_dimension=max_dimension)
                 except InvalidMessage as exc:  # a transport drops what it cannot parse
                     server.rejections.append(Rejection(cid, stage, f"undecodable: {exc}"))
                 else:
-                    server.receive(cid, decoded)  # type: ignore[arg-type]
+                    server.receive(cid, decoded)
                     if isinstance(decoded, UnmaskingResponse):
                         report.revealed[cid] = (
                             tuple(i for i, _ in decoded.self_mask_shares),

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -330,7 +330,8 @@ class AggregationClient:
             seat.round = frame.round
             self._check_session(frame, session)
             try:
-                message = codec.decode(cast("bytes", frame.payload))  # reads any buffer
+                # A read-only view of the frame: the masked vector is not copied.
+                message = codec.decode_from_server(frame.payload)
             except InvalidMessage as exc:
                 raise ServiceError(f"undecodable message from the server: {exc}") from None
             if machine is None:
@@ -345,7 +346,7 @@ class AggregationClient:
                 request = message
             stage = machine.stage
             self._say(f"session {session}: {stage.value}")
-            reply = machine.handle(message)  # type: ignore[arg-type]
+            reply = machine.handle(message)
             if reply is None:
                 # The state machine refused the server's message: it has aborted.
                 raise ProtocolAbort(machine.abort_reason or f"no answer in stage {stage.value}")

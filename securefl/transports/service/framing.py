@@ -358,7 +358,9 @@ class _Reader:
             view = memoryview(self.whole)
         else:
             assert self.buffer is not None
-            view = self.buffer.data
+            # Read-only: nothing writes the assembled frame again, and the codec then
+            # decodes a masked vector as a view into it instead of copying it.
+            view = self.buffer.data.toreadonly()
         digest = b"" if self.hasher is None else self.hasher.digest()
         return _parse(view.cast("B"), digest)
 

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -1141,9 +1141,11 @@ class AggregationServer:
         message: Any = frame.payload
         if self.protocol is Protocol.SECAGG:
             try:
-                # The codec reads any buffer: no copy of the masked vector.
-                payload = cast("bytes", frame.payload)
-                message = codec.decode(payload, max_dimension=self._dimension + 1)
+                # A read-only view of the frame: the codec decodes the masked vector as
+                # a view into it, without a copy.
+                message = codec.decode_from_client(
+                    frame.payload, max_dimension=self._dimension + 1
+                )
             except InvalidMessage as exc:
                 self._reject(client, f"undecodable: {exc}")
                 raise _Refuse("INVALID_ARGUMENT", f"undecodable message: {exc}") from None
