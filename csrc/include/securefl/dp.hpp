@@ -49,70 +49,12 @@
 // 2^47). securefl.dp.calibrate keeps the Skellam std <= 2^17 (lambda <= 2^33) and the
 // discrete Gaussian's sigma <= 2^30; the wider ranges check_noise accepts are not
 // accurate.
+//
+// The code, one job per file: the samplers (dp_samplers.hpp), the rotation
+// (dp_transform.hpp) and the pipeline that composes them (dp_pipeline.hpp). This header
+// is the whole DP API and the one the bindings include.
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
-
-#include "securefl/aes.hpp"
-
-namespace securefl::dp {
-
-enum class Noise : int {
-  kNone = 0,              // no noise: the pipeline is a rotated fixed-point code
-  kDiscreteGaussian = 1,  // param = sigma > 0, the standard deviation parameter
-  kSkellam = 2,           // param = mu > 0, the variance (each Poisson has mean mu / 2)
-};
-
-struct NoiseSpec {
-  Noise kind;
-  double param;
-};
-
-struct EncodeSpec {
-  double clip;          // c > 0: L2 clip of the input
-  double weight;        // w in (0, 1]: public weight folded in after clipping
-  double gamma;         // > 0: the real value of one integer step
-  unsigned bits;        // b in [2, 64]: the ring Z_{2^b}
-  double norm_bound;    // > 0: redraw the rounding while ||r||_2 exceeds it
-  double error_bound;   // > 0: redraw the rounding while ||r - v||_2 exceeds it
-  unsigned max_tries;   // >= 1: give up (throw) after this many rounding attempts
-  NoiseSpec noise;
-};
-
-// The padded length: the smallest power of two >= d (d >= 1).
-// @throws std::invalid_argument if d is 0 or above 2^40.
-std::size_t padded_dimension(std::size_t d);
-
-// In place on x[0..D): forward y = H diag(s) x * scale, inverse x = diag(s) H y * scale,
-// with scale = 1 / sqrt(D) when `normalize`, else 1 (then inverse(forward(x)) = D x,
-// exactly for integer-valued x below 2^53 / D).
-// @throws std::invalid_argument if D is not a power of two.
-void rotate(double* x, std::size_t D, const std::uint8_t key[aes::kKeyBytes], bool inverse,
-            bool normalize, unsigned threads, aes::Backend backend);
-
-// out[i] = independent noise samples (see above), i < n.
-// @throws std::invalid_argument if the parameter is not finite and > 0 (or kind unknown).
-void sample_noise(std::int64_t* out, std::size_t n, const NoiseSpec& noise,
-                  const std::uint8_t key[aes::kKeyBytes], unsigned threads, aes::Backend backend);
-
-// The client's pipeline above: x[0..d) -> out[0..D) in Z_{2^b}, D = padded_dimension(d).
-// Returns the number of rounding attempts used (1 unless a norm check failed).
-// @throws std::invalid_argument for a bad spec, a non-finite input (naming the first
-//         index), words narrower than b, or max_tries failed attempts (with the norms).
-template <class F, class T>
-unsigned encode(const F* x, std::size_t d, T* out, const EncodeSpec& spec,
-                const std::uint8_t rotation_key[aes::kKeyBytes],
-                const std::uint8_t rounding_key[aes::kKeyBytes],
-                const std::uint8_t noise_key[aes::kKeyBytes], unsigned threads,
-                aes::Backend backend);
-
-// The server's decoding of a ring sum sum[0..D) into out[0..d): centre, times gamma,
-// inverse rotation, first d coordinates.
-// @throws std::invalid_argument for a bad gamma/bits, words narrower than b, or d > D.
-template <class T>
-void decode(const T* sum, std::size_t D, double* out, std::size_t d, double gamma,
-            unsigned bits, const std::uint8_t rotation_key[aes::kKeyBytes], unsigned threads,
-            aes::Backend backend);
-
-}  // namespace securefl::dp
+#include "securefl/dp_pipeline.hpp"
+#include "securefl/dp_samplers.hpp"
+#include "securefl/dp_transform.hpp"
