@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 import securefl
-from securefl.datasets import HOSPITALS, HospitalData, load_hospitals
+from securefl.demo.datasets import HOSPITALS, HospitalData, load_hospitals
 from securefl.primitives.keystream_rng import KeystreamRng, seeded
 from securefl.secagg.messages import Stage
 
@@ -153,7 +153,7 @@ def _federated(
 ) -> tuple[Any, float, dict[str, Any]]:
     """FedAvg / FedProx through ``protocol``: (global state_dict, seconds, log with the
     bytes per client and round and the seconds spent aggregating)."""
-    from securefl.fl import federated_training
+    from securefl.demo.fl import federated_training
 
     log: dict[str, Any] = {"bytes": []}
     t0 = time.perf_counter()
@@ -173,7 +173,7 @@ def _federated(
 
 def run_demo(opts: DemoOptions) -> list[Row]:
     """Train every baseline and protocol; return one row per method."""
-    from securefl.fl import (
+    from securefl.demo.fl import (
         centralized,
         evaluate,
         evaluate_local,
@@ -382,8 +382,8 @@ def dp_training(
     schedule: list[set[int]],
 ) -> tuple[Any, Any, float]:
     """Train with DP-FedSGD through SecAgg + distributed DP; return (model, plan, seconds)."""
+    from securefl.demo.fl.training import make_model
     from securefl.dp import DPConfig, calibrate
-    from securefl.fl.training import make_model
 
     names = list(hospitals)
     data = [hospitals[h] for h in names]
@@ -425,7 +425,7 @@ def dp_training(
 
 def run_dp_study(opts: DemoOptions, dp: DPOptions) -> list[Row]:
     """Non-private FedAvg (the reference), then DP-FedSGD at each epsilon."""
-    from securefl.fl import evaluate
+    from securefl.demo.fl import evaluate
 
     hospitals = load_hospitals(seed=opts.seed)
     schedule = _dropout_schedule(opts, len(hospitals))

@@ -1,4 +1,4 @@
-"""securefl.datasets.heart: sizes, stratification, preprocessing without test leakage."""
+"""securefl.demo.datasets.heart: sizes, stratification, preprocessing without test leakage."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from securefl.datasets import HOSPITALS, HospitalData, load_hospitals, load_pooled
-from securefl.datasets.heart import CATEGORIES, CONTINUOUS, MISSING_INDICATORS
+from securefl.demo.datasets import HOSPITALS, HospitalData, load_hospitals, load_pooled
+from securefl.demo.datasets.heart import CATEGORIES, CONTINUOUS, MISSING_INDICATORS
 from securefl.errors import ConfigError
 
 # From the data README (shared/data/README.md): patients and positives (num > 0) per hospital.
@@ -29,7 +29,7 @@ def hospitals() -> dict[str, HospitalData]:
 
 
 def _csv_rows() -> tuple[list[str], list[dict[str, str]]]:
-    text = resources.files("securefl.datasets").joinpath("heart_disease_uci.csv").read_text()
+    text = resources.files("securefl.demo.datasets").joinpath("heart_disease_uci.csv").read_text()
     reader = csv.DictReader(io.StringIO(text, newline=""))
     return list(reader.fieldnames or ()), list(reader)
 
@@ -43,7 +43,7 @@ def _write_csv(path: Path, fieldnames: list[str], rows: list[dict[str, str]]) ->
 
 
 def test_bundled_files_ship_in_the_package() -> None:
-    package = resources.files("securefl.datasets")
+    package = resources.files("securefl.demo.datasets")
     licence = package.joinpath("HEART_DISEASE_LICENSE.md").read_text()
     assert "doi:10.24432/C52P4X" in licence
     assert "CC BY 4.0" in licence

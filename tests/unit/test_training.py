@@ -1,4 +1,4 @@
-"""securefl.fl: ROC-AUC and accuracy, FedAvg/FedProx training and its baselines."""
+"""securefl.demo.fl: ROC-AUC and accuracy, FedAvg/FedProx training and its baselines."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import pytest
 import torch
 from numpy.typing import NDArray
 
-from securefl.datasets import HospitalData, load_hospitals
-from securefl.errors import ConfigError
-from securefl.fl import (
+from securefl.demo.datasets import HospitalData, load_hospitals
+from securefl.demo.fl import (
     DEFAULTS,
     StateDict,
     accuracy,
@@ -29,7 +28,8 @@ from securefl.fl import (
     roc_auc,
     train_local,
 )
-from securefl.fl.training import ModelKind
+from securefl.demo.fl.training import ModelKind
+from securefl.errors import ConfigError
 
 SMALL_HOSPITALS = ("VA Long Beach", "Switzerland")
 

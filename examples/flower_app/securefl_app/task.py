@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from securefl.datasets.heart import HospitalData, load_hospitals
-from securefl.fl.metrics import evaluate
-from securefl.fl.training import make_model, train_local
+from securefl.demo.datasets.heart import HospitalData, load_hospitals
+from securefl.demo.fl.metrics import evaluate
+from securefl.demo.fl.training import make_model, train_local
 
 HOSPITALS = load_hospitals(seed=0)
 NAMES = tuple(HOSPITALS)

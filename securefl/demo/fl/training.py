@@ -28,7 +28,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from torch import nn
 
-from securefl.datasets.heart import HospitalData, pool
+from securefl.demo.datasets.heart import HospitalData, pool
 from securefl.errors import ConfigError
 
 __all__ = [
@@ -558,7 +558,7 @@ def centralized(
     ----------
     hospitals : mapping of str to HospitalData
         The hospitals whose training splits are pooled (see
-        :func:`securefl.datasets.heart.pool`).
+        :func:`securefl.demo.datasets.heart.pool`).
     epochs : int
         Epochs over the pooled data.
     lr, model, seed, batch_size, optimizer, hidden

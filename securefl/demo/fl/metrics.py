@@ -23,8 +23,8 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from torch import nn
 
-from securefl.datasets.heart import HospitalData
-from securefl.fl.training import model_from_state
+from securefl.demo.datasets.heart import HospitalData
+from securefl.demo.fl.training import model_from_state
 
 __all__ = [
     "Metrics",
@@ -146,7 +146,7 @@ def logits(model_or_state: ModelOrState, x: ArrayLike) -> NDArray[np.float32]:
     Parameters
     ----------
     model_or_state : torch.nn.Module or mapping of str to torch.Tensor
-        A model, or a state_dict of a model from :func:`securefl.fl.training.make_model`.
+        A model, or a state_dict of a model from :func:`securefl.demo.fl.training.make_model`.
     x : array_like
         Features, shape ``(n, n_features)``.
 

@@ -12,9 +12,11 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     from securefl.errors import BackendUnavailable
 
-    raise BackendUnavailable("securefl.fl needs PyTorch: pip install 'securefl[torch]'") from exc
+    raise BackendUnavailable(
+        "securefl.demo.fl needs PyTorch: pip install 'securefl[torch]'"
+    ) from exc
 
-from securefl.fl.metrics import (
+from securefl.demo.fl.metrics import (
     Metrics,
     accuracy,
     evaluate,
@@ -24,7 +26,7 @@ from securefl.fl.metrics import (
     predictions_equal,
     roc_auc,
 )
-from securefl.fl.training import (
+from securefl.demo.fl.training import (
     DEFAULTS,
     Aggregate,
     StateDict,

@@ -147,7 +147,7 @@ class _Raw:
 
 def _read_csv_text(path: str | os.PathLike[str] | None) -> str:
     if path is None:
-        return resources.files("securefl.datasets").joinpath(_CSV_NAME).read_text("utf-8")
+        return resources.files("securefl.demo.datasets").joinpath(_CSV_NAME).read_text("utf-8")
     with open(path, encoding="utf-8", newline="") as f:
         return f.read()
 
