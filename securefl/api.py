@@ -597,17 +597,11 @@ def _secagg_dp(
     round_seed = source(32)  # public: it only fixes this round's rotation
     top = max_weight
     t0 = time.perf_counter()
+    encoder = dpmod.DPEncoder(
+        plan, round_seed=round_seed, max_weight=top, rng=source, threads=threads
+    )
     encoded = [
-        dpmod.encode_update(
-            x,
-            plan,
-            round_seed=round_seed,
-            secret=source(32),
-            session=round_seed,
-            client_id=i,
-            weight=w / top,
-            threads=threads,
-        ).ring
+        encoder.encode(x, w, client_id=i)
         for i, (x, w) in enumerate(zip(inputs.flat, weights, strict=True))
     ]
     encode_seconds = time.perf_counter() - t0
@@ -623,14 +617,7 @@ def _secagg_dp(
     if report.result is None or report.result.ring_sum is None:
         raise ProtocolAbort(report.abort_reason or "session aborted")
     t0 = time.perf_counter()
-    decoded = dpmod.decode_aggregate(
-        report.result.ring_sum,
-        plan,
-        round_seed=round_seed,
-        survivors=len(report.result.contributors),
-        total_weight=report.result.total_weight / top,
-        threads=threads,
-    )
+    decoded = encoder.decode_aggregate(report.result)
     result = _secagg_result(protocol, n, report, decoded.unflatten(inputs.out_layout))
     result.phase_seconds["client:dp-encode"] = encode_seconds
     result.phase_seconds["server:dp-decode"] = time.perf_counter() - t0

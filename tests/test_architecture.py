@@ -2,10 +2,10 @@
 ``securefl/`` (top-level or inside a function, and ``importlib.import_module`` of a
 constant) goes from a layer to one it may use.
 
-Layers, lowest first: the native core; ``errors``; ``primitives`` and ``vectors``; the
-protocols (``secagg``, ``ckks``, ``dp``); the transports (``inmemory``, ``service``,
-``flower``); ``api`` and the package; ``bench``, ``demo``, ``cli``. ``testing`` is for
-tests only: no library module imports it.
+Layers, lowest first: the native core; ``errors``; ``primitives`` and ``vectors``;
+``encoding``; the protocols (``secagg``, ``ckks``, ``dp``); the transports
+(``inmemory``, ``service``, ``flower``); ``api`` and the package; ``bench``, ``demo``,
+``cli``. ``testing`` is for tests only: no library module imports it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ LAYERS = {
     "securefl.errors": "errors",
     "securefl.primitives": "primitives",
     "securefl.vectors": "vectors",
+    "securefl.encoding": "encoding",
     "securefl.secagg": "secagg",
     "securefl.ckks": "ckks",
     "securefl.dp": "dp",
@@ -43,7 +44,8 @@ LAYERS = {
 _BASE = {"errors"}
 _PRIMITIVES = _BASE | {"core", "primitives"}
 _DATA = _PRIMITIVES | {"vectors"}
-_PROTOCOLS = _DATA | {"secagg", "ckks", "dp"}
+_ENCODING = _DATA | {"encoding"}
+_PROTOCOLS = _ENCODING | {"secagg", "ckks", "dp"}
 _TRANSPORTS = _PROTOCOLS | {"transports"}
 _LIBRARY = _TRANSPORTS | {"inmemory", "service", "flower", "api", "package"}
 
@@ -54,10 +56,13 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "primitives": _PRIMITIVES,
     "vectors": _BASE,
-    "secagg": _DATA,
-    "ckks": _DATA,
+    # Encoders turn updates into ring vectors and ring sums into means; SecAgg's core
+    # adds integers and knows only the encoders' interface.
+    "encoding": _DATA,
+    "secagg": _ENCODING,
+    "ckks": _ENCODING,
     # DP is an encoding for SecAgg's ring: it builds SecAgg configurations.
-    "dp": _DATA | {"secagg"},
+    "dp": _ENCODING | {"secagg"},
     "transports": _TRANSPORTS,
     "inmemory": _TRANSPORTS,
     "service": _TRANSPORTS,

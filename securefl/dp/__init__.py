@@ -8,11 +8,13 @@ See ``docs/PRIVACY.md``.
 
 * :class:`DPConfig` / :func:`calibrate` -> :class:`DPPlan`: noise and scale from a
   target (epsilon, delta), clients, dropout tolerance, rounds, clip and ring bits.
-* :func:`encode_update` (client) and :func:`decode_aggregate` (server): the hook any
-  transport calls around a SecAgg session with ``ring_input=True``.
+* :class:`DPEncoder`: one round's encoder (:func:`encode_update` on each client,
+  :func:`decode_aggregate` on the ring sum), the object every transport uses around a
+  SecAgg session with ``ring_input=True``.
 """
 
 from securefl.dp.calibration import DPConfig, DPPlan, Mechanism, calibrate
+from securefl.dp.encoder import DPEncoder
 from securefl.dp.pipeline import (
     DPAggregate,
     EncodedUpdate,
@@ -25,6 +27,7 @@ from securefl.dp.pipeline import (
 __all__ = [
     "DPAggregate",
     "DPConfig",
+    "DPEncoder",
     "DPPlan",
     "EncodedUpdate",
     "Mechanism",

@@ -80,8 +80,9 @@ class DPConfig:
         The tolerated fraction of dropouts; the noise is calibrated for the
         survivors of the worst case, n_min = n - floor(n * dropout_rate).
     bits:
-        b: the ring Z_{2^b} of SecAgg, an integer 2 <= b <= 53 (the ring sum must stay exact
-        in float64 for transports that carry vectors as floats).
+        b: the ring Z_{2^b} of SecAgg, an integer 2 <= b <= 53. SecAgg itself adds any
+        b <= 64 exactly; the DP decoder re-centres the ring sum in float64 and unrotates
+        it there, which is exact only for integers below 2^53.
     mechanism:
         ``"discrete_gaussian"`` (KLS 2021) or ``"skellam"`` (AKL 2021).
     sensitivity:

@@ -1,6 +1,6 @@
 """Native kernels of distributed differential privacy: rotation, noise, encode, decode.
 
-Thin, validated wrappers over ``securefl._core`` (``csrc/src/dp.cpp``). The pipeline
+Thin, validated wrappers over ``securefl._core`` (``csrc/src/dp_*.cpp``). The pipeline
 is that of Kairouz, Liu and Steinke (ICML 2021, section 4, "KLS") and Agarwal,
 Kairouz and Liu (NeurIPS 2021, section 4, "AKL"): clip, randomized Walsh-Hadamard
 rotation, scale by 1/gamma, conditional randomized rounding, integer noise (discrete

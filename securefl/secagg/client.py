@@ -20,8 +20,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from securefl.encoding.base import RingInput
+from securefl.encoding.fixed_point import as_ring_input
 from securefl.errors import ConfigError, DecryptionError
-from securefl.primitives import masked_accumulate, quantize, shamir
+from securefl.primitives import masked_accumulate, ring_dtype, shamir
 from securefl.secagg import crypto
 from securefl.secagg.config import MAX_CLIENT_ID, GraphKind, SecAggConfig
 from securefl.secagg.messages import (
@@ -64,7 +66,11 @@ class SecAggClient:
     config:
         The session parameters; the server's must match (checked by digest).
     update:
-        The flat update vector x (float32/float64, length ``config.dimension``).
+        The client's input in the ring: a :class:`~securefl.encoding.RingInput` (an
+        encoder's output, e.g. ``FixedPointEncoder.encode(x, n_k)``, or a
+        :class:`~securefl.encoding.RingVector`), or a numpy array that the session's
+        configuration encodes (floats: the fixed-point code; a ring-input session:
+        values in Z_2^b), of length ``config.dimension``.
     weight:
         The integer weight n_k (e.g. number of local examples), 1 <= n_k <= W.
     identity_key, identity_public_keys:
@@ -86,7 +92,7 @@ class SecAggClient:
         self,
         client_id: int,
         config: SecAggConfig,
-        update: npt.NDArray[np.floating],
+        update: RingInput | npt.NDArray[Any],
         weight: int = 1,
         *,
         identity_key: Ed25519PrivateKey | None = None,
@@ -96,21 +102,18 @@ class SecAggClient:
     ) -> None:
         if not 0 <= client_id <= MAX_CLIENT_ID:
             raise ConfigError(f"client id must be in [0, {MAX_CLIENT_ID}], got {client_id}")
-        if config.ring_input:
-            update = _ring_update(update, config)
-        elif not isinstance(update, np.ndarray) or update.dtype not in (np.float32, np.float64):
-            raise TypeError("update must be a float32 or float64 numpy array")
-        if update.ndim != 1 or update.size != config.dimension:
-            raise ValueError(
-                f"update must be a flat vector of {config.dimension} values, "
-                f"got shape {update.shape}"
-            )
-        if not config.ring_input and not np.all(np.isfinite(update)):
-            index = int(np.flatnonzero(~np.isfinite(update))[0])
-            raise ValueError(f"client {client_id}: update[{index}] = {update[index]} is not finite")
         if not 1 <= weight <= config.max_weight:
             raise ValueError(
                 f"client {client_id}: weight must be in [1, {config.max_weight}], got {weight!r}"
+            )
+        try:
+            ring_input = as_ring_input(update, config, weight)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"client {client_id}: {exc}") from None
+        if ring_input.size != config.dimension:
+            raise ValueError(
+                f"client {client_id}: the input holds {ring_input.size} ring elements, "
+                f"the session's dimension is {config.dimension}"
             )
         if config.authenticated and (identity_key is None or identity_public_keys is None):
             raise ConfigError("authenticated mode needs identity_key and identity_public_keys")
@@ -118,7 +121,7 @@ class SecAggClient:
         self.config = config
         self.stage = Stage.ADVERTISE_KEYS
         self.abort_reason: str | None = None
-        self._update: npt.NDArray[Any] = update
+        self._input: RingInput | None = ring_input
         self._weight = int(weight)
         self._identity_key = identity_key
         self._identity_public_keys = dict(identity_public_keys or {})
@@ -372,29 +375,18 @@ class SecAggClient:
     def _masked_vector(self, peers: list[int]) -> npt.NDArray[np.uint32] | npt.NDArray[np.uint64]:
         """y = q(clip(x) n_k / W) || n_k + PRG(b) + sum_{v>u} PRG(s_uv) - sum_{v<u} PRG(s_uv)."""
         cfg = self.config
-        fp = cfg.fixed_point
         d = cfg.dimension
-        y = np.empty(d + 1, dtype=fp.dtype)
-        rounding_key = crypto.derive(
-            self._rng(32),
-            session=self._session,
-            purpose=crypto.ROUNDING,
-            ids=(self.client_id,),
-            length=16,
-        )
-        if cfg.ring_input:
-            y[:d] = self._update  # already in Z_2^b (checked on construction)
-        else:
-            # The weight is folded in before rounding, n_k / W <= 1, so the encoding
-            # keeps the whole precision of the ring (room for n values, not n W).
-            quantize(
-                self._update,
-                fp,
-                rounding_key,
-                weight=self._weight / cfg.max_weight,
-                out=y[:d],
-                threads=self._threads,
+        y = np.empty(d + 1, dtype=ring_dtype(cfg.bits))
+        assert self._input is not None  # one masked input per session
+        try:
+            # The encoding's own randomness (stochastic rounding) is drawn here, bound
+            # to the session id, which is known only now.
+            self._input.write(
+                y[:d], session=self._session, client_id=self.client_id, secret=self._rng(32)
             )
+        except ValueError as exc:
+            raise _Abort(f"the input does not fit the ring: {exc}") from None
+        self._input = None  # the update is not needed again
         y[d] = self._weight
         keys = [
             crypto.derive(
@@ -489,20 +481,3 @@ class SecAggClient:
                 f"only {len(valid)} valid consistency signatures; "
                 f"threshold t={self.config.threshold}"
             )
-
-
-def _ring_update(update: object, config: SecAggConfig) -> npt.NDArray[Any]:
-    """A ring-input update as the ring's dtype: unsigned words, or floats holding
-    exact integers (what transports that flatten to floats carry), all < 2^b."""
-    if not isinstance(update, np.ndarray) or update.dtype.kind not in "uf":
-        raise TypeError("a ring-input update must be an unsigned or float numpy array")
-    if update.dtype.kind == "f":
-        if not np.all(np.isfinite(update)) or np.any(update != np.floor(update)):
-            raise ValueError("a ring-input update must hold integers")
-        if update.size and (update.min() < 0 or update.max() >= 2.0**config.bits):
-            raise ValueError(f"a ring-input update must hold values in [0, 2^{config.bits})")
-        return update.astype(config.fixed_point.dtype)
-    # Values above the ring would leak through the masked sum's high bits.
-    if update.size and int(update.max()) >= 2**config.bits:
-        raise ValueError(f"a ring-input update must hold values in [0, 2^{config.bits})")
-    return update.astype(config.fixed_point.dtype, copy=False)

@@ -17,7 +17,7 @@ from securefl.errors import ConfigError
 from securefl.primitives.quantize import FixedPoint
 
 if TYPE_CHECKING:
-    from securefl.secagg.graph import ThreatModel
+    from securefl.secagg.parameters import ThreatModel
 
 __all__ = ["CONFIG_VERSION", "MAX_CLIENT_ID", "GraphKind", "SecAggConfig"]
 
@@ -75,10 +75,12 @@ class SecAggConfig:
         Clients sign their keys and the survivor set with enrolled Ed25519 identity
         keys, and a ConsistencyCheck round runs (Bonawitz et al. 2017, section 4.2).
     ring_input:
-        Clients hand over vectors already encoded in Z_2^b (``securefl.dp``'s
-        encodings) instead of floats; ``clip`` and ``frac_bits`` are then unused and
-        the server returns the raw ring sum (``AggregateResult.ring_sum``). Needs
-        b <= 53 so the sum is exact in float64 for transports that carry floats.
+        The session's encoding (:mod:`securefl.encoding`), which every client must
+        agree on: ``False``, the fixed-point encoding of float updates (``clip``,
+        ``frac_bits``); ``True``, vectors already in Z_2^b (``securefl.dp``'s
+        encoder, which decodes the ring sum itself; ``clip`` and ``frac_bits`` are
+        then unused). SecAgg itself adds integers either way and returns the ring sum
+        (:class:`~securefl.encoding.RingSum`), exact for every b up to 64.
     corruption_rate:
         gamma in [0, 1): the fraction of clients the adversary (with the server) may
         control. It fixes c, the corrupt neighbours a client must tolerate
@@ -171,8 +173,6 @@ class SecAggConfig:
                 f"min_survivors must be an integer in [1, n={self.num_clients}], "
                 f"got {self.min_survivors!r}"
             )
-        if self.ring_input and self.bits > 53:
-            raise ConfigError(f"ring_input needs bits <= 53, got {self.bits}")
         summands = self.num_clients
         if self.frac_bits is None:
             fp = FixedPoint.for_ring(bits=self.bits, clip=self.clip, max_summands=summands)
@@ -206,7 +206,7 @@ class SecAggConfig:
         ConfigError
             If no (k, t) meets the rates (the chooser says why).
         """
-        from securefl.secagg.graph import ThreatModel, choose_parameters
+        from securefl.secagg.parameters import ThreatModel, choose_parameters
 
         params = choose_parameters(
             num_clients,
@@ -275,7 +275,7 @@ class SecAggConfig:
         members > (n + floor(gamma n)) / 2, so that a server cannot split the clients
         into two directories (two sessions) that share only its own clients.
         """
-        from securefl.secagg.graph import corrupt_clients, corrupt_neighbours_among
+        from securefl.secagg.parameters import corrupt_clients, corrupt_neighbours_among
 
         n, t = self.num_clients, self.threshold
         corrupt = corrupt_clients(n, self.corruption_rate)
@@ -413,7 +413,7 @@ class SecAggConfig:
 def _corrupt_neighbours(
     n: int, k: int, graph: GraphKind, corruption_rate: float, security_bits: int
 ) -> int:
-    from securefl.secagg.graph import tolerated_corrupt_neighbours
+    from securefl.secagg.parameters import tolerated_corrupt_neighbours
 
     return tolerated_corrupt_neighbours(
         n, k, corruption_rate, complete=graph is GraphKind.COMPLETE, security_bits=security_bits

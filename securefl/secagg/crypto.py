@@ -50,7 +50,6 @@ NONCE_BYTES = 12
 PAIRWISE_MASK = b"securefl/secagg/pairwise-mask/v1"
 SELF_MASK = b"securefl/secagg/self-mask/v1"
 SHARE_ENCRYPTION = b"securefl/secagg/share-encryption/v1"
-ROUNDING = b"securefl/secagg/rounding/v1"
 COMMITMENT = b"securefl/secagg/self-mask-commitment/v2"
 GRAPH_SEED = b"securefl/secagg/graph-seed/v2"
 

@@ -21,7 +21,8 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
-from securefl.primitives import dequantize, masked_accumulate, ring_dtype, shamir, sum_mod
+from securefl.encoding.base import AggregateResult, RingSum
+from securefl.primitives import masked_accumulate, ring_dtype, shamir, sum_mod
 from securefl.primitives.masking import RingArray
 from securefl.primitives.share_decoding import decode_shares
 from securefl.secagg import crypto
@@ -46,6 +47,8 @@ from securefl.secagg.messages import (
 from securefl.secagg.signing import advertise_payload, consistency_payload
 from securefl.secagg.topology import build_graph
 
+# AggregateResult moved to securefl.encoding (the decoded result); it stays importable
+# from here for one release.
 __all__ = ["AggregateResult", "Rejection", "SecAggServer"]
 
 SHARE_CIPHERTEXT_BYTES = crypto.NONCE_BYTES + 8 + 2 * shamir.SHARE_BYTES + 16
@@ -53,24 +56,6 @@ MAX_DECODES = 16
 """Error-correcting decodings a session may need before it aborts: each one follows
 a caught lie, so an honest session needs none and a liar cannot make the server
 decode without bound."""
-
-
-@dataclass(frozen=True)
-class AggregateResult:
-    """What the server learns: the weighted mean of the survivors' updates.
-
-    ``weighted_mean`` = sum_u n_u x_u / sum_u n_u over ``contributors`` (U3), each x_u
-    clipped to [-c, c]; each client's n_u x_u / W is rounded to the precision 2^-p.
-    """
-
-    weighted_mean: npt.NDArray[np.float64]
-    total_weight: int
-    contributors: tuple[int, ...]
-    dropped: tuple[int, ...]
-    ring_sum: npt.NDArray[np.uint32] | npt.NDArray[np.uint64] | None = None
-    """With ``config.ring_input``: the raw sum in Z_2^b of the survivors' encoded
-    vectors; ``weighted_mean`` then holds the same integers as float64 (exact for
-    b <= 53), not a mean, so that transports which unflatten it keep working."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +98,7 @@ class SecAggServer:
         self.config = config
         self.stage: Stage | None = None
         self.abort_reason: str | None = None
-        self.result: AggregateResult | None = None
+        self.result: RingSum | None = None
         self.rejections: list[Rejection] = []
         self._identities = dict(identity_public_keys or {})
         self._rng = rng
@@ -562,28 +547,13 @@ class SecAggServer:
         masked_accumulate(acc, keys, signs, bits=cfg.bits, threads=self._threads)
         d = cfg.dimension
         total_weight = int(acc[d])
+        # The weights are public integers in [1, W]: a sum outside [m, m W] is no sum
+        # of honest weights (a lying client or share holder corrupted the aggregate).
         if not len(survivors) <= total_weight <= len(survivors) * cfg.max_weight:
             raise _Abort("unmasked total weight is out of range: the aggregate is corrupted")
-        if cfg.ring_input:  # the caller (securefl.dp) decodes the ring sum itself
-            ring_sum = acc[:d].copy()
-            self.result = AggregateResult(
-                weighted_mean=ring_sum.astype(np.float64),
-                total_weight=total_weight,
-                contributors=survivors,
-                dropped=tuple(sorted(set(self._u1) - set(survivors))),
-                ring_sum=ring_sum,
-            )
-            self.stage = Stage.COMPLETED
-            self._acc = None
-            return {}
-        try:
-            # sum_u clip(x_u) n_u / W over the survivors...
-            total = dequantize(acc[:d], cfg.fixed_point, len(survivors), threads=self._threads)
-        except ValueError as exc:
-            raise _Abort(f"unmasked aggregate is corrupted: {exc}") from None
-        total *= cfg.max_weight / total_weight  # ...times W / N: in place, one d-vector
-        self.result = AggregateResult(
-            weighted_mean=total,
+        # Integers out: what the sum means is the encoder's business (securefl.encoding).
+        self.result = RingSum(
+            ring_sum=acc[:d],
             total_weight=total_weight,
             contributors=survivors,
             dropped=tuple(sorted(set(self._u1) - set(survivors))),

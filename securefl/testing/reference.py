@@ -295,7 +295,7 @@ def exp_nonpositive(x: np.ndarray) -> np.ndarray:
 
 
 def dp_discrete_gaussian(key: bytes, n: int, sigma: float) -> np.ndarray:
-    """CKS 2020 Algorithm 3 exactly as the native sampler runs it (dp.hpp, dp.cpp)."""
+    """CKS 2020 Algorithm 3 exactly as the native sampler runs it (dp_samplers.cpp)."""
     import math
 
     t = math.floor(sigma) + 1

@@ -15,19 +15,21 @@ import tracemalloc
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from securefl import vectors
+from securefl.encoding import AggregateResult, RingInput, decoded, encoder_for
+from securefl.encoding.fixed_point import as_ring_input
 from securefl.errors import InvalidMessage
 from securefl.secagg import codec, crypto
 from securefl.secagg.client import SecAggClient
 from securefl.secagg.config import SecAggConfig
 from securefl.secagg.messages import ServerMessage, Stage, UnmaskingResponse
-from securefl.secagg.server import AggregateResult, Rejection, SecAggServer
+from securefl.secagg.server import Rejection, SecAggServer
 
 __all__ = ["SessionReport", "run_session"]
 
@@ -101,7 +103,7 @@ class _InProcessClients:
         pass
 
 
-ClientSpec = tuple[int, SecAggConfig, "npt.NDArray[np.floating]", int]
+ClientSpec = tuple[int, SecAggConfig, "RingInput | npt.NDArray[Any]", int]
 """(client id, config, flat update, weight): what a worker needs to create a client."""
 
 
@@ -261,7 +263,16 @@ def run_session(
         upload before the server decodes it.
     """
     n = len(updates)
-    flat, layout = vectors.flatten_all(updates)
+    flat: list[RingInput | npt.NDArray[Any]]
+    layout: vectors.Layout | None
+    if config.ring_input:
+        # Already in the ring (securefl.dp's encodings): handed over as integers, never
+        # flattened to floats (exact only below 2^53) and never unflattened.
+        flat = [as_ring_input(cast("npt.NDArray[Any]", u), config, 1) for u in updates]
+        layout = None
+    else:
+        floats, layout = vectors.flatten_all(updates)
+        flat = list(floats)
     ids = list(range(n)) if ids is None else list(ids)
     weights = [1] * n if weights is None else list(weights)
     if not len(ids) == len(weights) == n:
@@ -322,7 +333,7 @@ def _drive(
     config: SecAggConfig,
     runner: _InProcessClients | _PooledClients,
     ids: list[int],
-    layout: vectors.Layout,
+    layout: vectors.Layout | None,
     dropouts: dict[int, Stage],
     public_identities: dict[int, bytes] | None,
     source: Callable[[int], bytes],
@@ -399,10 +410,23 @@ def _drive(
         if measure_memory:
             report.server_peak_bytes = tracemalloc.get_traced_memory()[1] - baseline
             tracemalloc.stop()
-    report.result = server.result
-    if server.result is not None:
-        report.aggregate = vectors.unflatten(server.result.weighted_mean, layout)
     report.stage = server.stage or Stage.ABORTED
     report.abort_reason = server.abort_reason
     report.client_stages = runner.stages()
+    if server.result is not None:
+        # SecAgg returns integers; the session's encoder says what they mean. A
+        # ring-input session (securefl.dp) is decoded by its caller.
+        encoder = encoder_for(config, threads=threads)
+        t0 = time.perf_counter()
+        try:
+            report.result = decoded(server.result, encoder)
+        except ValueError as exc:
+            report.stage = Stage.ABORTED
+            report.abort_reason = f"unmasked aggregate is corrupted: {exc}"
+        else:
+            if encoder is not None and layout is not None:
+                report.aggregate = vectors.unflatten(report.result.weighted_mean, layout)
+        report.server_seconds[Stage.UNMASKING] = (
+            report.server_seconds.get(Stage.UNMASKING, 0.0) + time.perf_counter() - t0
+        )
     return report

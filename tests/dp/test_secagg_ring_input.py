@@ -23,8 +23,10 @@ def config(**options: object) -> SecAggConfig:
 def test_ring_input_changes_the_digest_only_when_set() -> None:
     assert config().digest() == config(ring_input=False).digest()
     assert config(ring_input=True).digest() != config().digest()
-    with pytest.raises(ConfigError, match="bits <= 53"):
-        SecAggConfig(num_clients=3, threshold=2, dimension=8, bits=60, ring_input=True)
+    # SecAgg returns integers (issue 13): a ring-input session of any b <= 64 is allowed.
+    wide = SecAggConfig(num_clients=3, threshold=2, dimension=8, bits=60, ring_input=True)
+    assert SecAggConfig.from_bytes(wide.to_bytes()).digest() == wide.digest()
+    assert wide.bits == 60 and wide.ring_input
 
 
 def test_ring_input_session_returns_the_exact_ring_sum() -> None:

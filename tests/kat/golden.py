@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from securefl import vectors
+from securefl.encoding import FixedPointEncoder
 from securefl.secagg import codec
 from securefl.secagg.client import SecAggClient
 from securefl.secagg.config import GraphKind, SecAggConfig
@@ -189,10 +190,10 @@ def _ring_sum(config: SecAggConfig, server: SecAggServer) -> np.ndarray:
     result = server.result
     assert result is not None
     if config.ring_input:
-        assert result.ring_sum is not None
         return result.ring_sum
-    # The float mean is a function of the ring sum; pin the mean's exact float64 bits.
-    return result.weighted_mean.view(np.uint64)
+    # The float mean is a function of the ring sum; pin the mean's exact float64 bits
+    # (SecAgg returns the ring sum; the fixed-point encoder decodes it).
+    return FixedPointEncoder.for_config(config).decode(result).view(np.uint64)
 
 
 def _derived(

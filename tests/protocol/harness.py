@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from securefl.encoding import FixedPointEncoder, RingSum, decoded
 from securefl.secagg import codec, crypto
 from securefl.secagg.client import SecAggClient
 from securefl.secagg.config import GraphKind, SecAggConfig
@@ -60,6 +61,8 @@ def expected_mean(config: SecAggConfig, updates, weights, contributors) -> np.nd
 
 def assert_close_to_plain(config, result, updates, weights) -> None:
     assert result is not None
+    if isinstance(result, RingSum):  # the server's own result: the ring sum, decoded here
+        result = decoded(result, FixedPointEncoder.for_config(config))
     want = expected_mean(config, updates, weights, result.contributors)
     err = np.max(np.abs(result.weighted_mean - want))
     # Each client's scaled value moves by less than one step 2^-p; the mean scales by W / N.

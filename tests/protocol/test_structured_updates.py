@@ -35,7 +35,7 @@ def test_dict_of_arrays() -> None:
 
 def test_mismatched_layouts_are_refused() -> None:
     config = make_config(3, t=2, d=4)
-    with pytest.raises(ValueError, match="does not match client 0.s layout"):
+    with pytest.raises(ValueError, match="does not match client 0's layout"):
         run_session(config, [np.zeros(4, np.float32), np.zeros((2, 2), np.float32)])
 
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from securefl.cli.service import add_commands, dp_plan
+from securefl.cli.service import secagg_config as cli_config
 from securefl.dp import DPConfig, DPPlan, calibrate, secagg_config
 from securefl.errors import ConfigError, InvalidMessage
 from securefl.secagg.config import SecAggConfig
 from securefl.secagg.messages import Stage
 from securefl.transports.service import AggregationClient, ClientTLS, SecAggSession, framing
-from securefl.cli.service import add_commands, dp_plan
-from securefl.cli.service import secagg_config as cli_config
 
 from .client_proc import update_for
 from .conftest import finish
@@ -179,23 +179,28 @@ def test_dp_client_refuses_ckks_a_mismatched_config_and_bad_updates(pki) -> None
             client.aggregate(np.zeros(D), weight=MAX_WEIGHT + 1)
 
 
-def test_a_ring_input_result_travels_as_exact_integers() -> None:
-    """The ring sum goes out as float64 integers and comes back unchanged; anything
-    else in a ring-input result is refused."""
+def test_a_ring_input_result_travels_as_its_ring_sum() -> None:
+    """A DP session's result is SecAgg's ring sum, sent as ring elements and given back
+    as the same integers; a value outside Z_2^b, or the sum sent as float64, is refused."""
     plan = plan_for()
     config = secagg_config(plan, **SECAGG)
-    ring = np.arange(plan.padded_dimension, dtype=np.float64) * 1000.0
-    result = framing.Result(ring, 37, (0, 1, 2, 3), (4,))
-    payload = b"".join(bytes(p) for p in framing.encode_result(result, config))
+    ring = (np.arange(plan.padded_dimension) * 1000).astype(np.uint32)
+    result = framing.Result(ring.astype(np.float64), 37, (0, 1, 2, 3), (4,), ring)
+    payload = b"".join(bytes(p) for p in framing.encode_result(result))
     decoded = framing.decode_result(memoryview(payload), config)
-    np.testing.assert_array_equal(decoded.weighted_mean, ring)
+    assert decoded.ring_sum is not None
+    np.testing.assert_array_equal(decoded.ring_sum, ring)
     assert (decoded.total_weight, decoded.contributors) == (37, (0, 1, 2, 3))
-    for bad in (0.5, -1.0, 2.0**20, np.nan):
-        values = ring.copy()
-        values[7] = bad
-        parts = framing.encode_result(framing.Result(values, 37, (0, 1), ()), config)
-        with pytest.raises(InvalidMessage, match="integers"):
-            framing.decode_result(memoryview(b"".join(bytes(p) for p in parts)), config)
+    too_big = ring.copy()
+    too_big[7] = 2**config.bits
+    parts = framing.encode_result(
+        framing.Result(ring.astype(np.float64), 37, (0, 1, 2, 3), (), too_big)
+    )
+    with pytest.raises(InvalidMessage, match=r"\[0, 2\^20\)"):
+        framing.decode_result(memoryview(b"".join(bytes(p) for p in parts)), config)
+    parts = framing.encode_result(framing.Result(ring.astype(np.float64), 37, (0, 1, 2, 3), ()))
+    with pytest.raises(InvalidMessage, match="sent as its ring sum"):
+        framing.decode_result(memoryview(b"".join(bytes(p) for p in parts)), config)
 
 
 def parse(command: str, *argv: str) -> argparse.Namespace:

@@ -74,20 +74,18 @@ def test_malformed_frames_are_refused(mutate, match: str) -> None:
 CONFIG = SecAggConfig(num_clients=5, threshold=3, dimension=33, max_weight=10)
 
 
-def payload_of(result: framing.Result, config: SecAggConfig | None) -> memoryview:
-    return memoryview(b"".join(bytes(p) for p in framing.encode_result(result, config)))
+def payload_of(result: framing.Result) -> memoryview:
+    return memoryview(b"".join(bytes(p) for p in framing.encode_result(result)))
 
 
 def test_float64_result_round_trip_and_checks() -> None:
-    mean = np.linspace(-1, 1, 33)  # not a decoding of any ring sum: sent as float64
+    mean = np.linspace(-1, 1, 33)  # a result without its ring sum: sent as float64
     result = framing.Result(mean, 17, (1, 2, 4), (3,))
-    for config in (None, CONFIG):
-        payload = payload_of(result, config)
-        assert len(payload) == 8 + (4 + 4 * 3) + (4 + 4) + 16 + 8 * 33
-        back = framing.decode_result(payload, CONFIG)
-        assert np.array_equal(back.weighted_mean, mean)
-        assert (back.total_weight, back.contributors, back.dropped) == (17, (1, 2, 4), (3,))
-    payload = payload_of(result, None)
+    payload = payload_of(result)
+    assert len(payload) == 8 + (4 + 4 * 3) + (4 + 4) + 16 + 8 * 33
+    back = framing.decode_result(payload, CONFIG)
+    assert np.array_equal(back.weighted_mean, mean) and back.ring_sum is None
+    assert (back.total_weight, back.contributors, back.dropped) == (17, (1, 2, 4), (3,))
     other = SecAggConfig(num_clients=5, threshold=3, dimension=32, max_weight=10)
     with pytest.raises(InvalidMessage, match="dimension is 32"):
         framing.decode_result(payload, other)
@@ -100,17 +98,18 @@ def test_float64_result_round_trip_and_checks() -> None:
 
 
 def test_ring_sum_result_is_half_the_bytes_and_bit_exact() -> None:
-    """A mean the server decoded from a ring sum travels as that sum (4 bytes a value
-    at b = 32) and decodes to the same float64 values bit for bit."""
+    """The server's result travels as SecAgg's ring sum (4 bytes a value at b = 32), and
+    every client decodes it to the server's float64 mean bit for bit."""
     fp = CONFIG.fixed_point
     m, total = 3, 17
     levels = int(np.ceil(2 * fp.clip * 2**fp.frac_bits))
     ring = np.random.default_rng(2).integers(0, m * levels, 33).astype(np.uint32)
     mean = dequantize(ring, fp, m) * (CONFIG.max_weight / total)
-    payload = payload_of(framing.Result(mean, total, (0, 1, 2), ()), CONFIG)
+    payload = payload_of(framing.Result(mean, total, (0, 1, 2), (), ring))
     assert len(payload) == 8 + (4 + 4 * 3) + 4 + 16 + 4 * 33
     back = framing.decode_result(payload, CONFIG)
     assert np.array_equal(back.weighted_mean, mean)
+    assert back.ring_sum is not None and np.array_equal(back.ring_sum, ring)
     # An impossible weight for three contributors is refused, not decoded.
     forged = bytearray(payload)
     struct.pack_into("<Q", forged, 0, 1000)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from securefl.cli.service import add_commands, client_policy
 from securefl.errors import ConfigError, ProtocolAbort, ServiceError
 from securefl.secagg.config import GraphKind, SecAggConfig
 from securefl.secagg.messages import Stage
@@ -24,7 +25,6 @@ from securefl.transports.service import (
     SecAggSession,
     framing,
 )
-from securefl.cli.service import add_commands, client_policy
 
 from .conftest import enrolled_keys, in_threads, join_all
 
@@ -235,11 +235,11 @@ def test_a_result_that_names_other_contributors_is_refused(
     running = serve(SecAggSession(config, keys if authenticated else None), round_timeout=5.0)
     honest = framing.encode_result
 
-    def lying(result: framing.Result, config: SecAggConfig | None = None) -> list:
+    def lying(result: framing.Result) -> list:
         forged = dataclasses.replace(
             result, contributors=result.contributors[1:], dropped=(result.contributors[0],)
         )
-        return honest(forged, config)
+        return honest(forged)
 
     monkeypatch.setattr(framing, "encode_result", lying)
     results = authenticated_hospitals(running.target, pki, config, None)

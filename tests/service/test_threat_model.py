@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from securefl.encoding import FixedPointEncoder
 from securefl.secagg.client import SecAggClient
 from securefl.secagg.config import SecAggConfig
 from securefl.secagg.messages import Stage
@@ -62,7 +63,8 @@ def test_a_server_that_runs_a_clients_peers_itself(authenticated: bool) -> None:
         assert server.result is not None and server.result.contributors == (0, 1, 2, 3, 4)
         # The sum of one real update and four zeros, times 5 (weights 1 each): x_0.
         bound = 5 * config.fixed_point.precision
-        np.testing.assert_allclose(5 * server.result.weighted_mean, update, atol=bound)
+        mean = FixedPointEncoder.for_config(config).decode(server.result)
+        np.testing.assert_allclose(5 * mean, update, atol=bound)
     else:
         assert parties[0].stage is Stage.ABORTED
         assert "mis-signed" in (parties[0].abort_reason or "")

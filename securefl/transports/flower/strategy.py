@@ -58,12 +58,13 @@ from flwr.serverapp.strategy import FedAvg, Result
 from flwr.supercore import log
 
 from securefl import vectors
+from securefl.encoding import FixedPointEncoder, RingSum
 from securefl.errors import ConfigError, InvalidMessage
 from securefl.secagg import codec
 from securefl.secagg.config import SecAggConfig
 from securefl.secagg.defaults import DEFAULT_CORRUPTION_RATE, default_config
 from securefl.secagg.messages import ServerMessage, SessionStart, ShareRouting, Stage
-from securefl.secagg.server import AggregateResult, Rejection, SecAggServer
+from securefl.secagg.server import Rejection, SecAggServer
 from securefl.transports.flower.records import (
     NEXT_RECORD_KEY,
     RECORD_KEY,
@@ -476,14 +477,19 @@ class SecAggFedAvg(FedAvg):
         report.contributors = tuple(state.node_of[c] for c in result.contributors)
         report.dropped = tuple(state.node_of[c] for c in result.dropped)
         report.total_weight = result.total_weight
-        mean = result.weighted_mean
         if self.dp is not None:
             decoded = self._dp_decode(state, result)
-            if isinstance(decoded, str):
-                report.stage, report.abort_reason = Stage.ABORTED, decoded
-                log(WARNING, "securefl: round %s: %s", server_round, decoded)
-                return None, None
-            mean = decoded
+        else:
+            # SecAgg returns the ring sum; the session's fixed-point encoder decodes it.
+            try:
+                decoded = FixedPointEncoder.for_config(server.config).decode(result)
+            except ValueError as exc:
+                decoded = f"unmasked aggregate is corrupted: {exc}"
+        if isinstance(decoded, str):
+            report.stage, report.abort_reason = Stage.ABORTED, decoded
+            log(WARNING, "securefl: round %s: %s", server_round, decoded)
+            return None, None
+        mean = decoded
         log(
             INFO,
             "securefl: aggregated %s updates (%s dropped)",
@@ -502,14 +508,12 @@ class SecAggFedAvg(FedAvg):
         )
         return arrays, metrics
 
-    def _dp_decode(self, state: _Round, result: AggregateResult) -> npt.NDArray[np.float64] | str:
+    def _dp_decode(self, state: _Round, result: RingSum) -> npt.NDArray[np.float64] | str:
         """The noisy weighted mean behind the ring sum, or why there is none."""
         from securefl.dp import decode_aggregate
 
         plan = self.dp
         assert plan is not None
-        if result.ring_sum is None:
-            return "differential privacy: the session returned no ring sum"
         try:
             decoded = decode_aggregate(
                 result.ring_sum,

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from securefl import vectors
+from securefl.encoding import FixedPointEncoder
 from securefl.errors import (
     ConfigError,
     DecryptionError,
@@ -62,7 +63,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from securefl.ckks.keys import ClientContext
-    from securefl.dp import DPPlan
+    from securefl.dp import DPEncoder, DPPlan
+    from securefl.encoding import RingInput, RingVector
 
 __all__ = ["AggregationClient", "ServiceResult"]
 
@@ -292,7 +294,9 @@ class AggregationClient:
         machine: SecAggClient | None = None
         pending: npt.NDArray[np.floating] | None = None  # DP: encoded at SessionStart
         if self.dp is None:
-            machine = self._secagg_client(flat, weight)
+            # SecAgg adds integers: the session's fixed-point encoder makes them.
+            encoder = FixedPointEncoder.for_config(config, threads=self._threads)
+            machine = self._secagg_client(encoder.encode(flat, weight), weight)
         else:
             # The encoding needs the session's nonce (the round seed): check what can be
             # checked now, and build the state machine when SessionStart arrives.
@@ -384,7 +388,7 @@ class AggregationClient:
             mean,
         )
 
-    def _secagg_client(self, vector: npt.NDArray[Any], weight: int) -> SecAggClient:
+    def _secagg_client(self, vector: RingInput, weight: int) -> SecAggClient:
         assert self.config is not None
         return SecAggClient(
             self.client_id,
@@ -456,47 +460,30 @@ class AggregationClient:
             )
         self.policy.check_contributors(contributors, session)
 
-    def _dp_encode(
-        self, flat: npt.NDArray[np.floating], nonce: bytes, weight: int
-    ) -> npt.NDArray[Any]:
-        """Clip, weight, rotate, round and noise the update into the ring (securefl.dp),
-        with the session's public nonce as the round seed; the secret coins are drawn
-        from the OS and never leave this call."""
-        from securefl.dp import encode_update
+    def _dp_encoder(self, nonce: bytes) -> DPEncoder:
+        """This session's DP encoder, with its public nonce as the round seed; the
+        secret coins of each encoding are drawn from the OS and never leave it."""
+        from securefl.dp import DPEncoder
 
         assert self.dp is not None and self.config is not None
-        encoded = encode_update(
-            flat,
-            self.dp,
-            round_seed=nonce,
-            session=nonce,
-            client_id=self.client_id,
-            weight=weight / self.config.max_weight,
-            threads=self._threads,
+        return DPEncoder(
+            self.dp, round_seed=nonce, max_weight=self.config.max_weight, threads=self._threads
         )
-        return encoded.ring
+
+    def _dp_encode(self, flat: npt.NDArray[np.floating], nonce: bytes, weight: int) -> RingVector:
+        """Clip, weight, rotate, round and noise the update into the ring (securefl.dp)."""
+        return self._dp_encoder(nonce).encode(flat, weight, client_id=self.client_id)
 
     def _dp_decode(self, result: framing.Result, nonce: bytes) -> npt.NDArray[np.float64]:
         """The noisy weighted mean behind the ring sum the server sent: the same
         decoding as the server's (``SessionOutcome.dp``), bit for bit."""
-        from securefl.dp import decode_aggregate
-
-        assert self.dp is not None and self.config is not None
         try:
-            decoded = decode_aggregate(
-                result.weighted_mean,
-                self.dp,
-                round_seed=nonce,
-                survivors=len(result.contributors),
-                total_weight=result.total_weight / self.config.max_weight,
-                threads=self._threads,
-            )
+            return self._dp_encoder(nonce).decode(result)
         except ConfigError as exc:
             # A server that sends a result for too few survivors broke the DP contract.
             raise ProtocolAbort(f"differential privacy: {exc}") from None
         except ValueError as exc:
             raise ServiceError(f"malformed result from the server: {exc}") from None
-        return decoded.mean
 
     def _prepare(self, update: vectors.Update) -> tuple[npt.NDArray[np.floating], vectors.Layout]:
         """Flatten the update (with differential privacy, :meth:`_dp_encode` then

@@ -9,7 +9,7 @@ replayed message is refused by number before anything decodes it.
 
 Frame layout, little-endian (32-byte header, then the payload)::
 
-    magic "SFLS" (4) · version u8 = 2 · kind u8 · protocol u8 · flags u8
+    magic "SFLS" (4) · version u8 = 3 · kind u8 · protocol u8 · flags u8
     · client id u32 · session u32 · round u32 · 4 zero bytes · payload length u64
     · payload · [signature (64), if flags has SIGNED]
 
@@ -31,15 +31,15 @@ import hashlib
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from securefl.encoding import RingSum, decoded, encoder_for
 from securefl.errors import InvalidMessage
-from securefl.primitives.masking import RingArray
-from securefl.primitives.quantize import dequantize
+from securefl.primitives.masking import RingArray, ring_dtype
 
 if TYPE_CHECKING:
     from securefl.secagg.config import SecAggConfig
@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 MAGIC = b"SFLS"
-VERSION = 2
+VERSION = 3
 """Version 2: the JOIN call stays open for the session (the server's sign that the client
 is alive), JOIN carries the client's session options, and a client may LEAVE."""
 _HEADER = struct.Struct("<4sBBBBIII4xQ")
@@ -394,6 +394,9 @@ class Result:
     total_weight: int
     contributors: tuple[int, ...]
     dropped: tuple[int, ...]
+    ring_sum: RingArray | None = None
+    """The unmasked sum in Z_2^b that ``weighted_mean`` decodes from (a ring-input
+    session's result: ``weighted_mean`` holds it as float64, exact below 2^53)."""
 
 
 class ResultEncoding(enum.IntEnum):
@@ -402,9 +405,10 @@ class ResultEncoding(enum.IntEnum):
     FLOAT64 = 0
     """d float64 values: the mean itself."""
     RING_SUM = 1
-    """d ring elements (b/8 bytes each, b = 32 or 64): the unmasked sum S from which
-    the server computed the mean, ``dequantize(S) * W / N``; half the bytes of float64
-    at b = 32, and the client's decoding gives the server's mean bit for bit."""
+    """d ring elements (4 bytes each for b <= 32, else 8): the unmasked sum S that SecAgg
+    returns. Every client decodes it with the session's encoder (fixed point:
+    ``dequantize(S) * W / N``; DP: ``securefl.dp``) and gets the server's mean bit for
+    bit; half the bytes of float64 at b <= 32."""
 
 
 _IDS = struct.Struct("<I")
@@ -414,62 +418,17 @@ def _pack_ids(ids: tuple[int, ...]) -> bytes:
     return _IDS.pack(len(ids)) + np.asarray(ids, dtype="<u4").tobytes()
 
 
-def _ring_sum(config: SecAggConfig, result: Result) -> RingArray | None:
-    """Recover the ring sum S behind ``result`` (the inverse of the server's decoding,
-    docs/PROTOCOL.md "The masked vector"), or ``None`` unless decoding S reproduces
-    the mean exactly."""
-    if config.ring_input:
-        # The "mean" is already the ring sum (as float64, exact for b <= 53), which
-        # only the DP decoder (securefl.dp) turns into a mean: send it as it is.
-        return None
-    fp = config.fixed_point
-    m = len(result.contributors)
-    if fp.bits not in (32, 64) or not 1 <= m <= fp.max_summands or result.total_weight < 1:
-        return None
-    scale = config.max_weight / result.total_weight
-    values = result.weighted_mean / scale
-    values += m * fp.clip
-    values *= 2.0**fp.frac_bits
-    np.rint(values, out=values)
-    if values.size and not (values.min() >= 0 and values.max() < 2.0**fp.bits):
-        return None
-    ring: RingArray = values.astype(np.uint32) if fp.bits == 32 else values.astype(np.uint64)
-    try:
-        if not np.array_equal(
-            _decode_ring(config, ring, m, result.total_weight), result.weighted_mean
-        ):
-            return None  # not the server's decoding (e.g. b = 64 beyond float64's 53 bits)
-    except ValueError:
-        return None
-    return ring
-
-
-def _decode_ring(
-    config: SecAggConfig, ring: RingArray, m: int, total_weight: int
-) -> npt.NDArray[np.float64]:
-    # Exactly the server's decoding (SecAggServer, Unmasking): the same kernel, then W / N.
-    mean = dequantize(ring, config.fixed_point, m)
-    mean *= config.max_weight / total_weight
-    return mean
-
-
-def _is_ring(values: npt.NDArray[np.float64], bits: int) -> bool:
-    """True if every value is an integer in [0, 2^bits) (NaN fails both tests)."""
-    if not values.size:
-        return True
-    in_range = bool(values.min() >= 0) and bool(values.max() < 2.0**bits)
-    return in_range and bool(np.array_equal(values, np.floor(values)))
-
-
-def encode_result(result: Result, config: SecAggConfig | None = None) -> list[bytes | memoryview]:
+def encode_result(result: Result) -> list[bytes | memoryview]:
     """Payload of a SecAgg ``RESULT`` frame: total weight u64 · contributors (count u32,
     ids u32) · dropped (same) · d u64 · encoding u8 · 7 zero bytes · the values
-    (:class:`ResultEncoding`). With ``config``, the ring sum when it decodes to exactly
-    the mean, else float64; a ``ring_input`` session's result is the ring sum itself,
-    sent as float64 (exact integers)."""
-    ring = None if config is None else _ring_sum(config, result)
-    values = np.ascontiguousarray(result.weighted_mean, dtype="<f8") if ring is None else ring
-    encoding = ResultEncoding.FLOAT64 if ring is None else ResultEncoding.RING_SUM
+    (:class:`ResultEncoding`): the ring sum where the result has one, else float64."""
+    ring = result.ring_sum
+    values: npt.NDArray[Any]
+    if ring is None:
+        values = np.ascontiguousarray(result.weighted_mean, dtype="<f8")
+        encoding = ResultEncoding.FLOAT64
+    else:
+        values, encoding = np.ascontiguousarray(ring), ResultEncoding.RING_SUM
     head = (
         struct.pack("<Q", result.total_weight)
         + _pack_ids(result.contributors)
@@ -507,31 +466,31 @@ def decode_result(payload: memoryview, config: SecAggConfig) -> Result:
     except (struct.error, ValueError):
         raise InvalidMessage("truncated result") from None
     dimension = config.dimension
-    if encoding == ResultEncoding.FLOAT64:
-        width = 8
-    elif encoding == ResultEncoding.RING_SUM and config.bits in (32, 64):
-        width = config.bits // 8
-    else:
+    width = 8 if encoding == ResultEncoding.FLOAT64 or config.bits > 32 else 4
+    if encoding not in (ResultEncoding.FLOAT64, ResultEncoding.RING_SUM):
         raise InvalidMessage(f"unknown result encoding {encoding}")
     if d != dimension or len(payload) - offset != width * d:
         raise InvalidMessage(f"result holds {d} values, the session's dimension is {dimension}")
     m = len(lists[0])
+    if not 1 <= m <= config.num_clients or not m <= total <= m * config.max_weight:
+        raise InvalidMessage("result names an impossible contributor count or weight")
+    ring: RingArray | None = None
     if encoding == ResultEncoding.FLOAT64:
+        if config.ring_input:
+            raise InvalidMessage("a ring-input result is sent as its ring sum")
         mean = np.frombuffer(payload, dtype="<f8", count=d, offset=offset).astype(np.float64)
-        if config.ring_input and not _is_ring(mean, config.bits):
-            raise InvalidMessage(f"a ring-input result must hold integers in [0, 2^{config.bits})")
-    elif config.ring_input:
-        raise InvalidMessage("a ring-input result is sent as float64")
     else:
-        if not 1 <= m <= config.num_clients or not m <= total <= m * config.max_weight:
-            raise InvalidMessage("result names an impossible contributor count or weight")
-        ring: RingArray = (
-            np.frombuffer(payload, dtype=np.uint32, count=d, offset=offset)
-            if width == 4
-            else np.frombuffer(payload, dtype=np.uint64, count=d, offset=offset)
+        ring = cast(
+            "RingArray",
+            np.frombuffer(payload, dtype=ring_dtype(config.bits), count=d, offset=offset),
         )
+        if ring.size and int(ring.max()) >= 2**config.bits:
+            raise InvalidMessage(f"a ring sum must hold values in [0, 2^{config.bits})")
+        summed = RingSum(ring, int(total), lists[0], lists[1])
+        encoder = encoder_for(config)
         try:
-            mean = _decode_ring(config, ring, m, total)
+            mean = decoded(summed, encoder).weighted_mean
         except ValueError as exc:
             raise InvalidMessage(f"result does not decode: {exc}") from None
-    return Result(mean, int(total), lists[0], lists[1])
+    return Result(mean, int(total), lists[0], lists[1], ring)
+

@@ -36,10 +36,11 @@ from typing import TYPE_CHECKING, Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from securefl.encoding import AggregateResult, decoded, encoder_for
 from securefl.errors import ConfigError, InvalidMessage, SecureFLError
 from securefl.secagg import codec
 from securefl.secagg.messages import Stage
-from securefl.secagg.server import AggregateResult, Rejection, SecAggServer
+from securefl.secagg.server import Rejection, SecAggServer
 from securefl.transports.service import framing
 from securefl.transports.service.framing import Kind, Protocol
 from securefl.transports.service.sessions import (
@@ -647,16 +648,26 @@ class AggregationServer:
                 self._expected = set(frames)
                 return False
             if stage is Stage.COMPLETED:
-                result = machine.result
-                assert result is not None
-                outcome.contributors = result.contributors
-                # A last line behind SecAgg's own min_survivors check (the state machine
-                # aborts before unmasking): an under-noised sum is neither kept nor sent.
-                refusal = self._decode_dp(outcome, result)
+                assert machine.result is not None
+                outcome.contributors = machine.result.contributors
+                # SecAgg returns the ring sum; the session's encoder decodes it (a DP
+                # session's, below, is securefl.dp's).
+                try:
+                    result = decoded(
+                        machine.result, encoder_for(machine.config, threads=self.options.threads)
+                    )
+                except ValueError as exc:
+                    refusal: str | None = f"unmasked aggregate is corrupted: {exc}"
+                else:
+                    # A last line behind SecAgg's own min_survivors check (the state
+                    # machine aborts before unmasking): an under-noised sum is neither
+                    # kept nor sent.
+                    refusal = self._decode_dp(outcome, result)
                 if refusal is None:
                     outcome.result = result
                 else:
-                    # The ring sum is withheld: it would release less noise than promised.
+                    # The ring sum is withheld: it would release less noise than promised,
+                    # or it is no honest sum.
                     outcome.stage = Stage.ABORTED
                     outcome.abort_reason = refusal
                     why = [refusal.encode()]
@@ -668,8 +679,8 @@ class AggregationServer:
                         result.total_weight,
                         result.contributors,
                         result.dropped,
-                    ),
-                    machine.config,
+                        result.ring_sum,
+                    )
                 )
                 self._publish_final(r + 1, dict.fromkeys(waiting, (Kind.RESULT, payload)))
             else:
@@ -699,18 +710,16 @@ class AggregationServer:
         session = self.session
         if not isinstance(session, SecAggSession) or session.dp is None:
             return None
-        from securefl.dp import decode_aggregate
+        from securefl.dp import DPEncoder
 
-        assert result.ring_sum is not None
+        encoder = DPEncoder(
+            session.dp,
+            round_seed=self._nonce,
+            max_weight=session.config.max_weight,
+            threads=self.options.threads,
+        )
         try:
-            outcome.dp = decode_aggregate(
-                result.ring_sum,
-                session.dp,
-                round_seed=self._nonce,
-                survivors=len(result.contributors),
-                total_weight=result.total_weight / session.config.max_weight,
-                threads=self.options.threads,
-            )
+            outcome.dp = encoder.decode_aggregate(result)
         except ConfigError as exc:
             log.warning("session %d: %s", outcome.session, exc)
             return f"differential privacy: {exc}"
