@@ -27,7 +27,7 @@ from typing import Any
 
 from securefl.errors import ConfigError
 from securefl.secagg.config import GraphKind, SecAggConfig
-from securefl.secagg.graph import Parameters, ThreatModel, choose_parameters
+from securefl.secagg.parameters import Parameters, ThreatModel, choose_parameters
 
 __all__ = [
     "DEFAULT_CORRUPTION_RATE",

@@ -24,8 +24,8 @@ from securefl.dp import DPConfig, DPPlan, calibrate, secagg_config
 from securefl.errors import ConfigError
 from securefl.secagg import codec
 from securefl.secagg.config import GraphKind, SecAggConfig
-from securefl.secagg.graph import ThreatModel
 from securefl.secagg.messages import AdvertiseKeys, SessionStart, Stage
+from securefl.secagg.parameters import ThreatModel
 from securefl.transports.flower import (
     ERROR_CODE,
     ClientPolicy,

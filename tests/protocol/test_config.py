@@ -86,7 +86,7 @@ def test_digest_covers_every_parameter() -> None:
 
 
 def test_from_rates_uses_the_parameter_chooser() -> None:
-    from securefl.secagg.graph import choose_parameters
+    from securefl.secagg.parameters import choose_parameters
 
     config = SecAggConfig.from_rates(1000, 16, dropout_rate=0.1, corruption_rate=0.1, bits=32)
     chosen = choose_parameters(1000, dropout_rate=0.1, corruption_rate=0.1)

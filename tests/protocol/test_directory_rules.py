@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securefl.secagg import crypto
 from securefl.secagg.client import SecAggClient
 from securefl.secagg.config import GraphKind, SecAggConfig
-from securefl.secagg.graph import corrupt_clients
 from securefl.secagg.messages import AdvertiseKeys, KeyDirectory, KeyEntry, SessionStart, Stage
+from securefl.secagg.parameters import corrupt_clients
 from securefl.secagg.server import SecAggServer
 from securefl.testing.drbg import Drbg
 

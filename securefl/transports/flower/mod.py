@@ -66,8 +66,8 @@ from securefl.primitives import keystream
 from securefl.secagg import codec
 from securefl.secagg.client import SecAggClient
 from securefl.secagg.config import GraphKind, SecAggConfig
-from securefl.secagg.graph import ThreatModel
 from securefl.secagg.messages import Abort, KeyDirectory, SessionStart, ShareRouting, Stage
+from securefl.secagg.parameters import ThreatModel
 from securefl.transports.flower.records import (
     NEXT_RECORD_KEY,
     RECORD_KEY,
