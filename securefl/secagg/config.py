@@ -87,7 +87,7 @@ class SecAggConfig:
         (:attr:`tolerated_corrupt_neighbours`): floor(gamma n) on the complete graph;
         on the Harary graph the smallest count exceeded with probability at most
         2^-(sigma + 1) / n over the random graph (the bound of Bell et al. 2020 that
-        :func:`securefl.secagg.graph.choose_parameters` uses). 0: the server alone.
+        :func:`securefl.secagg.parameters.choose_parameters` uses). 0: the server alone.
     security_bits:
         sigma for that tail bound (Harary graph only), 1..256.
     min_survivors:
@@ -193,7 +193,7 @@ class SecAggConfig:
         threat_model: ThreatModel | None = None,
         **options: Any,
     ) -> SecAggConfig:
-        """SecAgg+ with k and t chosen by :func:`securefl.secagg.graph.choose_parameters`.
+        """SecAgg+ with k and t chosen by :func:`securefl.secagg.parameters.choose_parameters`.
 
         From the tolerated dropout and corruption rates and the security (sigma) and
         correctness (eta) parameters of Bell et al. 2020; the complete graph when the

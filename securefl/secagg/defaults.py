@@ -4,7 +4,7 @@
 strategy all derive k and t here when the caller gives no degree or threshold, so the
 same federation gets the same parameters whichever way it is run:
 
-- SecAgg+ takes k and t from :func:`securefl.secagg.graph.choose_parameters`, planned
+- SecAgg+ takes k and t from :func:`securefl.secagg.parameters.choose_parameters`, planned
   for ``dropout_rate`` of the clients dropping out (default 10 %) **and at least one**,
   and ``corruption_rate`` of them colluding with the server (default 10 %). Where no
   graph survives a dropout (n <= 3) it falls back to the plan for none. Where the

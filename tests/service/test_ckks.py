@@ -200,34 +200,30 @@ class OneCiphertextServer:
         self.victim, self.claim = victim, claim
 
     def install(self, server) -> None:
+        """Make ``server``'s session start this deviating run (one run class: the
+        transport is unchanged, as for any protocol)."""
         from securefl.transports.service.framing import Kind
+        from securefl.transports.service.runs import CKKSRun, RoundClosed
         from securefl.transports.service.sessions import encode_ckks_result
 
-        kept: dict[int, bytes] = {}
-        honest_open = server._open_ckks
+        tool, kept = self, {}
 
-        def open_ckks(session) -> None:
-            honest_open(session)
-            machine = server._machine
-            honest_add = machine.add
+        class OneCiphertextRun(CKKSRun):
+            def accept(self, client: int, message) -> None:
+                super().accept(client, message)  # the honest checks still run
+                if client == tool.victim:
+                    kept[client] = bytes(message)
 
-            def add(client: str, message) -> None:
-                honest_add(client, message)  # the honest checks still run
-                if int(client) == self.victim:
-                    kept[self.victim] = bytes(message)
+            def close_round(self, outcome, gone) -> RoundClosed:
+                outcome.stage = Stage.COMPLETED
+                outcome.contributors = tool.claim
+                payload = encode_ckks_result(tool.claim, kept[tool.victim])
+                return RoundClosed(final=(Kind.RESULT, payload))
 
-            machine.add = add
-
-        def close_round(outcome) -> bool:
-            waiting = server._answered - server._gone
-            payload = encode_ckks_result(self.claim, kept[self.victim])
-            outcome.stage = Stage.COMPLETED
-            outcome.contributors = self.claim
-            server._publish_final(server._round + 1, dict.fromkeys(waiting, (Kind.RESULT, payload)))
-            return True
-
-        server._open_ckks = open_ckks
-        server._close_round = close_round
+        session = server.session
+        object.__setattr__(
+            session, "start", lambda members, threads: OneCiphertextRun(session, members, threads)
+        )
 
 
 def ckks_hospitals(target: str, pki, ctx, ids, policy=None) -> dict[int, object]:

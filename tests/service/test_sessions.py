@@ -203,7 +203,7 @@ def test_a_call_that_ended_right_after_answering_counts_as_gone(pki) -> None:
         server._number, server._members = 1, frozenset(range(3))
         server._outcome = SessionOutcome(1, Protocol.SECAGG, (0, 1, 2), Stage.ADVERTISE_KEYS)
         with server._cv:
-            server._open_secagg(server.session)
+            server._open(frozenset(range(3)))
         opening = b"".join(server._outbox[1, 0][0])
         start = codec.decode(bytes(framing.assemble([opening], 1 << 20).payload))
         reply = SecAggClient(0, config, np.zeros(4), 1).handle(start)

@@ -79,26 +79,25 @@ def test_the_server_and_any_one_client_decrypt_every_ckks_update(serve, pki) -> 
     from securefl.ckks.client import decrypt_vector
     from securefl.ckks.keys import CKKSParams, ClientContext
     from securefl.transports.service import AggregationClient, CKKSSession, ClientTLS
+    from securefl.transports.service.runs import CKKSRun
 
     # FLARE's parameters (N = 8192, scale 2^40): securefl.ckks floods decryptions, which
     # needs a scale well above the noise (smaller test parameters are refused).
     ctx = ClientContext.generate(CKKSParams())
     running = serve(CKKSSession(ctx.server_context(), 3, 50), enrolled=range(3))
     received: dict[int, bytes] = {}
-    honest_open = running.server._open_ckks
 
-    def recording_open(session) -> None:
-        honest_open(session)
-        machine = running.server._machine
-        add = machine.add
+    class RecordingRun(CKKSRun):
+        """The honest run, keeping a copy of every ciphertext the server is sent."""
 
-        def keep(client: str, message) -> None:
-            add(client, message)
-            received[int(client)] = bytes(message)
+        def accept(self, client: int, message) -> None:
+            super().accept(client, message)
+            received[client] = bytes(message)
 
-        machine.add = keep
-
-    running.server._open_ckks = recording_open
+    session = running.server.session
+    object.__setattr__(
+        session, "start", lambda members, threads: RecordingRun(session, members, threads)
+    )
     copy_of_client_4 = ClientContext.from_bytes(ctx.to_bytes())
 
     def hospital(cid: int) -> None:

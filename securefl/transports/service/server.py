@@ -36,29 +36,23 @@ from typing import TYPE_CHECKING, Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from securefl.encoding import AggregateResult, decoded, encoder_for
+from securefl.encoding import AggregateResult
 from securefl.errors import ConfigError, InvalidMessage, SecureFLError
-from securefl.secagg import codec
 from securefl.secagg.messages import Stage
-from securefl.secagg.server import Rejection, SecAggServer
+from securefl.secagg.server import Rejection
 from securefl.transports.service import framing
 from securefl.transports.service.framing import Kind, Protocol
+from securefl.transports.service.runs import Refused, ServerRun
 from securefl.transports.service.sessions import (
     CKKSSession,
     SecAggSession,
-    ckks_frame_limit,
-    config_differences,
-    encode_ckks_result,
-    join_token,
     parse_join,
-    secagg_frame_limit,
 )
 from securefl.transports.service.tls import ServerTLS, parse_client_id
 
 if TYPE_CHECKING:
     import grpc  # type: ignore[import-untyped, unused-ignore]
 
-    from securefl.ckks.server import Aggregator
     from securefl.dp import DPAggregate
 
 __all__ = ["METHOD", "METHOD_SMALL", "AggregationServer", "ServiceOptions", "SessionOutcome"]
@@ -279,9 +273,7 @@ class AggregationServer:
         options: ServiceOptions | None = None,
         address: str = "127.0.0.1:0",
     ) -> None:
-        secagg = isinstance(session, SecAggSession)
-        authenticated = isinstance(session, SecAggSession) and session.config.authenticated
-        if tls.client_ca is None and not authenticated:
+        if tls.client_ca is None and not session.authenticated:
             raise ConfigError(
                 "only enrolled clients may take part: use mutual TLS (a client CA) or the "
                 "authenticated SecAgg mode (identity keys)"
@@ -289,13 +281,12 @@ class AggregationServer:
         tls.check()
         self.session = session
         self.options = options or ServiceOptions()
-        self.protocol = Protocol.SECAGG if secagg else Protocol.CKKS
+        self.protocol = session.protocol
+        keys = session.identity_public_keys
         if enrolled is None:
-            keys = session.identity_public_keys if isinstance(session, SecAggSession) else None
             enrolled = keys.keys() if keys else range(session.num_clients)
         self.enrolled = frozenset(enrolled)
         self._mutual = tls.client_ca is not None
-        keys = session.identity_public_keys if isinstance(session, SecAggSession) else None
         try:
             self._identity_keys = {
                 int(c): Ed25519PublicKey.from_public_bytes(bytes(k))
@@ -303,15 +294,9 @@ class AggregationServer:
             }
         except ValueError as exc:
             raise ConfigError(f"malformed identity public key: {exc}") from None
-        self._join_token = join_token(session.dp if isinstance(session, SecAggSession) else None)
-        self._nonce = b""  # the open SecAgg session's nonce: DP's public round seed
-        if isinstance(session, SecAggSession):
-            self._limit = secagg_frame_limit(session.config)
-            self._dimension = session.config.dimension
-        else:
-            spec = session.context.spec
-            self._limit = ckks_frame_limit(spec, session.dimension, session.num_clients)
-            self._dimension = session.dimension
+        self._join_token = session.join_token
+        self._limit = session.frame_limit
+        self._dimension = session.dimension
         self.outcomes: list[SessionOutcome] = []
         # One lock, three conditions: the driver waits for answers (_cv), the handlers for
         # the next round to open (_opened), the open JOIN calls for their session's end
@@ -338,7 +323,7 @@ class AggregationServer:
         self._expected: set[int] = set()
         self._answered: set[int] = set()
         self._gone: set[int] = set()
-        self._machine: SecAggServer | Aggregator | None = None
+        self._run: ServerRun | None = None  # the open session's protocol run
         self._stopped = False
         self._undelivered: dict[int, int] = {}  # session -> final frames not yet sent
         self._outcome: SessionOutcome | None = None
@@ -487,10 +472,7 @@ class AggregationServer:
             self._outcome = outcome
             self._outcomes[number] = outcome
             outcome.started = time.perf_counter()
-            if isinstance(self.session, SecAggSession):
-                self._open_secagg(self.session)
-            else:
-                self._open_ckks(self.session)
+            self._open(members)
             while True:
                 opened = time.perf_counter()
                 stage = outcome.stage
@@ -603,127 +585,32 @@ class AggregationServer:
         outcome.departures[client] = how
         log.warning("session %d: client %d dropped out: %s", self._number, client, how)
 
-    def _open_secagg(self, session: SecAggSession) -> None:
-        machine = SecAggServer(
-            session.config,
-            identity_public_keys=session.identity_public_keys,
-            threads=self.options.threads,
-        )
-        self._machine = machine
-        opening = machine.start()
-        # The nonce is fresh, public and reaches every client before it encodes its
-        # update: DP uses it as the round seed of the shared rotation.
-        self._nonce = opening.nonce
-        start = codec.encode(opening)
+    def _open(self, members: frozenset[int]) -> None:
+        """Start the session's protocol run (lock held) and publish its first round."""
+        run = self.session.start(members, self.options.threads)
+        self._run = run
         assert self._outcome is not None
-        self._outcome.rejections = machine.rejections
-        self._publish(0, {c: self._frame(Kind.PROTOCOL, c, 0, start) for c in self._members})
-        self._expected = set(self._members)
-
-    def _open_ckks(self, session: CKKSSession) -> None:
-        from securefl.ckks.server import Aggregator
-
-        self._machine = Aggregator(session.context, threads=self.options.threads)
-        self._publish(0, {c: self._frame(Kind.PROTOCOL, c, 0) for c in self._members})
-        self._expected = set(self._members)
+        self._outcome.rejections = run.rejections
+        first = run.open()
+        self._publish(0, {c: self._frame(Kind.PROTOCOL, c, 0, *p) for c, p in first.items()})
+        self._expected = set(first)
 
     def _close_round(self, outcome: SessionOutcome) -> bool:
-        """Close the open round (lock held); publish the next frames. True when the
+        """Close the open round (lock held); publish what the run gives. True when the
         session is over."""
-        machine = self._machine
+        run = self._run
+        assert run is not None
         r = self._round
         waiting = self._answered - self._gone  # clients blocked on this round's answer
-        if isinstance(machine, SecAggServer):
-            messages = machine.close_round()
-            stage = machine.stage
-            assert stage is not None
-            outcome.stage = stage
-            if stage in _ROUNDS:
-                frames = {
-                    c: self._frame(Kind.PROTOCOL, c, r + 1, codec.encode(m))
-                    for c, m in messages.items()
-                    if c not in self._gone
-                }
-                self._publish(r + 1, frames)
-                self._expected = set(frames)
-                return False
-            if stage is Stage.COMPLETED:
-                assert machine.result is not None
-                outcome.contributors = machine.result.contributors
-                # SecAgg returns the ring sum; the session's encoder decodes it (a DP
-                # session's, below, is securefl.dp's).
-                try:
-                    result = decoded(
-                        machine.result, encoder_for(machine.config, threads=self.options.threads)
-                    )
-                except ValueError as exc:
-                    refusal: str | None = f"unmasked aggregate is corrupted: {exc}"
-                else:
-                    # A last line behind SecAgg's own min_survivors check (the state
-                    # machine aborts before unmasking): an under-noised sum is neither
-                    # kept nor sent.
-                    refusal = self._decode_dp(outcome, result)
-                if refusal is None:
-                    outcome.result = result
-                else:
-                    # The ring sum is withheld: it would release less noise than promised,
-                    # or it is no honest sum.
-                    outcome.stage = Stage.ABORTED
-                    outcome.abort_reason = refusal
-                    why = [refusal.encode()]
-                    self._publish_final(r + 1, dict.fromkeys(waiting, (Kind.ABORT, why)))
-                    return True
-                payload = framing.encode_result(
-                    framing.Result(
-                        result.weighted_mean,
-                        result.total_weight,
-                        result.contributors,
-                        result.dropped,
-                        result.ring_sum,
-                    )
-                )
-                self._publish_final(r + 1, dict.fromkeys(waiting, (Kind.RESULT, payload)))
-            else:
-                outcome.abort_reason = machine.abort_reason
-                text = (machine.abort_reason or "aborted").encode()
-                notify = waiting | (set(messages) - self._gone)
-                self._publish_final(r + 1, dict.fromkeys(notify, (Kind.ABORT, [text])))
-            return True
-        assert machine is not None
-        contributors = tuple(sorted(int(c) for c in machine.clients))
-        outcome.contributors = contributors
-        need = self.session.min_clients
-        if len(contributors) < need:
-            reason = f"only {len(contributors)} clients sent an update; need {need}"
-            outcome.stage = Stage.ABORTED
-            outcome.abort_reason = reason
-            self._publish_final(r + 1, dict.fromkeys(waiting, (Kind.ABORT, [reason.encode()])))
-            return True
-        aggregate = encode_ckks_result(contributors, machine.result())
-        outcome.stage = Stage.COMPLETED
-        self._publish_final(r + 1, dict.fromkeys(waiting, (Kind.RESULT, aggregate)))
+        closed = run.close_round(outcome, self._gone)
+        if closed.final is None:
+            frames = {c: self._frame(Kind.PROTOCOL, c, r + 1, *p) for c, p in closed.next.items()}
+            self._publish(r + 1, frames)
+            self._expected = set(frames)
+            return False
+        notify = waiting | closed.also_notify
+        self._publish_final(r + 1, dict.fromkeys(notify, closed.final))
         return True
-
-    def _decode_dp(self, outcome: SessionOutcome, result: AggregateResult) -> str | None:
-        """With DP, decode the ring sum into ``outcome.dp``; the reason to abort instead
-        if the survivors are fewer than the plan's noise is calibrated for."""
-        session = self.session
-        if not isinstance(session, SecAggSession) or session.dp is None:
-            return None
-        from securefl.dp import DPEncoder
-
-        encoder = DPEncoder(
-            session.dp,
-            round_seed=self._nonce,
-            max_weight=session.config.max_weight,
-            threads=self.options.threads,
-        )
-        try:
-            outcome.dp = encoder.decode_aggregate(result)
-        except ConfigError as exc:
-            log.warning("session %d: %s", outcome.session, exc)
-            return f"differential privacy: {exc}"
-        return None
 
     def _frame(
         self, kind: Kind, client: int, round_: int, *payload: bytes | memoryview
@@ -948,16 +835,10 @@ class AggregationServer:
                 )
             self._refuse_join(client, "its DP plan differs", why)
         differences: list[tuple[str, str, str]] = []
-        session = self.session
-        if (
-            request.config is not None
-            and isinstance(session, SecAggSession)
-            and request.config != session.config.to_bytes()
-        ):
-            try:
-                differences = config_differences(session.config, request.config)
-            except ConfigError as exc:
-                self._refuse_join(client, "its configuration does not decode", str(exc))
+        try:
+            differences = self.session.join_differences(request)
+        except ConfigError as exc:
+            self._refuse_join(client, "its configuration does not decode", str(exc))
         if request.dimension is not None and request.dimension != self._dimension:
             differences.append(("--dim", str(request.dimension), str(self._dimension)))
         if differences:
@@ -1146,33 +1027,23 @@ class AggregationServer:
         call.session = frame.session
         with self._cv:
             self._check_turn(client, frame)
+            run = self._run
+        assert run is not None
         # Decoding (the large masked vector) needs no lock.
-        message: Any = frame.payload
-        if self.protocol is Protocol.SECAGG:
-            try:
-                # A read-only view of the frame: the codec decodes the masked vector as
-                # a view into it, without a copy.
-                message = codec.decode_from_client(
-                    frame.payload, max_dimension=self._dimension + 1
-                )
-            except InvalidMessage as exc:
-                self._reject(client, f"undecodable: {exc}")
-                raise _Refuse("INVALID_ARGUMENT", f"undecodable message: {exc}") from None
-        else:
-            self._check_ckks_length(frame.payload)
+        try:
+            message = run.decode(client, frame.payload)
+        except Refused as exc:
+            if exc.rejection is not None:
+                with self._cv:
+                    if self._run is run:
+                        run.reject(client, exc.rejection)
+            raise _Refuse(exc.code, exc.details) from None
         with self._cv:
             self._check_turn(client, frame)
-            machine = self._machine
-            if isinstance(machine, SecAggServer):
-                if not machine.receive(client, message):
-                    reason = machine.rejections[-1].reason
-                    raise _Refuse("INVALID_ARGUMENT", f"rejected: {reason}")
-            else:
-                assert machine is not None
-                try:
-                    machine.add(str(client), message)
-                except InvalidMessage as exc:
-                    raise _Refuse("INVALID_ARGUMENT", f"rejected: {exc}") from None
+            try:
+                run.accept(client, message)
+            except Refused as exc:
+                raise _Refuse(exc.code, exc.details) from None
             self._answered.add(client)
             self._cv.notify_all()
             if not self._watch(call, context):
@@ -1197,29 +1068,6 @@ class AggregationServer:
                 )
             return parts
 
-    def _check_ckks_length(self, payload: memoryview) -> None:
-        """Refuse an ``SFCK`` ciphertext that does not hold the session's d + 1 values.
-
-        Raises
-        ------
-        _Refuse
-            ``INVALID_ARGUMENT`` if the header is malformed or the length differs.
-        """
-        from securefl.ckks.wire import read_header
-
-        try:
-            length = read_header(payload).length
-        except InvalidMessage as exc:
-            raise _Refuse("INVALID_ARGUMENT", f"rejected: {exc}") from None
-        # The aggregator adopts the first ciphertext's length: one client with a short
-        # ciphertext would otherwise make every honest client's submission fail.
-        if length != self._dimension + 1:
-            raise _Refuse(
-                "INVALID_ARGUMENT",
-                f"rejected: the ciphertext holds {length} values; the session's "
-                f"{self._dimension} and the weight make {self._dimension + 1}",
-            )
-
     def _check_turn(self, client: int, frame: framing.Frame) -> None:
         # Late, replayed or foreign-session frames are refused by number, before decoding.
         if frame.session != self._number or frame.round != self._round:
@@ -1232,12 +1080,6 @@ class AggregationServer:
             raise _Refuse("FAILED_PRECONDITION", f"client {client} is not expected this round")
         if client in self._answered:
             raise _Refuse("ALREADY_EXISTS", f"client {client} has already answered this round")
-
-    def _reject(self, client: int, reason: str) -> None:
-        with self._cv:
-            if isinstance(self._machine, SecAggServer):
-                stage = self._machine.stage or Stage.ADVERTISE_KEYS
-                self._machine.rejections.append(Rejection(client, stage, reason))
 
     def _wait(self, context: grpc.ServicerContext) -> bool:
         """Wait for a change (lock held); False if the call or the server ended."""

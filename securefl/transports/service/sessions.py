@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from securefl.ckks.keys import ServerContext
     from securefl.ckks.wire import Spec
     from securefl.dp import DPPlan
+    from securefl.transports.service.runs import CKKSRun, SecAggRun
 
 __all__ = [
     "CKKSSession",
@@ -75,9 +76,49 @@ class SecAggSession:
         if self.dp is not None:
             check_dp_config(self.config, self.dp)
 
+    protocol = framing.Protocol.SECAGG
+
     @property
     def num_clients(self) -> int:
         return self.config.num_clients
+
+    @property
+    def dimension(self) -> int:
+        return self.config.dimension
+
+    @property
+    def authenticated(self) -> bool:
+        return self.config.authenticated
+
+    @property
+    def frame_limit(self) -> int:
+        """The largest frame a session can need (checked from each header)."""
+        return secagg_frame_limit(self.config)
+
+    @property
+    def join_token(self) -> bytes:
+        """What a JOIN must carry: the DP plan's digest (empty without DP)."""
+        return join_token(self.dp)
+
+    def join_differences(self, request: JoinRequest) -> list[tuple[str, str, str]]:
+        """Each option of a JOIN that differs from this session: (option, the client's
+        value, the server's).
+
+        Raises
+        ------
+        ConfigError
+            If the JOIN's configuration does not decode.
+        """
+        differences: list[tuple[str, str, str]] = []
+        if request.config is not None and request.config != self.config.to_bytes():
+            differences = config_differences(self.config, request.config)
+        return differences
+
+    def start(self, members: frozenset[int], threads: int | None) -> SecAggRun:
+        """A run of this session among ``members`` (:mod:`~securefl.transports.service.runs`)."""
+        from securefl.transports.service.runs import SecAggRun
+
+        return SecAggRun(self, members, threads)
 
     @property
     def min_clients(self) -> int:
@@ -137,6 +178,27 @@ class CKKSSession:
     num_clients: int
     dimension: int
     min_clients: int = 2
+
+    protocol = framing.Protocol.CKKS
+    identity_public_keys = None
+    authenticated = False
+    dp = None
+    join_token = b""
+
+    @property
+    def frame_limit(self) -> int:
+        """The largest frame a session can need (checked from each header)."""
+        return ckks_frame_limit(self.context.spec, self.dimension, self.num_clients)
+
+    def join_differences(self, request: JoinRequest) -> list[tuple[str, str, str]]:
+        """CKKS JOINs carry no configuration (the dimension is checked by the server)."""
+        return []
+
+    def start(self, members: frozenset[int], threads: int | None) -> CKKSRun:
+        """A run of this session among ``members``."""
+        from securefl.transports.service.runs import CKKSRun
+
+        return CKKSRun(self, members, threads)
 
     @property
     def tolerated_dropouts(self) -> int:
