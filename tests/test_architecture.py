@@ -38,6 +38,9 @@ LAYERS = {
     "securefl.cli": "cli",
     "securefl.bench": "bench",
     "securefl.demo": "demo",
+    # Deprecated aliases of demo/fl and demo/datasets (one release): the demo's layer.
+    "securefl.fl": "demo",
+    "securefl.datasets": "demo",
     "securefl.testing": "testing",
 }
 

@@ -20,7 +20,7 @@ import securefl
 PACKAGE = pathlib.Path(securefl.__file__).resolve().parent
 # Demo-only code (synthetic data, model initialisation) and test helpers may seed
 # numpy's generator for data; none of it is imported by the protocols.
-EXEMPT = {"demo", "datasets", "fl", "bench", "testing"}
+EXEMPT = {"demo", "bench", "testing"}
 # Packages whose randomness is key material: they must not even read a clock.
 KEY_MATERIAL = {"secagg", "primitives", "dp", "ckks"}
 

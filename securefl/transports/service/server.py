@@ -1,10 +1,13 @@
 """The aggregation server of the network service (``securefl serve``).
 
 A gRPC server (TLS, mutual TLS by default) that runs aggregation sessions back to back,
-one per training round. It drives the same sans-IO state machines as the in-process
-simulator (:mod:`securefl.transports.inmemory`): :class:`securefl.secagg.SecAggServer`
-for SecAgg / SecAgg+ and :class:`securefl.ckks.Aggregator` for CKKS. The transport
-decides only what the state machines leave to it (docs/PROTOCOL.md, "Parties and
+one per training round. The protocol of a session is a run
+(:mod:`securefl.transports.service.runs`) that the session object starts: it drives the
+same sans-IO state machines as the in-process simulator
+(:class:`securefl.secagg.SecAggServer` for SecAgg / SecAgg+,
+:class:`securefl.ckks.Aggregator` for CKKS); this module keeps only the transport
+(listening, authentication, streams, deadlines) and has no per-protocol branch. The
+transport decides only what the state machines leave to it (docs/PROTOCOL.md, "Parties and
 rounds"): when a round's collection window closes. A round closes when every client
 still expected has answered or when its deadline passes; whoever has not answered by
 then has dropped out for good.
@@ -66,13 +69,6 @@ METHOD_SMALL = f"/{SERVICE}/ExchangeSmall"
 """The same exchange for a frame that fits one gRPC message: a unary request spares the
 client gRPC's request-streaming thread (most rounds' messages are small)."""
 
-_ROUNDS = (
-    Stage.ADVERTISE_KEYS,
-    Stage.SHARE_KEYS,
-    Stage.MASKED_INPUT_COLLECTION,
-    Stage.CONSISTENCY_CHECK,
-    Stage.UNMASKING,
-)
 _LOG_EVERY = 10.0
 """Seconds between the server's "waiting for ..." log lines while it waits."""
 
