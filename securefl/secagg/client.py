@@ -335,13 +335,7 @@ class SecAggClient:
     def _pairwise_mask_key(self, peer: int) -> bytes:
         """s_uv: the mask seed shared with ``peer``, bound to the unordered pair."""
         secret = self._agree(self._mask_key, peer, 0)
-        return crypto.derive(
-            secret,
-            session=self._session,
-            purpose=crypto.PAIRWISE_MASK,
-            ids=(min(self.client_id, peer), max(self.client_id, peer)),
-            length=16,
-        )
+        return crypto.pairwise_mask_key(secret, session=self._session, pair=(self.client_id, peer))
 
     # Round 2 --------------------------------------------------------------------------
 
@@ -389,13 +383,7 @@ class SecAggClient:
         self._input = None  # the update is not needed again
         y[d] = self._weight
         keys = [
-            crypto.derive(
-                self._self_mask_seed,
-                session=self._session,
-                purpose=crypto.SELF_MASK,
-                ids=(self.client_id,),
-                length=16,
-            )
+            crypto.self_mask_key(self._self_mask_seed, session=self._session, client=self.client_id)
         ]
         signs = [1]
         for peer in peers:

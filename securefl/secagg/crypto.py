@@ -90,6 +90,22 @@ def derive(
     return kdf.derive(secret, session=session, purpose=purpose, ids=ids, length=length)
 
 
+def self_mask_key(seed: bytes, *, session: bytes, client: int) -> bytes:
+    """The AES key of client u's self mask PRG(b_u): HKDF of b_u bound to the session and
+    u. The client adds it; the server subtracts it once b_u is rebuilt."""
+    return derive(seed, session=session, purpose=SELF_MASK, ids=(client,), length=16)
+
+
+def pairwise_mask_key(secret: bytes, *, session: bytes, pair: tuple[int, int]) -> bytes:
+    """s_uv: the AES key of the mask u and v share, from their X25519 agreement, bound
+    to the session and the unordered pair (both sides derive the same key). The server
+    derives it for a dropped u from u's rebuilt key."""
+    u, v = pair
+    return derive(
+        secret, session=session, purpose=PAIRWISE_MASK, ids=(min(u, v), max(u, v)), length=16
+    )
+
+
 def session_id(
     nonce: bytes, config_digest: bytes, entries: Iterable[tuple[int, bytes, bytes, bytes]]
 ) -> bytes:

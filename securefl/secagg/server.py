@@ -519,11 +519,7 @@ class SecAggServer:
         signs: list[int] = []
         for u in survivors:
             seed = self._reconstruct(u, "self_mask_shares")
-            keys.append(
-                crypto.derive(
-                    seed, session=self._session, purpose=crypto.SELF_MASK, ids=(u,), length=16
-                )
-            )
+            keys.append(crypto.self_mask_key(seed, session=self._session, client=u))
             signs.append(-1)
         for u in dropped:
             private = crypto.x25519_from_private(self._reconstruct(u, "key_shares"))
@@ -532,15 +528,7 @@ class SecAggServer:
                     secret = crypto.shared_secret(private, self._keys[v].mask_public_key)
                 except ValueError:
                     raise _Abort(f"client {v} advertised an invalid public key") from None
-                keys.append(
-                    crypto.derive(
-                        secret,
-                        session=self._session,
-                        purpose=crypto.PAIRWISE_MASK,
-                        ids=(min(u, v), max(u, v)),
-                        length=16,
-                    )
-                )
+                keys.append(crypto.pairwise_mask_key(secret, session=self._session, pair=(u, v)))
                 signs.append(-1 if v < u else 1)  # v added +PRG when v < u
         acc = self._acc
         assert acc is not None
