@@ -628,11 +628,11 @@ def _secagg_dp(
 def _plain(inputs: _Inputs, weights: list[int], dropouts: Mapping[int, Stage]) -> AggregationResult:
     t0 = time.perf_counter()
     survivors = [i for i in range(len(inputs.flat)) if i not in dropouts]
-    total = np.zeros(inputs.layout.size)
-    for i in survivors:
-        total += weights[i] * inputs.flat[i].astype(np.float64)
     total_weight = sum(weights[i] for i in survivors)
-    mean = vectors.unflatten(total / total_weight, inputs.out_layout)
+    flat_mean = vectors.weighted_mean(
+        [inputs.flat[i] for i in survivors], [weights[i] for i in survivors]
+    )
+    mean = vectors.unflatten(flat_mean, inputs.out_layout)
     nbytes = inputs.flat[0].nbytes
     return AggregationResult(
         protocol="plain",

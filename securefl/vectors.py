@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import struct
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -36,6 +36,7 @@ __all__ = [
     "flatten_all",
     "iter_flattened",
     "unflatten",
+    "weighted_mean",
 ]
 
 Kind: TypeAlias = Literal["array", "dict", "list", "tuple", "torch", "tensor"]
@@ -619,6 +620,36 @@ def flatten_all(
     if not pairs:
         raise ValueError("no updates to flatten")
     return [x for x, _ in pairs], pairs[0][1]
+
+
+def weighted_mean(
+    flat: Sequence[npt.NDArray[np.floating[Any]]],
+    weights: Sequence[int],
+    *,
+    clip: float | None = None,
+) -> npt.NDArray[np.float64]:
+    """The plaintext weighted mean sum_i w_i x_i / sum_i w_i of flat vectors, in float64,
+    each clipped to [-clip, clip] first when ``clip`` is given: the reference every
+    protocol's result is compared with (FedAvg's aggregation).
+
+    Raises
+    ------
+    ValueError
+        If there are no vectors, the counts differ or the weights sum to zero.
+    """
+    if not flat or len(flat) != len(weights):
+        raise ValueError(f"{len(flat)} vectors and {len(weights)} weights")
+    total_weight = sum(weights)
+    if total_weight <= 0:
+        raise ValueError(f"the weights must have a positive sum, got {total_weight}")
+    acc = np.zeros(flat[0].size)
+    for x, w in zip(flat, weights, strict=True):
+        values = x.astype(np.float64)
+        if clip is not None:
+            np.clip(values, -clip, clip, out=values)
+        acc += w * values
+    acc /= total_weight
+    return acc
 
 
 def _restore_leaf(seg: npt.NDArray[Any], e: LayoutEntry) -> npt.NDArray[Any]:

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 import securefl
+from securefl import vectors
 from securefl.primitives import default_backend
 from securefl.secagg.config import SecAggConfig
 from securefl.secagg.defaults import DEFAULT_CORRUPTION_RATE
@@ -153,11 +154,9 @@ class Inputs:
 
     def plain_mean(self, clip: float, survivors: Sequence[int]) -> npt.NDArray[np.float64]:
         """The weighted mean of the ``survivors``' clipped updates, in float64."""
-        acc = np.zeros(self.updates[0].size)
-        for i in survivors:
-            acc += self.weights[i] * np.clip(self.updates[i].astype(np.float64), -clip, clip)
-        out: npt.NDArray[np.float64] = acc / sum(self.weights[i] for i in survivors)
-        return out
+        return vectors.weighted_mean(
+            [self.updates[i] for i in survivors], [self.weights[i] for i in survivors], clip=clip
+        )
 
 
 def inputs(scenario: Scenario) -> Inputs:

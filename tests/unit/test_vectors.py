@@ -690,3 +690,15 @@ class TestFloatLeaves:
         mean = unflatten(np.array([1.0, 2.0, 2.5]), layout.float_leaves())
         assert mean["num_batches_tracked"].dtype == torch.float64
         assert float(mean["num_batches_tracked"]) == 2.5
+
+
+def test_weighted_mean_is_the_plain_fedavg_reference() -> None:
+    from securefl.vectors import weighted_mean
+
+    xs = [np.array([1.0, -4.0], dtype=np.float32), np.array([3.0, 0.5])]
+    assert weighted_mean(xs, [1, 3]).tolist() == [2.5, (-4.0 + 1.5) / 4]
+    assert weighted_mean(xs, [1, 3], clip=1.0).tolist() == [1.0, (-1.0 + 1.5) / 4]
+    with pytest.raises(ValueError, match="2 vectors and 1 weights"):
+        weighted_mean(xs, [1])
+    with pytest.raises(ValueError, match="positive sum"):
+        weighted_mean(xs, [0, 0])
