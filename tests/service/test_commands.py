@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
+from securefl.cli.service import add_commands, secagg_config
 from securefl.errors import ConfigError
 from securefl.secagg.config import GraphKind
-from securefl.cli.service import add_commands, secagg_config
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from securefl.cli.service import add_commands, check_dropouts, secagg_config
 from securefl.errors import ConfigError
 from securefl.secagg.config import GraphKind
-from securefl.cli.service import add_commands, check_dropouts, secagg_config
 from securefl.transports.service.sessions import tolerated_dropouts
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "SERVICE.md"

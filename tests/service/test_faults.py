@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from securefl.secagg.config import SecAggConfig
 from securefl.cli.service import add_commands, secagg_config
+from securefl.secagg.config import SecAggConfig
 
 from .client_proc import update_for
 from .conftest import assert_secagg_mean, finish

@@ -15,9 +15,9 @@ import pytest
 
 from securefl import api
 from securefl.bench.secagg import Scenario
+from securefl.cli.service import add_commands, secagg_config
 from securefl.errors import ConfigError
 from securefl.secagg.config import GraphKind, SecAggConfig
-from securefl.cli.service import add_commands, secagg_config
 
 
 def _rules_hold(config: SecAggConfig) -> None:

@@ -16,10 +16,10 @@ import pytest
 
 from securefl import api
 from securefl.bench.secagg import Scenario
+from securefl.cli.service import add_commands, secagg_config
 from securefl.secagg.config import GraphKind, SecAggConfig
 from securefl.secagg.defaults import default_config, planned_dropouts
 from securefl.transports import inmemory
-from securefl.cli.service import add_commands, secagg_config
 from securefl.transports.service.sessions import tolerated_dropouts
 
 

@@ -493,4 +493,3 @@ def decode_result(payload: memoryview, config: SecAggConfig) -> Result:
         except ValueError as exc:
             raise InvalidMessage(f"result does not decode: {exc}") from None
     return Result(mean, int(total), lists[0], lists[1], ring)
-
