@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from protocol.harness import Session
 
+from securefl.encoding import FixedPointEncoder, decoded
 from securefl.secagg.config import GraphKind, SecAggConfig
 from securefl.secagg.messages import Stage
 from securefl.testing.drbg import Drbg
@@ -68,11 +69,8 @@ def test_bench_securefl_client_masking(benchmark, record, d: int, k: int) -> Non
     state = {}
 
     def setup():
-        session = Session.create(config, n, seed="client-bench")
-        # Replace the target client's update with the benchmark vector (the others
-        # never reach masking).
-        session.clients[0]._update = update
-        session.clients[0]._threads = 1
+        # Client 0 holds the benchmark vector (the others never reach masking).
+        session = Session.create(config, n, seed="client-bench", updates={0: update}, threads=1)
         session.round()
         session.round()
         state["session"] = session
@@ -99,9 +97,13 @@ def test_bench_securefl_server_unmasking(benchmark, record, k, t) -> None:
     state = {}
 
     def setup():
-        session = Session.create(config, n, seed="server-bench")
-        for i, c in session.clients.items():
-            c._update, c._weight = updates[i], weights[i]
+        session = Session.create(
+            config,
+            n,
+            seed="server-bench",
+            updates=dict(enumerate(updates)),
+            weights=dict(enumerate(weights)),
+        )
         session.round()
         session.round()
         session.round(skip=dropped)  # masked inputs; 5 dropped
@@ -111,11 +113,16 @@ def test_bench_securefl_server_unmasking(benchmark, record, k, t) -> None:
         state["server"] = session.server
         return (), {}
 
+    encoder = FixedPointEncoder.for_config(config)
+
     def unmask():
-        return state["server"].close_round()
+        # Unmasking and the decoding of the ring sum into the mean (the server did both
+        # before the encoders were split from SecAgg).
+        state["server"].close_round()
+        state["result"] = decoded(state["server"].result, encoder)
 
     benchmark.pedantic(unmask, setup=setup, rounds=3)
-    result = state["server"].result
+    result = state["result"]
     assert result is not None and len(result.contributors) == 45
     survivors = result.contributors
     plain = clipped_mean(updates, weights, survivors, config.clip)

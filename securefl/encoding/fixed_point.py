@@ -161,7 +161,11 @@ def encoder_for(config: SessionParameters, *, threads: int | None = None) -> Enc
 
 
 def as_ring_input(
-    update: npt.NDArray[Any] | RingInput, config: SessionParameters, weight: int
+    update: npt.NDArray[Any] | RingInput,
+    config: SessionParameters,
+    weight: int,
+    *,
+    threads: int | None = None,
 ) -> RingInput:
     """A SecAgg client's input: a :class:`RingInput` as it is; a numpy array encoded
     as the configuration says (fixed point for a float session, checked ring values
@@ -174,4 +178,4 @@ def as_ring_input(
         )
     if config.ring_input:
         return RingVector(update, config.bits)
-    return FixedPointEncoder.for_config(config).encode(update, weight)
+    return FixedPointEncoder.for_config(config, threads=threads).encode(update, weight)

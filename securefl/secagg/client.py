@@ -107,7 +107,7 @@ class SecAggClient:
                 f"client {client_id}: weight must be in [1, {config.max_weight}], got {weight!r}"
             )
         try:
-            ring_input = as_ring_input(update, config, weight)
+            ring_input = as_ring_input(update, config, weight, threads=threads)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"client {client_id}: {exc}") from None
         if ring_input.size != config.dimension:

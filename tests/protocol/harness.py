@@ -85,9 +85,19 @@ class Session:
 
     @classmethod
     def create(
-        cls, config: SecAggConfig, n: int, seed: str = "session", **client_kwargs
+        cls,
+        config: SecAggConfig,
+        n: int,
+        seed: str = "session",
+        *,
+        updates: dict[int, np.ndarray] | None = None,
+        weights: dict[int, int] | None = None,
+        **client_kwargs,
     ) -> Session:
-        updates, weights = make_updates(n, config.dimension)
+        """``updates`` / ``weights`` replace the generated ones for those clients."""
+        made, made_weights = make_updates(n, config.dimension)
+        updates = {i: (updates or {}).get(i, made[i]) for i in range(n)}
+        weights = {i: (weights or {}).get(i, made_weights[i]) for i in range(n)}
         rng = Drbg(seed)
         clients = {
             i: SecAggClient(i, config, updates[i], weights[i], rng=rng, **client_kwargs)
