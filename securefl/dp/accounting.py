@@ -43,7 +43,7 @@ import math
 
 try:
     import dp_accounting  # type: ignore[import-untyped]
-except ModuleNotFoundError as exc:  # tests/unit/test_cli_errors.py hides the module
+except ModuleNotFoundError as exc:  # tests/cli/test_cli_errors.py hides the module
     if exc.name != "dp_accounting":
         raise
     raise ModuleNotFoundError(

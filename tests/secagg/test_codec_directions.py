@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from protocol.test_codec import EXAMPLES
+from .test_codec import EXAMPLES
 
 from securefl.errors import InvalidMessage
 from securefl.secagg import codec
