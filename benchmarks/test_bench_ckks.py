@@ -30,6 +30,7 @@ from securefl.ckks import (  # noqa: E402
     encrypt_update,
     wire,
 )
+from securefl.ckks.tenseal_format import from_tenseal  # noqa: E402
 
 D = 1_000_000
 N_CLIENTS = 10
@@ -55,7 +56,7 @@ def round_inputs(ctx: ClientContext, data_rng: np.random.Generator) -> dict[str,
     for u, w in zip(updates, weights, strict=True):
         values = np.append(u.astype(np.float64) * w, float(w))
         tenseal_msgs.append(ts.ckks_vector(ctx.tenseal, values).serialize())
-    vectors = [wire.from_tenseal(m, ctx.spec) for m in tenseal_msgs]
+    vectors = [from_tenseal(m, ctx.spec) for m in tenseal_msgs]
     mean = sum(w * u.astype(np.float64) for u, w in zip(updates, weights, strict=True))
     return {
         "weights": weights,
@@ -93,15 +94,13 @@ def native_server(server_ctx: ServerContext, messages: list[bytes], encoding: st
 
 @pytest.fixture(scope="module")
 def expected_coeffs(server_ctx: ServerContext, round_inputs: dict[str, Any]) -> np.ndarray:
-    return wire.from_tenseal(
-        flare_server(server_ctx, round_inputs["tenseal"]), server_ctx.spec
-    ).coeffs
+    return from_tenseal(flare_server(server_ctx, round_inputs["tenseal"]), server_ctx.spec).coeffs
 
 
 def test_server_flare_tenseal(benchmark, record, server_ctx, round_inputs, expected_coeffs) -> None:
     msgs = round_inputs["tenseal"]
     out = benchmark.pedantic(flare_server, (server_ctx, msgs), rounds=3)
-    np.testing.assert_array_equal(wire.from_tenseal(out, server_ctx.spec).coeffs, expected_coeffs)
+    np.testing.assert_array_equal(from_tenseal(out, server_ctx.spec).coeffs, expected_coeffs)
     benchmark.extra_info["bytes_in_per_client"] = len(msgs[0])
     benchmark.extra_info["bytes_out"] = len(out)
     record(items=N_CLIENTS, unit="clients", bytes_in=sum(len(m) for m in msgs))
@@ -123,7 +122,7 @@ def test_server_native(
     msgs = round_inputs[inputs]
     rounds = 3 if inputs == "tenseal" else 7
     out = benchmark.pedantic(native_server, (server_ctx, msgs, output), rounds=rounds)
-    got = wire.from_tenseal(out, server_ctx.spec) if output == "tenseal" else wire.decode(out)
+    got = from_tenseal(out, server_ctx.spec) if output == "tenseal" else wire.decode(out)
     np.testing.assert_array_equal(got.coeffs, expected_coeffs)  # bit-identical to TenSEAL's +
     benchmark.extra_info["bytes_in_per_client"] = len(msgs[0])
     benchmark.extra_info["bytes_out"] = len(out)

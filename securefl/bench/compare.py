@@ -9,11 +9,11 @@ Two baselines, each run on the scenario's own inputs right after securefl's roun
   b = 32, headroom for 1024 summands). Both rounds run single-threaded in one process unless
   ``--threads`` says otherwise for securefl.
 * ``tenseal``: CKKS FedAvg's server sum at FLARE's parameters, TenSEAL's own ``+`` on its
-  serialized vectors (what NVIDIA FLARE's server does) against securefl's ``ckks.Aggregator``
-  on the *same ciphertexts* in securefl's packed format. Encrypting a 1M-value vector takes
-  about a second, so at most :data:`CKKS_DISTINCT` distinct client vectors are encrypted and the
-  survivors cycle through them (the server cannot tell; its cost depends only on the shapes).
-  The two sums must be bit-identical.
+  serialized vectors (what NVIDIA FLARE's server does, :mod:`securefl.ckks.tenseal_baseline`)
+  against securefl's ``ckks.Aggregator`` on the *same ciphertexts* in securefl's packed format.
+  Encrypting a 1M-value vector takes about a second, so at most :data:`CKKS_DISTINCT` distinct
+  client vectors are encrypted and the survivors cycle through them (the server cannot tell;
+  its cost depends only on the shapes). The two sums must be bit-identical.
 
 Ratios are ``baseline / securefl``: above 1 means securefl is faster (or smaller).
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -68,25 +67,6 @@ class Comparison:
         out["speedup"] = self.speedup
         out["upload_ratio"] = self.upload_ratio
         return out
-
-
-@contextlib.contextmanager
-def _quiet_native_output() -> Iterator[None]:
-    """Silence file descriptors 1 and 2: TenSEAL's C++ code prints a warning about matmul
-    being unavailable for every vector longer than one ciphertext, which is irrelevant here."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, null):
-            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -200,27 +180,23 @@ def _flower(scenario: Scenario, outcome: Outcome, data: Inputs) -> Comparison:
 
 
 def _tenseal(scenario: Scenario, data: Inputs) -> Comparison:
-    from securefl.ckks import Aggregator, ClientContext, ServerContext, wire
-    from securefl.ckks._backend import tenseal
+    from securefl.ckks import Aggregator, ClientContext, ServerContext, tenseal_baseline, wire
+    from securefl.ckks.tenseal_format import from_tenseal
 
-    ts = tenseal()  # BackendUnavailable without the ckks extra
+    tenseal_version = tenseal_baseline.version()  # BackendUnavailable without the ckks extra
     context = ClientContext.generate()
     server = ServerContext.from_bytes(context.server_bytes())
     survivors = data.survivors
     distinct = survivors[:CKKS_DISTINCT]
-    tenseal_msgs = []
-    for i in distinct:
-        values = np.append(data.updates[i].astype(np.float64) * data.weights[i], data.weights[i])
-        with _quiet_native_output():
-            tenseal_msgs.append(ts.ckks_vector(context.tenseal, values).serialize())
-    ours = [wire.encode(wire.from_tenseal(m, context.spec), "packed") for m in tenseal_msgs]
+    tenseal_msgs = [
+        tenseal_baseline.encrypt_update(context, data.updates[i], data.weights[i]) for i in distinct
+    ]
+    ours = [wire.encode(from_tenseal(m, context.spec), "packed") for m in tenseal_msgs]
     order = [k % len(distinct) for k in range(len(survivors))]
+    arrivals = [tenseal_msgs[k] for k in order]
 
     t0 = time.perf_counter()
-    total = ts.ckks_vector_from(server.tenseal, tenseal_msgs[order[0]])
-    for k in order[1:]:
-        total = total + ts.ckks_vector_from(server.tenseal, tenseal_msgs[k])
-    baseline_out = total.serialize()
+    baseline_out = tenseal_baseline.server_sum(server, arrivals)
     baseline_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -230,7 +206,7 @@ def _tenseal(scenario: Scenario, data: Inputs) -> Comparison:
     our_out = aggregator.result("packed")
     our_seconds = time.perf_counter() - t0
 
-    theirs = wire.from_tenseal(baseline_out, server.spec).coeffs
+    theirs = from_tenseal(baseline_out, server.spec).coeffs
     if not np.array_equal(wire.decode(our_out).coeffs, theirs):
         raise RuntimeError("securefl's CKKS sum differs from TenSEAL's")
     return Comparison(
@@ -240,7 +216,7 @@ def _tenseal(scenario: Scenario, data: Inputs) -> Comparison:
         baseline_seconds=baseline_seconds,
         securefl_upload_bytes=len(ours[0]),
         baseline_upload_bytes=len(tenseal_msgs[0]),
-        versions={"tenseal": str(ts.__version__)},
+        versions={"tenseal": tenseal_version},
         notes=f"{len(distinct)} distinct ciphertext vectors cycled; sums bit-identical",
     )
 

@@ -7,11 +7,12 @@ ciphertext unless the update fills its last one -- the server adds ciphertexts
 (:mod:`securefl.ckks.server`) and the clients decrypt both sums and divide.
 
 Encryption goes through TenSEAL, one ciphertext (N/2 values) at a time exactly as
-``tenseal.ckks_vector`` chunks a long vector, then the SEAL blobs are converted into the
-``SFCK`` wire format (:mod:`securefl.ckks.wire`). An update also carries its contribution
-tag (:mod:`securefl.ckks.contributions`). Decryption loads the aggregate's ciphertexts
-into SEAL, floods them (:mod:`securefl.ckks.flooding`) and decrypts: no exact decryption
-leaves this module. A client refuses an aggregate of fewer than ``min_contributors``
+``tenseal.ckks_vector`` chunks a long vector, then the SEAL blobs are read
+(:mod:`securefl.ckks.tenseal_format`) into the ``SFCK`` wire format
+(:mod:`securefl.ckks.wire`). An update also carries its contribution tag
+(:mod:`securefl.ckks.contributions`). Decryption loads the aggregate's ciphertexts into
+SEAL, floods them (:mod:`securefl.ckks.flooding`) and decrypts: no exact decryption leaves
+this module. A client refuses an aggregate of fewer than ``min_contributors``
 contributions, or one that does not sum the contributions it lists.
 """
 
@@ -25,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from securefl.ckks import contributions as tags
-from securefl.ckks import flooding, protobuf, wire
+from securefl.ckks import flooding, protobuf, tenseal_format, wire
 from securefl.ckks._backend import tenseal
 from securefl.ckks.contributions import MIN_CONTRIBUTORS
 from securefl.ckks.flooding import FLOOD_BITS
@@ -140,7 +141,7 @@ def _encrypt(
         proto = protobuf.decode_vector(ts.ckks_vector(context.tenseal, chunk).serialize())
         if proto.sizes != (chunk.size,) or len(proto.ciphertexts) != 1:
             raise SecureFLError("TenSEAL produced an unexpected chunking")
-        info = wire.read_ciphertext_into(proto.ciphertexts[0], spec, coeffs[:, i])
+        info = tenseal_format.read_ciphertext_into(proto.ciphertexts[0], spec, coeffs[:, i])
         version = info.version
     assert version is not None
     listed: tuple[bytes, ...] = ()
@@ -217,8 +218,8 @@ def encrypt_update(
 def _aggregate_vector(
     context: ClientContext, aggregate: bytes | bytearray | memoryview
 ) -> wire.EncryptedVector:
-    if wire.is_tenseal(aggregate):
-        return wire.from_tenseal(aggregate, context.spec)
+    if tenseal_format.is_tenseal(aggregate):
+        return tenseal_format.from_tenseal(aggregate, context.spec)
     header = wire.read_header(aggregate)
     header.check(context.spec)
     return wire.decode(aggregate, header)

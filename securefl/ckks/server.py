@@ -30,7 +30,7 @@ from typing import Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from securefl.ckks import protobuf, wire
+from securefl.ckks import protobuf, tenseal_format, wire
 from securefl.ckks.keys import ServerContext
 from securefl.errors import InvalidMessage, SecureFLError
 from securefl.primitives import rns_sum
@@ -91,11 +91,11 @@ class Aggregator:
         return len(self._contributions)
 
     def _decode(self, message: bytes | bytearray | memoryview) -> wire.EncryptedVector:
-        if wire.is_tenseal(message):
+        if tenseal_format.is_tenseal(message):
             length = sum(protobuf.decode_vector(message).sizes)
             if self._acc is not None and length != self._length:
                 raise InvalidMessage(f"vector length {length}, the round's is {self._length}")
-            vec = wire.from_tenseal(message, self._spec, out=self._scratch)
+            vec = tenseal_format.from_tenseal(message, self._spec, out=self._scratch)
         else:
             header = wire.read_header(message)
             header.check(self._spec)
@@ -223,7 +223,7 @@ class Aggregator:
             tuple(sorted(self._contributions)),
         )
         if encoding == "tenseal":
-            return wire.to_tenseal(vec)
+            return tenseal_format.to_tenseal(vec)
         return wire.encode(vec, encoding, threads=self._unpack_threads)
 
 

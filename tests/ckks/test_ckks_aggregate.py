@@ -17,6 +17,7 @@ from securefl.ckks import (
     encrypt_update,
     encrypt_vector,
     flooding,
+    tenseal_format,
     wire,
 )
 from securefl.ckks.protobuf import decode_vector
@@ -43,11 +44,11 @@ def test_bit_identical_to_tenseal_plus(
     length = 2 * ctx.slots + ctx.slots // 3  # three ciphertexts, the last one partial
     inputs = [tenseal_vector_bytes(ctx, rng.normal(0, 1, length)) for _ in range(n)]
     expected = tenseal_sum(ts, server, inputs)
-    expected_coeffs = wire.from_tenseal(expected, ctx.spec).coeffs
+    expected_coeffs = tenseal_format.from_tenseal(expected, ctx.spec).coeffs
     expected_plain = np.array(ts.ckks_vector_from(ctx.tenseal, expected).decrypt())
 
     sfck = {
-        enc: [wire.encode(wire.from_tenseal(m, ctx.spec), enc) for m in inputs]
+        enc: [wire.encode(tenseal_format.from_tenseal(m, ctx.spec), enc) for m in inputs]
         for enc in ("raw", "packed")
     }
     routes = {"tenseal": inputs, **sfck}
@@ -87,7 +88,7 @@ def test_encrypt_vector_matches_tenseal_chunking(
     header.check(ctx.spec)
     # TenSEAL itself decrypts the converted ciphertexts to the encrypted values.
     plain = np.array(
-        ts.ckks_vector_from(ctx.tenseal, wire.to_tenseal(wire.decode(message))).decrypt()
+        ts.ckks_vector_from(ctx.tenseal, tenseal_format.to_tenseal(wire.decode(message))).decrypt()
     )
     assert np.max(np.abs(plain - values)) < 1e-6
 

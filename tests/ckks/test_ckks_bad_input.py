@@ -17,6 +17,7 @@ from securefl.ckks import (
     decrypt_aggregate,
     decrypt_vector,
     encrypt_update,
+    tenseal_format,
     wire,
 )
 from securefl.ckks.protobuf import decode_vector, encode_vector
@@ -82,7 +83,7 @@ def bad_messages(
     too_big = wire.decode(good)
     coeffs = too_big.coeffs.copy()
     coeffs[1, 1, 0, 123] = q1
-    tenseal_too_big = wire.to_tenseal(
+    tenseal_too_big = tenseal_format.to_tenseal(
         wire.EncryptedVector(
             too_big.seal_version,
             too_big.parms_id,

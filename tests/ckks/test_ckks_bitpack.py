@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from securefl.ckks.bitpack import pack, packed_words, unpack
+from securefl.primitives.masking import pack_bits as native_pack_bits
+from securefl.primitives.masking import unpack_bits as native_unpack_bits
 
 
 def reference_pack(values: np.ndarray, bits: int) -> np.ndarray:
@@ -73,3 +75,19 @@ def test_pack_into_out_clears_it(rng: np.random.Generator) -> None:
     values = rng.integers(0, 2**40, size=128, dtype=np.uint64)
     out = np.full((40, 2), 2**64 - 1, dtype=np.uint64)
     np.testing.assert_array_equal(pack(values, 40, out=out), reference_pack(values, 40))
+
+
+@pytest.mark.parametrize("bits", [2, 7, 31, 32, 33, 40, 56, 60, 64])
+def test_columns_are_the_native_packers_stream_of_their_64_values(
+    rng: np.random.Generator, bits: int
+) -> None:
+    # Why bitpack is not the native packer: the same bits per group of 64, another order.
+    cols = 3
+    values = rng.integers(0, 2**bits - 1, size=64 * cols, dtype=np.uint64, endpoint=True)
+    packed = pack(values, bits)
+    groups = np.ascontiguousarray(values.reshape(64, cols).T)
+    assert native_pack_bits(groups, bits) == np.ascontiguousarray(packed.T).tobytes()
+    # Below 64 bits the two orders differ; at 64 both are the words themselves.
+    assert (native_pack_bits(values, bits) == packed.tobytes()) == (bits == 64)
+    back = native_unpack_bits(np.ascontiguousarray(packed.T).tobytes(), values.size, bits)
+    np.testing.assert_array_equal(back.reshape(cols, 64).T.ravel(), values)

@@ -21,6 +21,7 @@ from securefl.ckks import (
     decrypt_vector,
     encrypt_update,
     flooding,
+    tenseal_format,
     wire,
 )
 from securefl.ckks.contributions import TAG_SLOTS, contribution_key, expected_tags, tag
@@ -115,7 +116,7 @@ def test_honest_aggregate_counts_its_contributions_in_every_format(
         assert (result.contributions, result.total_weight) == (3, 150)
         assert np.max(np.abs(result.mean - want)) < 1e-5
         vec = (
-            wire.from_tenseal(aggregate, ctx.spec)
+            tenseal_format.from_tenseal(aggregate, ctx.spec)
             if encoding == "tenseal"
             else wire.decode(aggregate)
         )

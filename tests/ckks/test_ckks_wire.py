@@ -1,4 +1,4 @@
-"""The SFCK wire format and the conversion to and from TenSEAL's format (no keys needed)."""
+"""The SFCK wire format (no keys needed); TenSEAL's format is in test_ckks_tenseal_format."""
 
 from __future__ import annotations
 
@@ -8,24 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from securefl.ckks import wire
+from securefl.ckks import tenseal_format, wire
 from securefl.ckks.protobuf import decode_vector, encode_vector
-from securefl.ckks.seal import read_ciphertext
 from securefl.errors import InvalidMessage
 
-N = 1024
-MODULI = (1152921504606830593, 1099510890497)  # SEAL's 60- and 40-bit primes at N = 8192
-SPEC = wire.Spec(N, MODULI, (1, 2, 3, 4), 2.0**40)
-
-
-def random_vector(
-    rng: np.random.Generator, length: int, spec: wire.Spec = SPEC
-) -> wire.EncryptedVector:
-    chunks = spec.chunks(length)
-    coeffs = np.empty((len(spec.moduli), chunks, 2, spec.poly_modulus_degree), np.uint64)
-    for limb, q in enumerate(spec.moduli):
-        coeffs[limb] = rng.integers(0, q, size=coeffs[limb].shape, dtype=np.uint64)
-    return wire.EncryptedVector((4, 1), spec.parms_id, spec.scale, length, spec.widths, coeffs)
+from .helpers import MODULI, SPEC, N, random_vector
 
 
 @pytest.mark.parametrize("encoding", ["raw", "packed"])
@@ -149,47 +136,6 @@ def test_encode_refuses_inconsistent(rng: np.random.Generator) -> None:
         wire.encode(short, "raw")
 
 
-def test_tenseal_format_round_trip(rng: np.random.Generator) -> None:
-    vec = random_vector(rng, 1300)
-    data = wire.to_tenseal(vec)
-    assert wire.is_tenseal(data) and not wire.is_tenseal(wire.encode(vec, "raw"))
-    proto = decode_vector(data)
-    assert proto.sizes == (512, 512, 276) and proto.scale == SPEC.scale
-    _, coeffs = read_ciphertext(proto.ciphertexts[2], max_coeffs=2 * 2 * N)
-    np.testing.assert_array_equal(coeffs, vec.coeffs[:, 2].transpose(1, 0, 2))
-    back = wire.from_tenseal(data, SPEC)
-    np.testing.assert_array_equal(back.coeffs, vec.coeffs)
-    assert back.length == 1300 and back.seal_version == (4, 1)
-
-
-def test_from_tenseal_refuses_foreign_chunking_and_mixed_ciphertexts(
-    rng: np.random.Generator,
-) -> None:
-    vec = random_vector(rng, 1300)
-    blobs = [bytes(b) for b in decode_vector(wire.to_tenseal(vec)).ciphertexts]
-    for sizes in ([276, 512, 512], [512, 512, 0], [512, 512, 513], [512, 276, 512]):
-        with pytest.raises(InvalidMessage, match="chunking"):
-            wire.from_tenseal(encode_vector(sizes, blobs, SPEC.scale), SPEC)
-    # Two sizes for three blobs: fields 1 and 2 disagree.
-    two_sizes = encode_vector([512, 788, 0], blobs, SPEC.scale).replace(
-        b"\x0a\x05\x80\x04\x94\x06\x00", b"\x0a\x04\x80\x04\x94\x06", 1
-    )
-    with pytest.raises(InvalidMessage, match="2 sizes for 3 ciphertexts"):
-        wire.from_tenseal(two_sizes, SPEC)
-    with pytest.raises(InvalidMessage, match="scale differs"):
-        wire.from_tenseal(encode_vector([512, 512, 276], blobs, 2.0**41), SPEC)
-    with pytest.raises(InvalidMessage, match="no ciphertext"):
-        wire.from_tenseal(encode_vector([], [], SPEC.scale), SPEC)
-    other = wire.EncryptedVector(
-        (4, 1), (9, 9, 9, 9), SPEC.scale, 1, SPEC.widths, vec.coeffs[:, :1]
-    )
-    foreign = bytes(decode_vector(wire.to_tenseal(other)).ciphertexts[0])
-    with pytest.raises(InvalidMessage, match="ciphertext 1: parms_id"):
-        wire.from_tenseal(
-            encode_vector([512, 512, 276], [blobs[0], foreign, blobs[2]], SPEC.scale), SPEC
-        )
-
-
 def test_any_width_from_b_l_to_64_is_accepted(rng: np.random.Generator) -> None:
     vec = random_vector(rng, 700)
     tight = wire.EncryptedVector((4, 1), SPEC.parms_id, SPEC.scale, 700, (60, 40), vec.coeffs)
@@ -243,9 +189,9 @@ def test_contribution_list_round_trips_as_version_2(
     assert out.contributions == NONCES
     np.testing.assert_array_equal(out.coeffs, vec.coeffs)
     # TenSEAL's format carries the list in securefl's field 15.
-    back = wire.from_tenseal(wire.to_tenseal(vec), SPEC)
+    back = tenseal_format.from_tenseal(tenseal_format.to_tenseal(vec), SPEC)
     assert back.contributions == NONCES
-    assert decode_vector(wire.to_tenseal(vec)).contributions == NONCES
+    assert decode_vector(tenseal_format.to_tenseal(vec)).contributions == NONCES
 
 
 @pytest.mark.parametrize(
@@ -278,9 +224,9 @@ def test_encode_and_tenseal_refuse_a_bad_contribution_list(rng: np.random.Genera
     ]:
         with pytest.raises(ValueError, match=match):
             wire.encode(replace(vec, contributions=bad), "packed")
-        proto = decode_vector(wire.to_tenseal(vec))
+        proto = decode_vector(tenseal_format.to_tenseal(vec))
         data = encode_vector(
             proto.sizes, [bytes(b) for b in proto.ciphertexts], proto.scale, list(bad)
         )
         with pytest.raises(InvalidMessage, match=match):
-            wire.from_tenseal(data, SPEC)
+            tenseal_format.from_tenseal(data, SPEC)

@@ -66,6 +66,7 @@ from securefl.ckks import (
     decrypt_mean,
     encrypt_update,
     protobuf,
+    tenseal_format,
     wire,
 )
 from securefl.ckks.client import MAX_WEIGHT
@@ -131,7 +132,7 @@ def _vector_length(message: bytes) -> int:
     InvalidMessage
         If the bytes are malformed.
     """
-    if wire.is_tenseal(message):
+    if tenseal_format.is_tenseal(message):
         return sum(protobuf.decode_vector(message).sizes)
     return wire.read_header(message).length
 
