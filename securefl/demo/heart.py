@@ -119,7 +119,17 @@ def _aggregator(
             for i, state in enumerate(states):
                 if i in dropped:
                     continue
-                message, layout = ckks.encrypt_update(ctx, state, int(weights[i]))
+                message, own = ckks.encrypt_update(ctx, state, int(weights[i]))
+                # The sum would add different parameters' coordinates and decode under
+                # one hospital's names: refuse, as securefl.aggregate does.
+                diff = (
+                    None
+                    if layout is None
+                    else own.difference(layout, this=f"hospital {i}", that="the first")
+                )
+                if diff is not None:
+                    raise ValueError(f"hospital {i}'s model does not match the others': {diff}")
+                layout = layout or own
                 server.add(f"hospital-{i}", message)
                 sent.append(len(message))
             assert layout is not None

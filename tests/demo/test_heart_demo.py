@@ -78,3 +78,20 @@ def test_demo_options_refuse_an_unknown_model() -> None:
     assert DemoOptions(model="mlp").model == "mlp"
     with pytest.raises(ValueError, match="model must be 'logreg' or 'mlp'"):
         DemoOptions(model="resnet")  # type: ignore[arg-type]
+
+
+def test_the_demos_ckks_aggregator_refuses_models_of_another_layout() -> None:
+    """Issue 12, left open before: the demo's own CKKS round checks the hospitals'
+    layouts as securefl.aggregate does, instead of summing different parameters."""
+    pytest.importorskip("tenseal")
+    import torch
+
+    from securefl.demo.heart import _aggregator
+
+    aggregate = _aggregator("ckks", DemoOptions(), [set()], {"bytes": []})
+    same = [{"w": torch.ones(3), "b": torch.zeros(1)} for _ in range(2)]
+    mean = aggregate(same, [1, 3], 0)
+    assert torch.allclose(mean["w"], torch.ones(3), atol=1e-4)
+    swapped = [{"w": torch.ones(3), "b": torch.zeros(1)}, {"b": torch.zeros(1), "w": torch.ones(3)}]
+    with pytest.raises(ValueError, match="hospital 1's model does not match"):
+        aggregate(swapped, [1, 3], 0)
