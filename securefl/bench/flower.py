@@ -14,8 +14,9 @@ step is a call into the installed ``flwr`` package (pinned: ``flwr==1.42.0``):
 
 Flower's simulation engine (``flwr.simulation.run_simulation``) is not used here: it runs
 ClientApps in Ray actor processes, and this module compares computation, not transports, against
-securefl's in-process simulator. Instead a minimal in-process :class:`Grid` (``_LiveGrid``) hands
-each message to the ClientApp of its destination; it only moves messages (each instruction is
+securefl's in-process simulator. Instead securefl's in-process Grid
+(:class:`securefl.transports.flower.local_grid.LocalGrid`, here ``_LiveGrid``) hands each
+message to the ClientApp of its destination; it only moves messages (each instruction is
 deep-copied, standing in for the serialization of a real Grid: the Mod pops keys from the
 ConfigRecord it receives). The only non-Flower code on the measured path is that transport and a
 pass-through ``aggregate_fit`` (``_PassThrough``) that hands the secure aggregate on instead of
@@ -83,11 +84,9 @@ neighbourhood is the ``num_shares`` consecutive ids centred on it, itself includ
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import itertools
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -123,8 +122,8 @@ with warnings.catch_warnings():
         SecAggPlusWorkflow,
         WorkflowState,
     )
-    from flwr.serverapp.grid import Grid
-    from flwr.supercore.task_identity import TaskIdentity
+
+    from securefl.transports.flower.local_grid import LocalGrid, task_identity
 
 DEFAULT_CLIPPING_RANGE = 8.0  # SecAggPlusWorkflow defaults
 DEFAULT_QUANTIZATION_RANGE = 2**22
@@ -145,20 +144,6 @@ def _distinct_node_ids(rng: np.random.Generator, n: int) -> list[int]:
     while len(ids) < n:
         ids.update(int(v) for v in rng.integers(1, 2**63 - 1, n - len(ids)))
     return sorted(ids)
-
-
-@contextlib.contextmanager
-def _task_identity() -> Iterator[None]:
-    """Dummy task identity, as Flower's legacy ``run_simulation`` / ``start_server`` set it.
-
-    ``Message(...)`` reads ``TaskIdentity.run_id``; a ServerApp process gets it from its runtime.
-    """
-    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, _RUN_ID, 1
-    try:
-        yield
-    finally:
-        TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,8 +302,9 @@ def _payload_bytes(msg: Message) -> int:
     return total
 
 
-class _LiveGrid(Grid):
-    """Delivers each message to its destination's ClientApp, in this process.
+class _LiveGrid(LocalGrid):
+    """Flower's ClientApps in this process (:class:`LocalGrid`, exceptions propagate),
+    with what the bench needs of each delivery.
 
     ``silent``: stage -> node ids that do not answer in that stage (dropouts; they do not
     compute either). ``record``: stage -> replies, filled when given. ``uploaded``: node id ->
@@ -333,62 +319,24 @@ class _LiveGrid(Grid):
         record: dict[str, list[Message]] | None = None,
         uploaded: dict[int, int] | None = None,
     ) -> None:
-        self.apps, self.silent, self.record = apps, silent or {}, record
-        self.uploaded = uploaded
-        self._ids = itertools.count(1)
-        self._run: Any = None
+        super().__init__(apps, raise_errors=True)
+        self.silent, self.record, self.uploaded = silent or {}, record, uploaded
 
-    def set_run(self, run: Any) -> None:
-        self._run = run
-
-    @property
-    def run(self) -> Any:
-        return self._run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.apps)
-
-    # Flower's Grid interface also has an asynchronous push/pull API; SecAggPlusWorkflow
-    # only calls send_and_receive, so this in-process grid supports that alone.
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError("the in-process grid supports send_and_receive only")
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError("the in-process grid supports send_and_receive only")
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        replies = []
-        for msg in messages:
-            stage = _stage_of(msg)
-            nid = msg.metadata.dst_node_id
-            if nid in self.silent.get(stage, ()):
-                continue
-            msg = copy.deepcopy(msg)  # a real Grid serializes; the Mod mutates what it gets
-            # as flwr/superlink/grid/inmemory_grid.py:InMemoryGrid.push_messages does
-            msg.metadata.__dict__["_message_id"] = str(next(self._ids))
-            app, ctx = self.apps[nid]
-            reply = app(msg, ctx)
-            replies.append(reply)
-            if self.record is not None:
-                self.record.setdefault(stage, []).append(reply)
-            if self.uploaded is not None:
-                self.uploaded[nid] = self.uploaded.get(nid, 0) + _payload_bytes(reply)
-        return replies
+    def deliver(self, message: Message) -> Message | None:
+        stage = _stage_of(message)
+        nid = message.metadata.dst_node_id
+        if nid in self.silent.get(stage, ()):
+            return None
+        reply = super().deliver(message)
+        assert reply is not None  # raise_errors: a ClientApp answers or raises
+        if self.record is not None:
+            self.record.setdefault(stage, []).append(reply)
+        if self.uploaded is not None:
+            self.uploaded[nid] = self.uploaded.get(nid, 0) + _payload_bytes(reply)
+        return reply
 
 
-class _ReplayGrid(_LiveGrid):
+class _ReplayGrid(LocalGrid):
     """Answers with replies recorded by a live run (the clients' work is not re-done)."""
 
     def __init__(self, replies: dict[str, list[Message]]) -> None:
@@ -559,7 +507,7 @@ def flower_run_round(rnd: FlowerRound) -> FlowerRoundResult:
     uploaded: dict[int, int] = {}
     workflow, context, grid = _build(rnd, uploaded=uploaded)
     initial = context.state.array_records[MAIN_PARAMS_RECORD]
-    with _task_identity():
+    with task_identity(_RUN_ID):
         workflow(grid, context)
     if context.state.array_records[MAIN_PARAMS_RECORD] is initial:  # unmask_stage never ran
         raise RuntimeError("Flower's SecAgg+ workflow halted")
@@ -629,7 +577,7 @@ def flower_server_setup(
     replies: dict[str, list[Message]] = {}
     workflow, context, grid = _build(rnd, record=replies)
     state = WorkflowState()
-    with _task_identity():
+    with task_identity(_RUN_ID):
         if not (
             workflow.setup_stage(grid, context, state)
             and workflow.share_keys_stage(grid, context, state)
@@ -664,7 +612,7 @@ def flower_server_unmask(
     """
     grid = _ReplayGrid(inputs.replies)
     wf, ctx = inputs.workflow, inputs.context
-    with _task_identity():
+    with task_identity(_RUN_ID):
         if include_sum:
             state = _fresh_state(inputs.after_share_keys)
             ok = wf.collect_masked_vectors_stage(grid, ctx, state)

@@ -10,15 +10,19 @@ partition :data:`RAISE_PARTITION` raises, so that node never joins the session.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
 from securefl.secagg import codec
 from securefl.secagg.messages import ShareRouting
-from securefl.transports.flower import RECORD_KEY, RoundReport, secagg_mod
+from securefl.transports.flower import RECORD_KEY, RoundReport, SecAggFedAvg, secagg_mod
 
 SHAPES = {"w": (3, 4), "b": (4,)}
 DROP_PARTITION = 2
@@ -98,6 +102,43 @@ def make_client_app(*, faults: bool = True, mod: Mod = secagg_mod) -> ClientApp:
     app = ClientApp(mods=[fault_mod, mod] if faults else [mod])
     app.train()(train)
     return app
+
+
+History = list[dict[str, npt.NDArray[np.float32]]]
+
+
+def strategy(nodes: int, max_weight: int, **options: Any) -> SecAggFedAvg:
+    """SecAggFedAvg training on all ``nodes`` every round, clipping at :data:`CLIP`."""
+    return SecAggFedAvg(
+        fraction_evaluate=0.0,
+        min_train_nodes=nodes,
+        min_available_nodes=nodes,
+        clip=CLIP,
+        max_weight=max_weight,
+        **options,
+    )
+
+
+def start(
+    strategy: Strategy,
+    grid: Grid,
+    rounds: int,
+    *,
+    shapes: Shapes = SHAPES,
+    faults: bool | None = None,
+) -> History:
+    """Run ``strategy`` on ``grid`` for ``rounds`` FL rounds from :func:`initial_arrays`
+    (``faults``: the train config's ``"faults"``, when given). Returns the global model
+    before the first round and after each."""
+    history: History = []
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord({k: Array(v) for k, v in initial_arrays(shapes).items()}),
+        num_rounds=rounds,
+        train_config=None if faults is None else ConfigRecord({"faults": faults}),
+        evaluate_fn=lambda r, a: history.append({k: x.numpy().copy() for k, x in a.items()}),
+    )
+    return history
 
 
 def participants_with_faults(server_round: int, num_nodes: int) -> list[int]:

@@ -21,7 +21,6 @@ from flwr.app import (
 )
 
 from flower import sim_app
-from flower.local_grid import Intercept, LocalGrid, task_identity
 from securefl.errors import InvalidMessage
 from securefl.secagg import codec
 from securefl.secagg.config import GraphKind, SecAggConfig
@@ -41,6 +40,7 @@ from securefl.transports.flower import (
     SecAggFedAvg,
     make_secagg_mod,
 )
+from securefl.transports.flower.local_grid import Intercept, LocalGrid, task_identity
 from securefl.transports.flower.mod import STATE_KEY
 from securefl.transports.flower.records import (
     NEXT_RECORD_KEY,
@@ -72,24 +72,9 @@ def _identity() -> Iterator[None]:
 def _run(
     rounds: int, *, faults: bool = False, intercept: Intercept | None = None, **options: Any
 ) -> tuple[SecAggFedAvg, list[dict[str, np.ndarray]], LocalGrid]:
-    grid = LocalGrid(sim_app.make_client_app(faults=faults), NODES, intercept)
-    strategy = SecAggFedAvg(
-        fraction_evaluate=0.0,
-        min_train_nodes=NODES,
-        min_available_nodes=NODES,
-        clip=sim_app.CLIP,
-        max_weight=MAX_WEIGHT,
-        **options,
-    )
-    history: list[dict[str, np.ndarray]] = []
-    strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord({k: Array(v) for k, v in sim_app.initial_arrays().items()}),
-        num_rounds=rounds,
-        train_config=ConfigRecord({"faults": faults}),
-        evaluate_fn=lambda r, a: history.append({k: x.numpy().copy() for k, x in a.items()}),
-    )
-    return strategy, history, grid
+    grid = LocalGrid.for_app(sim_app.make_client_app(faults=faults), NODES, intercept)
+    strategy = sim_app.strategy(NODES, MAX_WEIGHT, **options)
+    return strategy, sim_app.start(strategy, grid, rounds, faults=faults), grid
 
 
 def _kind(reply: Message) -> type | None:
@@ -451,17 +436,27 @@ def test_weight_must_be_an_integer_in_range(value: Any, ok: bool) -> None:
             read_weight(content, "num-examples", 100)
 
 
-def test_session_rng_replays_exactly_and_keeps_its_key() -> None:
+def test_session_rng_is_the_hkdf_keyed_aes_ctr_stream_and_keeps_its_key() -> None:
+    """A session is reproduced from its seed as before: the key is HKDF-SHA256 of the
+    seed (no salt, info the mod's label), the bytes are AES-128-CTR's keystream from
+    counter block 0, computed here with ``cryptography`` directly; any split of the
+    reads gives the same stream (a rebuilt client may not depend on it)."""
     import pickle
 
-    from securefl.transports.flower.mod import _SessionRng
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.hashes import SHA256
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from securefl.transports.flower.mod import _session_rng
 
     seed = bytes(range(32))
-    whole = _SessionRng(seed)(100)
-    rng = _SessionRng(seed)
-    # Any split of the calls gives the same stream: a replay may not depend on it.
-    assert rng(3) + rng(29) + rng(1) + rng(67) == whole
-    assert _SessionRng(bytes(32))(100) != whole
+    label = b"securefl/flower/client-session-rng/v1"
+    key = HKDF(algorithm=SHA256(), length=16, salt=None, info=label).derive(seed)
+    whole = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(9000))
+    rng = _session_rng(seed)
+    # 4967 crosses the generator's first 4096-byte chunk.
+    assert rng(3) + rng(29) + rng(1) + rng(4967) + rng(4000) == whole
+    assert _session_rng(bytes(32))(100) != whole[:100]
     assert "secret" in repr(rng) and seed.hex() not in repr(rng)
     with pytest.raises(TypeError):
         pickle.dumps(rng)
@@ -574,9 +569,22 @@ def test_mod_answers_an_unbuildable_session_with_an_error_reply(
     assert not _sessions(context)
 
 
-def test_replays_use_a_zero_view_not_a_zero_vector() -> None:
-    from securefl.transports.flower.mod import _Session
+def test_the_stored_client_gets_a_zero_view_not_a_zero_vector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client the mod keeps between messages has no input: a read-only broadcast
+    view stands in for the update, not a d-sized zero vector."""
+    import securefl.transports.flower.mod as mod
 
-    config = SecAggConfig(num_clients=3, threshold=2, dimension=2**20)
-    client = _Session.create(b"s" * 16, 0, pack_config(config)).client(None)
-    assert client._update.strides == (0,) and not client._update.flags.writeable
+    updates: list[Any] = []
+
+    class Recording(mod.SecAggClient):
+        def __init__(self, client_id: int, config: SecAggConfig, update: Any, *a: Any, **k: Any):
+            updates.append(update)
+            super().__init__(client_id, config, update, *a, **k)
+
+    monkeypatch.setattr(mod, "SecAggClient", Recording)
+    config = SecAggConfig(num_clients=3, threshold=2, dimension=2**20, corruption_rate=RATE)
+    assert _kind(make_secagg_mod()(_request(_start(config)), _context(), _never)) is AdvertiseKeys
+    (update,) = updates
+    assert update.shape == (2**20,) and update.strides == (0,) and not update.flags.writeable

@@ -14,7 +14,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message
 from flwr.clientapp import ClientApp
 
 from flower import sim_app
-from flower.local_grid import Intercept, LocalGrid, task_identity
+from securefl.transports.flower.local_grid import Intercept, LocalGrid, task_identity
 
 pytest.importorskip("tenseal")
 
@@ -56,7 +56,7 @@ def _run(
     path.write_bytes(key.to_bytes())
     app = ClientApp(mods=[make_ckks_mod(context_from_file(path), **(mod_options or {}))])
     app.train()(sim_app.train)
-    grid = LocalGrid(app, NODES, intercept)
+    grid = LocalGrid.for_app(app, NODES, intercept)
     strategy = strategy_class(
         key.server_bytes(),
         fraction_evaluate=0.0,

@@ -12,15 +12,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message
+from flwr.app import Message
 
 from flower import sim_app
-from flower.local_grid import Intercept, LocalGrid, task_identity
 from securefl.dp import DPConfig, DPPlan, calibrate
 from securefl.secagg import codec
 from securefl.secagg.config import GraphKind, SecAggConfig
 from securefl.secagg.messages import MaskedInput, Stage
 from securefl.transports.flower import RECORD_KEY, ClientPolicy, SecAggFedAvg, make_secagg_mod
+from securefl.transports.flower.local_grid import Intercept, LocalGrid, task_identity
 from securefl.transports.flower.mod import STATE_KEY
 
 NODES = 6  # n = 6 at rates 0.2 / 0.1: SecAgg+ on a Harary graph, k = 4, t = 3
@@ -57,7 +57,7 @@ def run(
     **options: Any,
 ) -> tuple[SecAggFedAvg, list[dict[str, np.ndarray]], LocalGrid]:
     mod = make_secagg_mod(policy=policy or ClientPolicy(dp=plan))
-    grid = LocalGrid(sim_app.make_client_app(faults=faults, mod=mod), nodes, intercept)
+    grid = LocalGrid.for_app(sim_app.make_client_app(faults=faults, mod=mod), nodes, intercept)
     strategy = SecAggFedAvg(
         fraction_evaluate=0.0,
         min_train_nodes=nodes,
@@ -66,17 +66,7 @@ def run(
         dp=plan,
         **options,
     )
-    history: list[dict[str, np.ndarray]] = []
-    strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord(
-            {k: Array(v) for k, v in sim_app.initial_arrays(shapes).items()}
-        ),
-        num_rounds=rounds,
-        train_config=ConfigRecord({"faults": faults}),
-        evaluate_fn=lambda r, a: history.append({k: x.numpy().copy() for k, x in a.items()}),
-    )
-    return strategy, history, grid
+    return strategy, sim_app.start(strategy, grid, rounds, shapes=shapes, faults=faults), grid
 
 
 def test_dp_secagg_plus_without_noise_gives_the_encodings_exact_decoding(

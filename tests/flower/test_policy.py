@@ -19,7 +19,6 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
 from flower import sim_app
-from flower.local_grid import LocalGrid, task_identity
 from securefl.dp import DPConfig, DPPlan, calibrate, secagg_config
 from securefl.errors import ConfigError
 from securefl.secagg import codec
@@ -33,6 +32,7 @@ from securefl.transports.flower import (
     make_secagg_mod,
     secagg_mod,
 )
+from securefl.transports.flower.local_grid import LocalGrid, task_identity
 from securefl.transports.flower.mod import STATE_KEY
 from securefl.transports.flower.records import Envelope, pack_config, write_envelope
 
@@ -68,24 +68,9 @@ def run(
 ) -> tuple[SecAggFedAvg, list[dict[str, np.ndarray]], LocalGrid]:
     """One FL round of SecAggFedAvg against clients holding ``policy``."""
     app = sim_app.make_client_app(faults=False, mod=make_secagg_mod(policy=policy))
-    grid = LocalGrid(app, nodes)
-    strategy = SecAggFedAvg(
-        fraction_evaluate=0.0,
-        min_train_nodes=nodes,
-        min_available_nodes=nodes,
-        clip=sim_app.CLIP,
-        max_weight=MAX_WEIGHT,
-        config_factory=factory,
-        **options,
-    )
-    history: list[dict[str, np.ndarray]] = []
-    strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord({k: Array(v) for k, v in sim_app.initial_arrays().items()}),
-        num_rounds=1,
-        evaluate_fn=lambda r, a: history.append({k: x.numpy().copy() for k, x in a.items()}),
-    )
-    return strategy, history, grid
+    grid = LocalGrid.for_app(app, nodes)
+    strategy = sim_app.strategy(nodes, MAX_WEIGHT, config_factory=factory, **options)
+    return strategy, sim_app.start(strategy, grid, 1), grid
 
 
 def assert_refused(
@@ -199,7 +184,7 @@ def test_the_default_server_satisfies_the_default_policy() -> None:
             fraction_evaluate=0.0, min_train_nodes=nodes, min_available_nodes=nodes
         )
         strategy.start(
-            grid=LocalGrid(app, nodes),
+            grid=LocalGrid.for_app(app, nodes),
             initial_arrays=ArrayRecord({k: Array(v) for k, v in sim_app.initial_arrays().items()}),
             num_rounds=1,
         )

@@ -4,24 +4,46 @@ A Flower ClientApp answers one message at a time and may run in a fresh process 
 each message (a SuperNode's ``subprocess`` isolation, or another Ray actor in the
 simulation engine); only the node's ``Context.state`` survives between messages. The
 SecAgg+ client (Bonawitz et al. 2017, Bell et al. 2020) needs several exchanges per FL
-round, so this mod keeps, in ``Context.state`` and nowhere else:
+round, so this mod keeps, in ``Context.state``, one record per session:
 
 - a fresh 32-byte session seed from ``os.urandom``, the only source of the client's
   randomness for the session (AES-128-CTR keystream of a key HKDF-derived from it);
-- the server messages received so far (public protocol messages, a few KiB).
+- the client id, the session's parameters and the server messages answered so far
+  (public protocol messages, a few KiB).
 
-For each new server message it rebuilds the :class:`SecAggClient` from the seed and
-replays the earlier messages. The replay is deterministic, so the client re-derives
-exactly the keys and shares it already sent, and reveals nothing new. As in Flower's
-own SecAgg+ mod, the user's train function runs when the server's ShareRouting
-arrives (MaskedInputCollection), with the global model carried by that message; the
-update is used at once and never stored. Replaying ShareRouting in the Unmasking round
-uses a zero update instead: the client's state after it (held shares, peers) does not
-depend on the update, only the discarded masked vector does; it costs one extra
-masked-vector computation, milliseconds. Every other replay uses a read-only zero
-view of length d instead of a float vector (``SecAggClient``'s finiteness check still
-makes a transient d-byte boolean array). The record is deleted when the session
-completes or aborts, and replaced by the next session.
+That record is the session: from it alone a new process rebuilds the
+:class:`SecAggClient` from the seed and replays the earlier messages. The replay is
+deterministic, so the client re-derives exactly the keys and shares it already sent,
+and reveals nothing new. The record is deleted when the session completes or aborts,
+and replaced by the next session.
+
+Within one process the record is not replayed for every message
+(:class:`_DecodedSessions`, one per process and shared by every mod object, because
+Flower may unpickle a new ClientApp for each message). It keeps, by a hash of the
+seed, each session's configuration and messages, each decoded once, and the client
+they built; on each message it checks that the record is the one it knows, or
+extends it (another process answered the messages in between: those it decodes and
+handles once), and answers with the live client. Each incoming message is decoded
+once, and the check that keeps a server from forcing a training run out of round (is
+the client at MaskedInputCollection?) reads the live client's stage.
+
+As in Flower's own SecAgg+ mod, the user's train function runs when the server's
+ShareRouting arrives (MaskedInputCollection), with the global model carried by that
+message; the update is used at once and never stored. ``SecAggClient`` takes its
+update when it is built, so ShareRouting is answered by a second client built with the
+update, which handles SessionStart and KeyDirectory again (from the decoded messages:
+key agreements, Shamir shares and share encryption for its neighbours, no masking)
+and then masks; it lets go of its input once it has masked it, and is the stored
+client from then on. Until then the stored client has no input: a read-only zero view
+of length d stands in, not a d-sized vector. So per node and FL round one process
+builds two clients, makes six ``handle`` calls (two of them repeats) and computes one
+masked vector; replaying the record for every message built five clients, made twelve
+calls (eight repeats), computed two masked vectors and decoded 18 or 19 messages
+instead of four (``tests/flower/test_decode_once.py``). A process that sees a session
+for the first time replays its record once, with the zero view: a replayed ShareRouting
+costs one masked-vector computation, whose result is discarded (the client's state
+after it, its held shares and peers, does not depend on the update). A client that
+took its input at ShareRouting would need no second client.
 
 The ServerApp chooses the session's parameters; the client checks them against its
 own :class:`ClientPolicy` (threshold, corruption rate and security level, the rule
@@ -45,28 +67,47 @@ as :class:`_SecretBytes`, whose ``repr``/``str`` show no byte of it, so Flower's
 hands the Context to its ClientApp process that way) knows only plain ``bytes``, so
 the mod re-wraps the seed on every message before anything else sees the Context
 (docs/FLOWER.md, "Client state between messages", says what this does not cover).
+
+Between messages a process also keeps, for each session in progress that it has seen
+(at most :data:`_CACHED_SESSIONS`), the live client: the keys derived from the seed and
+the shares it received, never the update (the client drops it once it is masked;
+``tests/flower/test_decode_once.py`` checks that it is freed). The entry goes when
+the session completes or aborts, when the client leaves it, or when a new SessionStart
+replaces it; a process that exits (``subprocess`` isolation) takes it along. Nothing
+of it can be pickled (the cache, its entries, ``SecAggClient`` and the generator
+refuse), and no ``repr`` shows a secret.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MessageType, RecordDict
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from securefl import vectors
 from securefl.errors import ConfigError, InvalidMessage
-from securefl.primitives import keystream
+from securefl.primitives.kdf import derive
+from securefl.primitives.keystream_rng import KeystreamRng
 from securefl.secagg import codec
 from securefl.secagg.client import SecAggClient
 from securefl.secagg.config import GraphKind, SecAggConfig
-from securefl.secagg.messages import Abort, KeyDirectory, SessionStart, ShareRouting, Stage
+from securefl.secagg.messages import (
+    Abort,
+    ClientMessage,
+    KeyDirectory,
+    ServerMessage,
+    SessionStart,
+    ShareRouting,
+    Stage,
+)
 from securefl.secagg.parameters import ThreatModel
 from securefl.transports.flower.records import (
     NEXT_RECORD_KEY,
@@ -103,6 +144,10 @@ parameters) the mod accepts: 1 GiB of uint32 masked vector, 2 GiB with b = 64.""
 
 _SEED_BYTES = 32
 _RNG_LABEL = b"securefl/flower/client-session-rng/v1"
+
+_WireMessage = ServerMessage | ClientMessage
+"""What ``codec.decode`` returns. A client's message sent by the server is not refused
+as malformed: the client answers it by aborting, as any message out of round."""
 
 
 @dataclass(frozen=True)
@@ -312,6 +357,10 @@ DEFAULT_POLICY = ClientPolicy()
 """The policy of :data:`secagg_mod`."""
 
 
+_CACHED_SESSIONS = 64
+"""How many sessions' decoded state one process keeps (:class:`_DecodedSessions`)."""
+
+
 class _SecretBytes(bytes):
     """Bytes whose ``repr`` and ``str`` show no byte of the value.
 
@@ -336,33 +385,26 @@ def _redact_state(context: Context) -> None:
                 record["seed"] = _SecretBytes(seed)
 
 
-class _SessionRng:
-    """``rng(n)``: the next n bytes of AES-128-CTR under a key derived from a seed.
+def _session_rng(seed: bytes) -> KeystreamRng:
+    """``rng(n)``: the next n bytes of the AES-128-CTR keystream, from counter block 0,
+    under a key HKDF-SHA256-derived from ``seed`` (no salt, info ``_RNG_LABEL``).
 
-    Two instances built from one seed return the same byte sequence for the same
-    sequence of calls: that is what makes replaying a session reproduce it exactly.
+    Two generators from one seed return the same bytes for the same sequence of
+    reads, however the reads are split: that is what makes a client rebuilt from the
+    session record reproduce the session exactly.
 
     Security
     --------
     The seed must be fresh from ``os.urandom`` for every session and never leave the
-    client's node; reusing it across sessions would reuse every key.
+    client's node; reusing it across sessions would reuse every key. The generator
+    refuses pickling and shows no key in its ``repr``.
     """
+    return KeystreamRng(derive(seed, session=None, purpose=_RNG_LABEL, length=16))
 
-    def __init__(self, seed: bytes) -> None:
-        self._key = HKDF(algorithm=SHA256(), length=16, salt=None, info=_RNG_LABEL).derive(seed)
-        self._offset = 0
 
-    def __repr__(self) -> str:
-        return "_SessionRng(<secret>)"
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("_SessionRng holds a secret key and cannot be pickled")
-
-    def __call__(self, n: int) -> bytes:
-        block, skip = divmod(self._offset, 16)
-        stream = keystream(self._key, skip + n, counter_block=block.to_bytes(16, "big"))
-        self._offset += n
-        return stream[skip:].tobytes()
+def _fingerprint(seed: bytes) -> bytes:
+    """The cache key of a session: a hash of its seed, so the cache's keys are no secret."""
+    return hashlib.blake2b(seed, digest_size=16, person=b"securefl/cache").digest()
 
 
 def _error(msg: Message, reason: str) -> Message:
@@ -387,8 +429,19 @@ def _flat(record: ArrayRecord) -> tuple[npt.NDArray[np.float64], vectors.Layout]
     return flat.astype(np.float64, copy=False), layout
 
 
+def _read(content: RecordDict, key: str) -> tuple[Envelope, _WireMessage] | str:
+    """The envelope under ``key`` and its protocol message, decoded (the only decode of
+    an incoming message); a reason if either is malformed."""
+    try:
+        envelope = read_envelope(content, key)
+        return envelope, codec.decode(envelope.message)
+    except InvalidMessage as exc:
+        return f"malformed request: {exc}"
+
+
 class _Session:
-    """The session record kept in ``Context.state`` (see the module docstring)."""
+    """The session record kept in ``Context.state``: the durable part, the only one
+    that reaches another process (see the module docstring)."""
 
     def __init__(self, record: ConfigRecord) -> None:
         self.record = record
@@ -412,8 +465,12 @@ class _Session:
         return self._bytes("session")
 
     @property
-    def config(self) -> SecAggConfig:
-        return unpack_config(self._bytes("config"))
+    def seed(self) -> bytes:
+        return self._bytes("seed")
+
+    @property
+    def config_bytes(self) -> bytes:
+        return self._bytes("config")
 
     @property
     def client_id(self) -> int:
@@ -422,62 +479,440 @@ class _Session:
         return client_id
 
     @property
-    def nonce(self) -> bytes:
-        """The SessionStart's nonce: public, fresh per session; DP's round seed."""
+    def history(self) -> list[bytes]:
+        """The server messages answered so far, as received."""
         history = self.record["history"]
-        assert isinstance(history, list) and history and isinstance(history[0], bytes)
-        start = codec.decode(history[0])
-        assert isinstance(start, SessionStart)
-        return start.nonce
+        assert isinstance(history, list) and all(isinstance(m, bytes) for m in history)
+        return history  # type: ignore[return-value]
 
     def _bytes(self, key: str) -> bytes:
         value = self.record[key]
         assert isinstance(value, bytes)
         return value
 
-    def client(
-        self,
-        threads: int | None,
-        update: npt.NDArray[Any] | None = None,
-        weight: int = 1,
-    ) -> SecAggClient:
-        """Rebuild the client and replay the server messages it has already answered.
+    def remember(self, message: bytes) -> None:
+        self.record["history"] = [*self.history, message]
 
-        ``update`` (floats, or the DP-encoded ring vector of a ring-input session) is
-        needed only to answer ShareRouting; elsewhere a zero vector stands in (see
-        the module docstring).
+
+class _Decoded:
+    """What this process has made of one session record: its configuration and
+    server messages, each decoded once, and the client rebuilt from them.
+
+    Until ShareRouting the stored client has no input: a read-only zero view of length
+    d stands in for the update (``SecAggClient`` takes the update when it is built,
+    and the mod has one only while answering ShareRouting; see the module docstring).
+    The client with the update that answers ShareRouting is stored in its place: it
+    has let go of the update once it has masked it.
+
+    Security
+    --------
+    The client holds the session's keys and the shares it received: this object is
+    never pickled and its ``repr`` shows none of them.
+    """
+
+    def __init__(self, session: _Session, threads: int | None) -> None:
+        self.key = _fingerprint(session.seed)
+        self.session = session.session
+        self.client_id = session.client_id
+        self.config_bytes = session.config_bytes
+        self.config = unpack_config(self.config_bytes)
+        self.threads = threads
+        self.payloads: list[bytes] = []
+        self.messages: list[_WireMessage] = []
+        self._client: SecAggClient | None = None
+        self._handled = 0
+
+    def __repr__(self) -> str:
+        return f"_Decoded(session={self.session.hex()}, messages={len(self.messages)})"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a decoded session holds secret keys and cannot be pickled")
+
+    def extends(self, session: _Session, threads: int | None) -> bool:
+        """Whether ``session``'s record is this one's, answered as far or further."""
+        history = session.history
+        return (
+            (self.session, self.client_id, self.config_bytes, self.threads)
+            == (session.session, session.client_id, session.config_bytes, threads)
+            and len(history) >= len(self.payloads)
+            and history[: len(self.payloads)] == self.payloads
+        )
+
+    def learn(self, history: list[bytes]) -> None:
+        """Decode the messages of ``history`` (the record's) not decoded yet."""
+        for payload in history[len(self.payloads) :]:
+            self.messages.append(codec.decode(payload))
+            self.payloads.append(payload)
+
+    @property
+    def nonce(self) -> bytes:
+        """The SessionStart's nonce: public, fresh per session; DP's round seed."""
+        start = self.messages[0]
+        assert isinstance(start, SessionStart)
+        return start.nonce
+
+    def client(self, seed: bytes) -> SecAggClient:
+        """The stored client, brought up to date with every decoded message (built
+        without input and replayed, in a process new to the session).
 
         Raises
         ------
         ValueError, MemoryError
             If the client cannot be built for the session's dimension.
         """
+        if self._client is None:
+            self._client, self._handled = self._build(seed), 0
+        for message in self.messages[self._handled :]:
+            self._client.handle(message)  # type: ignore[arg-type]
+            self._handled += 1
+        return self._client
+
+    def client_with_input(self, seed: bytes, update: npt.NDArray[Any], weight: int) -> SecAggClient:
+        """A new client with the real ``update`` and ``weight``, at the stored
+        client's stage: it handles the decoded messages again (the one replay of a
+        session in a process).
+
+        Raises
+        ------
+        ValueError, MemoryError
+            If the client cannot be built for the session's dimension.
+        """
+        client = self._build(seed, update, weight)
+        for message in self.messages:
+            client.handle(message)  # type: ignore[arg-type]
+        return client
+
+    def answered(self, payload: bytes, message: _WireMessage, client: SecAggClient) -> None:
+        """Record ``message`` as answered by ``client``, which is stored from now on."""
+        self.payloads.append(payload)
+        self.messages.append(message)
+        self._client, self._handled = client, len(self.messages)
+
+    def _build(
+        self, seed: bytes, update: npt.NDArray[Any] | None = None, weight: int = 1
+    ) -> SecAggClient:
         config = self.config
         if update is None:
-            # A read-only broadcast view: no 8d-byte zero vector per message; only a
-            # replayed ShareRouting copies it to mask it (float32, the smaller dtype;
-            # in a ring-input session the ring's own dtype, which is used as it is).
+            # A read-only broadcast view: no 8d-byte zero vector; only a ShareRouting
+            # replayed in a new process encodes it to mask it (float32, the smaller
+            # dtype; in a ring-input session the ring's own dtype, used as it is).
             dtype = config.fixed_point.dtype if config.ring_input else np.float32
             update = np.broadcast_to(np.zeros(1, dtype), (config.dimension,))
-        client = SecAggClient(
+        return SecAggClient(
             self.client_id,
             config,
             update,
             weight,
-            rng=_SessionRng(self._bytes("seed")),
-            threads=threads,
+            rng=_session_rng(seed),
+            threads=self.threads,
         )
-        history = self.record["history"]
-        assert isinstance(history, list)
-        for old in history:
-            assert isinstance(old, bytes)
-            client.handle(codec.decode(old))  # type: ignore[arg-type]
-        return client
 
-    def remember(self, message: bytes) -> None:
-        history = self.record["history"]
-        assert isinstance(history, list)
-        self.record["history"] = [*history, message]
+
+class _DecodedSessions:
+    """This process's :class:`_Decoded` sessions, by :func:`_fingerprint` of their
+    seed: at most ``size``, the least recently used forgotten first (a forgotten
+    session is rebuilt from its record, as in a new process).
+
+    An entry is taken out while a message is handled and put back only once the
+    record in ``Context.state`` says the same, so an error half-way leaves no entry
+    ahead of its record.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[bytes, _Decoded] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<{len(self._entries)} decoded securefl sessions>"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("decoded sessions hold secret keys and cannot be pickled")
+
+    def take(self, session: _Session, threads: int | None) -> _Decoded:
+        """``session``'s decoded state, caught up with its record, out of the cache."""
+        with self._lock:
+            decoded = self._entries.pop(_fingerprint(session.seed), None)
+        if decoded is None or not decoded.extends(session, threads):
+            decoded = _Decoded(session, threads)
+        decoded.learn(session.history)
+        return decoded
+
+    def put(self, decoded: _Decoded) -> None:
+        with self._lock:
+            self._entries[decoded.key] = decoded
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def forget(self, seed: object) -> None:
+        """Drop the entry of a session whose record is deleted."""
+        if isinstance(seed, bytes):
+            with self._lock:
+                self._entries.pop(_fingerprint(seed), None)
+
+    def clear(self) -> None:
+        """Forget every session: what a new process knows (nothing but the records)."""
+        with self._lock:
+            self._entries.clear()
+
+
+_DECODED = _DecodedSessions(_CACHED_SESSIONS)
+"""One per process, shared by every mod object: Flower may unpickle a new copy of
+the ClientApp, and so of its mods, for each message (Ray's simulation does)."""
+
+
+class _SecAggMod:
+    """The Mod :func:`make_secagg_mod` builds: ``mod(message, context, call_next)``.
+
+    It holds only its settings (it pickles as them); what it knows of sessions is
+    in ``Context.state`` and in this process's :data:`_DECODED`.
+    """
+
+    def __init__(self, policy: ClientPolicy, weight_key: str, threads: int | None) -> None:
+        self._policy = policy
+        self._weight_key = weight_key
+        self._threads = threads
+
+    def __repr__(self) -> str:
+        return (
+            f"secagg_mod(policy={self._policy!r}, weight_key={self._weight_key!r}, "
+            f"threads={self._threads!r})"
+        )
+
+    def __call__(self, msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        # First, before any other code (the user's functions included) sees the Context.
+        _redact_state(context)
+        records = msg.content.config_records
+        if msg.metadata.message_type != MessageType.TRAIN or not (
+            RECORD_KEY in records or NEXT_RECORD_KEY in records
+        ):
+            return call_next(msg, context)
+        # The next round's envelope is handled last and never shown to the train function.
+        upcoming = records.pop(NEXT_RECORD_KEY, None)
+        reply, current = None, None
+        if RECORD_KEY in records:
+            reply, current = self._current(msg, context, call_next)
+            if reply.has_error():
+                return reply  # a node that left this round does not go on to the next one
+        if upcoming is None:
+            assert reply is not None
+            return reply
+        answer = self._next(RecordDict({NEXT_RECORD_KEY: upcoming}), context, current)
+        if isinstance(answer, str):
+            return reply if reply is not None else _error(msg, answer)
+        if reply is None:
+            reply = Message(RecordDict(), reply_to=msg)
+        write_envelope(reply.content, answer, NEXT_RECORD_KEY)
+        return reply
+
+    def _current(
+        self, msg: Message, context: Context, call_next: ClientAppCallable
+    ) -> tuple[Message, bytes | None]:
+        """Answer the envelope of the session in progress (or starting)."""
+        read = _read(msg.content, RECORD_KEY)
+        if isinstance(read, str):
+            return _error(msg, read), None
+        envelope, server_message = read
+        if not isinstance(server_message, ShareRouting):
+            answer = self._answer(context, envelope, server_message, None)
+            if isinstance(answer, str):
+                return _error(msg, answer), envelope.session
+            content = RecordDict()
+            write_envelope(content, answer)
+            return Message(content, reply_to=msg), envelope.session
+        session = self._find(context, envelope.session)
+        if isinstance(session, str):
+            return _error(msg, session), envelope.session
+        reply = self._train_and_mask(
+            msg, context, call_next, session, server_message, envelope.message
+        )
+        return reply, session.session
+
+    def _next(self, content: RecordDict, context: Context, keep: bytes | None) -> Envelope | str:
+        """Answer the next round's envelope; a reason if not.
+
+        ``keep``: the session whose envelope the same message also carries, which a
+        ``SessionStart`` here must not discard.
+        """
+        read = _read(content, NEXT_RECORD_KEY)
+        if isinstance(read, str):
+            return read
+        envelope, server_message = read
+        # The next round's session only sets up keys while this round's runs: it may
+        # neither train nor unmask.
+        if not isinstance(server_message, (SessionStart, KeyDirectory)):
+            return "only a SessionStart or KeyDirectory may ride on another session's message"
+        return self._answer(context, envelope, server_message, keep)
+
+    def _answer(
+        self, context: Context, envelope: Envelope, server_message: _WireMessage, keep: bytes | None
+    ) -> Envelope | str:
+        """Answer a (non-training) protocol message; a reason if not."""
+        if isinstance(server_message, SessionStart):
+            started = self._start(context, envelope, keep)
+            if isinstance(started, str):
+                return started
+            session = started
+        elif isinstance(server_message, ShareRouting):
+            return "a training request in the wrong place"
+        else:
+            found = self._find(context, envelope.session)
+            if isinstance(found, str):
+                return found
+            session = found
+        return self._step(context, session, server_message, envelope.message)
+
+    @staticmethod
+    def _find(context: Context, tag: bytes) -> _Session | str:
+        record = context.state.config_records.get(_state_key(tag))
+        if record is not None:
+            return _Session(record)
+        # A message of another (older or forged) session must not reach this one.
+        if any(k.startswith(STATE_KEY + "/") for k in context.state.config_records):
+            return "message for another session"
+        return "no session in progress on this node"
+
+    def _start(self, context: Context, envelope: Envelope, keep: bytes | None) -> _Session | str:
+        # Reusing the running session's tag would overwrite that session's record.
+        if envelope.session == keep:
+            return "refused session: its tag is the running session's"
+        # A new session replaces whatever unfinished ones left behind, except the
+        # session whose Unmasking this same message carries.
+        kept = None if keep is None else _state_key(keep)
+        records = context.state.config_records
+        for k in [k for k in records if k.startswith(STATE_KEY + "/")]:
+            if k != kept:
+                _DECODED.forget(records.pop(k).get("seed"))
+        try:
+            if envelope.client_id is None or envelope.config is None:
+                raise InvalidMessage("SessionStart without client-id or config")
+            config = unpack_config(envelope.config)  # SecAggConfig's own rules, again
+        except InvalidMessage as exc:
+            return f"refused session: {exc}"
+        # The server's parameters against this client's own (a weak threshold, a
+        # server-chosen huge d that would exhaust the node's memory, a DP plan that
+        # is not this client's, ...).
+        reason = self._policy.refusal(config, envelope.dp_plan)
+        if reason is not None:
+            return f"refused session: {reason}"
+        return _Session.create(envelope.session, envelope.client_id, envelope.config)
+
+    def _train_and_mask(
+        self,
+        msg: Message,
+        context: Context,
+        call_next: ClientAppCallable,
+        session: _Session,
+        routing: ShareRouting,
+        payload: bytes,
+    ) -> Message:
+        decoded = _DECODED.take(session, self._threads)
+        try:
+            ready = decoded.client(session.seed).stage is Stage.MASKED_INPUT_COLLECTION
+        except (ValueError, MemoryError):
+            ready = False
+        else:
+            _DECODED.put(decoded)
+        if not ready:
+            # An out-of-round ShareRouting must not trigger a training run (wasted work
+            # the server could force at will): the client leaves without training.
+            answer = self._step(context, session, routing, payload)
+            return _error(msg, answer if isinstance(answer, str) else "training out of round")
+        config = decoded.config
+        try:
+            global_flat, layout = _flat(_single_array_record(msg.content, "the train message"))
+        except (InvalidMessage, TypeError, ValueError) as exc:
+            return _error(msg, f"malformed train message: {exc}")
+        del msg.content[RECORD_KEY]
+        reply = call_next(msg, context)
+        if reply.has_error():
+            return reply
+        try:
+            local_flat, local_layout = _flat(_single_array_record(reply.content, "the train reply"))
+            if local_layout != layout:
+                raise InvalidMessage("the trained arrays differ in names, shapes or dtypes")
+            update = local_flat - global_flat
+            plan = self._policy.dp if config.ring_input else None
+            expected = config.dimension if plan is None else plan.dimension
+            if update.size != expected:
+                raise InvalidMessage(
+                    f"update has {update.size} values, the session expects {expected}"
+                )
+            if not np.all(np.isfinite(update)):
+                raise InvalidMessage("the trained arrays contain NaN or infinity")
+            weight = read_weight(reply.content, self._weight_key, config.max_weight)
+            vector: npt.NDArray[Any] = update
+            if config.ring_input:
+                vector = self._dp_encode(decoded, update, weight)
+        except (InvalidMessage, TypeError, ValueError) as exc:
+            context.state.config_records.pop(_state_key(session.session), None)
+            _DECODED.forget(session.seed)
+            return _error(msg, f"cannot take part: {exc}")
+        answer = self._step(context, session, routing, payload, vector, weight)
+        if isinstance(answer, str):
+            return _error(msg, answer)
+        content = RecordDict()
+        write_envelope(content, answer)
+        return Message(content, reply_to=msg)
+
+    def _dp_encode(
+        self, decoded: _Decoded, update: npt.NDArray[np.float64], weight: int
+    ) -> npt.NDArray[Any]:
+        """Clip, weight, rotate, round and noise the update into Z_2^b with the policy's
+        plan; the public round seed is the session's nonce, the noise's secret coins
+        come from the OS and never leave this call (Security: securefl.dp)."""
+        from securefl.dp import encode_update
+
+        plan = self._policy.dp
+        if plan is None:  # accepted at SessionStart only with a plan: a corrupt state
+            raise InvalidMessage("a ring-input session but this client has no DP plan")
+        nonce = decoded.nonce
+        encoded = encode_update(
+            update,
+            plan,
+            round_seed=nonce,
+            session=nonce,
+            client_id=decoded.client_id,
+            weight=weight / decoded.config.max_weight,
+            threads=self._threads,
+        )
+        return encoded.ring
+
+    def _step(
+        self,
+        context: Context,
+        session: _Session,
+        server_message: _WireMessage,
+        payload: bytes,
+        update: npt.NDArray[Any] | None = None,
+        weight: int = 1,
+    ) -> Envelope | str:
+        """Answer ``server_message`` (``payload`` as received) and save (or drop) the
+        session; with ``update``, by a client that has it (ShareRouting)."""
+        decoded = _DECODED.take(session, self._threads)
+        try:
+            if update is None:
+                client = decoded.client(session.seed)
+            else:
+                client = decoded.client_with_input(session.seed, update, weight)
+            answer = client.handle(server_message)  # type: ignore[arg-type]
+        except (ValueError, MemoryError) as exc:
+            # The contract is an error reply, never an exception, whatever the server chose.
+            context.state.config_records.pop(_state_key(session.session), None)
+            return f"left the session: cannot run it on this node: {type(exc).__name__}"
+        session.remember(payload)
+        decoded.answered(payload, server_message, client)
+        if client.stage in (Stage.COMPLETED, Stage.ABORTED):
+            # Nothing more to answer: the seed leaves the node's state.
+            context.state.config_records.pop(_state_key(session.session), None)
+        else:
+            context.state.config_records[_state_key(session.session)] = session.record
+            _DECODED.put(decoded)
+        if answer is None:
+            if isinstance(server_message, Abort):
+                return f"session aborted by the server: {server_message.reason}"
+            return f"left the session: {client.abort_reason}"
+        return Envelope(session.session, codec.encode(answer))
 
 
 def make_secagg_mod(
@@ -523,224 +958,7 @@ def make_secagg_mod(
     """
     if not isinstance(policy, ClientPolicy):
         raise ConfigError(f"policy must be a ClientPolicy, got {type(policy).__name__}")
-
-    def secagg(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        # First, before any other code (the user's functions included) sees the Context.
-        _redact_state(context)
-        records = msg.content.config_records
-        if msg.metadata.message_type != MessageType.TRAIN or not (
-            RECORD_KEY in records or NEXT_RECORD_KEY in records
-        ):
-            return call_next(msg, context)
-        # The next round's envelope is handled last and never shown to the train function.
-        upcoming = records.pop(NEXT_RECORD_KEY, None)
-        reply, current = None, None
-        if RECORD_KEY in records:
-            reply, current = _current(msg, context, call_next)
-            if reply.has_error():
-                return reply  # a node that left this round does not go on to the next one
-        if upcoming is None:
-            assert reply is not None
-            return reply
-        answer = _step_or_error(
-            RecordDict({NEXT_RECORD_KEY: upcoming}), context, NEXT_RECORD_KEY, current
-        )
-        if isinstance(answer, str):
-            return reply if reply is not None else _error(msg, answer)
-        if reply is None:
-            reply = Message(RecordDict(), reply_to=msg)
-        write_envelope(reply.content, answer, NEXT_RECORD_KEY)
-        return reply
-
-    def _current(
-        msg: Message, context: Context, call_next: ClientAppCallable
-    ) -> tuple[Message, bytes | None]:
-        """Answer the envelope of the session in progress (or starting)."""
-        try:
-            envelope = read_envelope(msg.content)
-            server_message = codec.decode(envelope.message)
-        except InvalidMessage as exc:
-            return _error(msg, f"malformed request: {exc}"), None
-        if not isinstance(server_message, ShareRouting):
-            answer = _step_or_error(msg.content, context, RECORD_KEY, None)
-            if isinstance(answer, str):
-                return _error(msg, answer), envelope.session
-            content = RecordDict()
-            write_envelope(content, answer)
-            return Message(content, reply_to=msg), envelope.session
-        session = _find(context, envelope.session)
-        if isinstance(session, str):
-            return _error(msg, session), envelope.session
-        return _train_and_mask(msg, context, call_next, session, envelope.message), session.session
-
-    def _step_or_error(
-        content: RecordDict, context: Context, key: str, keep: bytes | None
-    ) -> Envelope | str:
-        """Answer the (non-training) protocol message under ``key``; a reason if not.
-
-        ``keep``: the session whose envelope the same message also carries, which a
-        ``SessionStart`` here must not discard.
-        """
-        try:
-            envelope = read_envelope(content, key)
-            server_message = codec.decode(envelope.message)
-        except InvalidMessage as exc:
-            return f"malformed request: {exc}"
-        # The next round's session only sets up keys while this round's runs: it may
-        # neither train nor unmask.
-        if key == NEXT_RECORD_KEY and not isinstance(server_message, (SessionStart, KeyDirectory)):
-            return "only a SessionStart or KeyDirectory may ride on another session's message"
-        if isinstance(server_message, SessionStart):
-            started = _start(context, envelope, keep)
-            if isinstance(started, str):
-                return started
-            session = started
-        elif isinstance(server_message, ShareRouting):
-            return "a training request in the wrong place"
-        else:
-            found = _find(context, envelope.session)
-            if isinstance(found, str):
-                return found
-            session = found
-        return _step(context, session, envelope.message)
-
-    def _find(context: Context, tag: bytes) -> _Session | str:
-        record = context.state.config_records.get(_state_key(tag))
-        if record is not None:
-            return _Session(record)
-        # A message of another (older or forged) session must not reach this one.
-        if any(k.startswith(STATE_KEY + "/") for k in context.state.config_records):
-            return "message for another session"
-        return "no session in progress on this node"
-
-    def _start(context: Context, envelope: Envelope, keep: bytes | None) -> _Session | str:
-        # Reusing the running session's tag would overwrite that session's record.
-        if envelope.session == keep:
-            return "refused session: its tag is the running session's"
-        # A new session replaces whatever unfinished ones left behind, except the
-        # session whose Unmasking this same message carries.
-        kept = None if keep is None else _state_key(keep)
-        for k in [k for k in context.state.config_records if k.startswith(STATE_KEY + "/")]:
-            if k != kept:
-                del context.state.config_records[k]
-        try:
-            if envelope.client_id is None or envelope.config is None:
-                raise InvalidMessage("SessionStart without client-id or config")
-            config = unpack_config(envelope.config)  # SecAggConfig's own rules, again
-        except InvalidMessage as exc:
-            return f"refused session: {exc}"
-        # The server's parameters against this client's own (a weak threshold, a
-        # server-chosen huge d that would exhaust the node's memory, a DP plan that
-        # is not this client's, ...).
-        reason = policy.refusal(config, envelope.dp_plan)
-        if reason is not None:
-            return f"refused session: {reason}"
-        return _Session.create(envelope.session, envelope.client_id, envelope.config)
-
-    def _train_and_mask(
-        msg: Message,
-        context: Context,
-        call_next: ClientAppCallable,
-        session: _Session,
-        payload: bytes,
-    ) -> Message:
-        try:
-            ready = session.client(threads).stage is Stage.MASKED_INPUT_COLLECTION
-        except (ValueError, MemoryError):
-            ready = False
-        if not ready:
-            # An out-of-round ShareRouting must not trigger a training run (wasted work
-            # the server could force at will): the client leaves without training.
-            answer = _step(context, session, payload)
-            return _error(msg, answer if isinstance(answer, str) else "training out of round")
-        config = session.config
-        try:
-            global_flat, layout = _flat(_single_array_record(msg.content, "the train message"))
-        except (InvalidMessage, TypeError, ValueError) as exc:
-            return _error(msg, f"malformed train message: {exc}")
-        del msg.content[RECORD_KEY]
-        reply = call_next(msg, context)
-        if reply.has_error():
-            return reply
-        try:
-            local_flat, local_layout = _flat(_single_array_record(reply.content, "the train reply"))
-            if local_layout != layout:
-                raise InvalidMessage("the trained arrays differ in names, shapes or dtypes")
-            update = local_flat - global_flat
-            plan = policy.dp if config.ring_input else None
-            expected = config.dimension if plan is None else plan.dimension
-            if update.size != expected:
-                raise InvalidMessage(
-                    f"update has {update.size} values, the session expects {expected}"
-                )
-            if not np.all(np.isfinite(update)):
-                raise InvalidMessage("the trained arrays contain NaN or infinity")
-            weight = read_weight(reply.content, weight_key, config.max_weight)
-            vector: npt.NDArray[Any] = update
-            if config.ring_input:
-                vector = _dp_encode(session, config, update, weight)
-        except (InvalidMessage, TypeError, ValueError) as exc:
-            context.state.config_records.pop(_state_key(session.session), None)
-            return _error(msg, f"cannot take part: {exc}")
-        answer = _step(context, session, payload, vector, weight)
-        if isinstance(answer, str):
-            return _error(msg, answer)
-        content = RecordDict()
-        write_envelope(content, answer)
-        return Message(content, reply_to=msg)
-
-    def _dp_encode(
-        session: _Session, config: SecAggConfig, update: npt.NDArray[np.float64], weight: int
-    ) -> npt.NDArray[Any]:
-        """Clip, weight, rotate, round and noise the update into Z_2^b with the policy's
-        plan; the public round seed is the session's nonce, the noise's secret coins
-        come from the OS and never leave this call (Security: securefl.dp)."""
-        from securefl.dp import encode_update
-
-        plan = policy.dp
-        if plan is None:  # accepted at SessionStart only with a plan: a corrupt state
-            raise InvalidMessage("a ring-input session but this client has no DP plan")
-        nonce = session.nonce
-        encoded = encode_update(
-            update,
-            plan,
-            round_seed=nonce,
-            session=nonce,
-            client_id=session.client_id,
-            weight=weight / config.max_weight,
-            threads=threads,
-        )
-        return encoded.ring
-
-    def _step(
-        context: Context,
-        session: _Session,
-        payload: bytes,
-        update: npt.NDArray[Any] | None = None,
-        weight: int = 1,
-    ) -> Envelope | str:
-        """Rebuild the client, answer ``payload`` and save (or drop) the session."""
-        server_message = codec.decode(payload)
-        try:
-            client = session.client(threads, update, weight)
-            answer = client.handle(server_message)  # type: ignore[arg-type]
-        except (ValueError, MemoryError) as exc:
-            # The contract is an error reply, never an exception, whatever the server chose.
-            context.state.config_records.pop(_state_key(session.session), None)
-            return f"left the session: cannot run it on this node: {type(exc).__name__}"
-        session.remember(payload)
-        if client.stage in (Stage.COMPLETED, Stage.ABORTED):
-            # Nothing more to answer: the seed leaves the node's state.
-            context.state.config_records.pop(_state_key(session.session), None)
-        else:
-            context.state.config_records[_state_key(session.session)] = session.record
-        if answer is None:
-            if isinstance(server_message, Abort):
-                return f"session aborted by the server: {server_message.reason}"
-            return f"left the session: {client.abort_reason}"
-        return Envelope(session.session, codec.encode(answer))
-
-    return secagg
+    return _SecAggMod(policy, weight_key, threads)
 
 
 secagg_mod: Mod = make_secagg_mod()
