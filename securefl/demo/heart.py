@@ -122,7 +122,7 @@ def _aggregator(
                 message, own = ckks.encrypt_update(ctx, state, int(weights[i]))
                 # The sum would add different parameters' coordinates and decode under
                 # one hospital's names: refuse, as securefl.aggregate does.
-                diff = (
+                diff: str | None = (
                     None
                     if layout is None
                     else own.difference(layout, this=f"hospital {i}", that="the first")
