@@ -93,6 +93,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, Message
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from securefl import vectors
+from securefl.encoding import RingInput
 from securefl.errors import ConfigError, InvalidMessage
 from securefl.primitives.kdf import derive
 from securefl.primitives.keystream_rng import KeystreamRng
@@ -567,7 +568,9 @@ class _Decoded:
             self._handled += 1
         return self._client
 
-    def client_with_input(self, seed: bytes, update: npt.NDArray[Any], weight: int) -> SecAggClient:
+    def client_with_input(
+        self, seed: bytes, update: RingInput | npt.NDArray[Any], weight: int
+    ) -> SecAggClient:
         """A new client with the real ``update`` and ``weight``, at the stored
         client's stage: it handles the decoded messages again (the one replay of a
         session in a process).
@@ -589,7 +592,7 @@ class _Decoded:
         self._client, self._handled = client, len(self.messages)
 
     def _build(
-        self, seed: bytes, update: npt.NDArray[Any] | None = None, weight: int = 1
+        self, seed: bytes, update: RingInput | npt.NDArray[Any] | None = None, weight: int = 1
     ) -> SecAggClient:
         config = self.config
         if update is None:
@@ -841,7 +844,7 @@ class _SecAggMod:
             if not np.all(np.isfinite(update)):
                 raise InvalidMessage("the trained arrays contain NaN or infinity")
             weight = read_weight(reply.content, self._weight_key, config.max_weight)
-            vector: npt.NDArray[Any] = update
+            vector: RingInput | npt.NDArray[Any] = update
             if config.ring_input:
                 vector = self._dp_encode(decoded, update, weight)
         except (InvalidMessage, TypeError, ValueError) as exc:
@@ -857,26 +860,23 @@ class _SecAggMod:
 
     def _dp_encode(
         self, decoded: _Decoded, update: npt.NDArray[np.float64], weight: int
-    ) -> npt.NDArray[Any]:
+    ) -> RingInput:
         """Clip, weight, rotate, round and noise the update into Z_2^b with the policy's
-        plan; the public round seed is the session's nonce, the noise's secret coins
-        come from the OS and never leave this call (Security: securefl.dp)."""
-        from securefl.dp import encode_update
+        plan (the DP encoder every transport uses); the public round seed is the
+        session's nonce, the noise's secret coins come from the OS and never leave this
+        call (Security: securefl.dp)."""
+        from securefl.dp import DPEncoder
 
         plan = self._policy.dp
         if plan is None:  # accepted at SessionStart only with a plan: a corrupt state
             raise InvalidMessage("a ring-input session but this client has no DP plan")
-        nonce = decoded.nonce
-        encoded = encode_update(
-            update,
+        encoder = DPEncoder(
             plan,
-            round_seed=nonce,
-            session=nonce,
-            client_id=decoded.client_id,
-            weight=weight / decoded.config.max_weight,
+            round_seed=decoded.nonce,
+            max_weight=decoded.config.max_weight,
             threads=self._threads,
         )
-        return encoded.ring
+        return encoder.encode(update, weight, client_id=decoded.client_id)
 
     def _step(
         self,
@@ -884,7 +884,7 @@ class _SecAggMod:
         session: _Session,
         server_message: _WireMessage,
         payload: bytes,
-        update: npt.NDArray[Any] | None = None,
+        update: RingInput | npt.NDArray[Any] | None = None,
         weight: int = 1,
     ) -> Envelope | str:
         """Answer ``server_message`` (``payload`` as received) and save (or drop) the

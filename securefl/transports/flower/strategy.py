@@ -509,25 +509,24 @@ class SecAggFedAvg(FedAvg):
         return arrays, metrics
 
     def _dp_decode(self, state: _Round, result: RingSum) -> npt.NDArray[np.float64] | str:
-        """The noisy weighted mean behind the ring sum, or why there is none."""
-        from securefl.dp import decode_aggregate
+        """The noisy weighted mean behind the ring sum (the DP encoder every transport
+        uses), or why there is none."""
+        from securefl.dp import DPEncoder
 
         plan = self.dp
         assert plan is not None
+        encoder = DPEncoder(
+            plan,
+            round_seed=state.nonce,
+            max_weight=state.server.config.max_weight,
+            threads=self.threads,
+        )
         try:
-            decoded = decode_aggregate(
-                result.ring_sum,
-                plan,
-                round_seed=state.nonce,
-                survivors=len(result.contributors),
-                total_weight=result.total_weight / state.server.config.max_weight,
-                threads=self.threads,
-            )
+            return encoder.decode(result)
         except (ConfigError, ValueError) as exc:
             # Fewer survivors than the noise is calibrated for (SecAgg's min_survivors
             # stops that first), or a corrupt sum: nothing is released.
             return f"differential privacy: {exc}"
-        return decoded.mean
 
     def _prefetch(self, state: _Round, messages: list[Message]) -> _Opened | None:
         """Run round r + 1's next key-setup step on this exchange: open its session and
@@ -655,10 +654,12 @@ def _collect(
             envelope = read_envelope(reply.content, key)
             if envelope.session != session:
                 raise InvalidMessage("reply for another session")
-            message = codec.decode(envelope.message, max_dimension=server.config.dimension + 1)
+            message = codec.decode_from_client(
+                envelope.message, max_dimension=server.config.dimension + 1
+            )
         except InvalidMessage as exc:
             server.rejections.append(Rejection(client_id, stage, f"undecodable: {exc}"))
             continue
-        if server.receive(client_id, message):  # type: ignore[arg-type]
+        if server.receive(client_id, message):
             accepted.add(client_id)
     return accepted
