@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from securefl import vectors
+from securefl.encoding import FixedPointEncoder
 from securefl.errors import ConfigError
 from securefl.primitives.quantize import FixedPoint
 from securefl.secagg.config import GraphKind, SecAggConfig
@@ -274,8 +275,11 @@ def aggregate(
                 protocol, n, threshold, degree, dropouts=len(dropouts), authenticated=authenticated
             ),
         )
+        # The session's fixed-point encoder, on the vectors flattened once above.
+        encoder = FixedPointEncoder.for_config(config, threads=threads)
+        encoded = [encoder.encode(x, w) for x, w in zip(inputs.flat, checked_weights, strict=True)]
         report = run_session(
-            config, inputs.flat, checked_weights, dropouts=dropouts, rng=rng, threads=threads
+            config, encoded, checked_weights, dropouts=dropouts, rng=rng, threads=threads
         )
         if report.result is None:
             raise ProtocolAbort(report.abort_reason or "session aborted")

@@ -235,7 +235,10 @@ def run_session(
         Session parameters; ``config.dimension`` must be the flattened size.
     updates, weights:
         One update per client (a numpy array, a dict or list of arrays, or a torch
-        state_dict, all with the same layout) and integer weights (default 1).
+        state_dict, all with the same layout) and integer weights (default 1). Or one
+        :class:`~securefl.encoding.RingInput` per client (an encoder's output, or the
+        ring vectors of a ring-input session): used as they are, and the report's
+        ``aggregate`` is then ``None`` (the caller holds the layout).
     ids:
         Client ids (default 0..n-1).
     dropouts:
@@ -265,9 +268,10 @@ def run_session(
     n = len(updates)
     flat: list[RingInput | npt.NDArray[Any]]
     layout: vectors.Layout | None
-    if config.ring_input:
-        # Already in the ring (securefl.dp's encodings): handed over as integers, never
-        # flattened to floats (exact only below 2^53) and never unflattened.
+    if config.ring_input or all(isinstance(u, RingInput) for u in updates):
+        # Already in the ring (securefl.dp's encodings) or encoded by the caller (an
+        # encoder's RingInput): handed over as they are, never flattened to floats
+        # (exact only below 2^53) and never unflattened.
         flat = [as_ring_input(cast("npt.NDArray[Any]", u), config, 1) for u in updates]
         layout = None
     else:
