@@ -43,6 +43,16 @@ class Stage(enum.Enum):
     ABORTED = "Aborted"
 
 
+ROUNDS = (
+    Stage.ADVERTISE_KEYS,
+    Stage.SHARE_KEYS,
+    Stage.MASKED_INPUT_COLLECTION,
+    Stage.CONSISTENCY_CHECK,
+    Stage.UNMASKING,
+)
+"""The protocol rounds, in order: a session whose stage is one of them is still running."""
+
+
 # ---- server -> client ---------------------------------------------------------------
 
 

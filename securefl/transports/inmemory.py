@@ -28,18 +28,10 @@ from securefl.errors import InvalidMessage
 from securefl.secagg import codec, crypto
 from securefl.secagg.client import SecAggClient
 from securefl.secagg.config import SecAggConfig
-from securefl.secagg.messages import ServerMessage, Stage, UnmaskingResponse
+from securefl.secagg.messages import ROUNDS, ServerMessage, Stage, UnmaskingResponse
 from securefl.secagg.server import Rejection, SecAggServer
 
 __all__ = ["SessionReport", "run_session"]
-
-ROUNDS = (
-    Stage.ADVERTISE_KEYS,
-    Stage.SHARE_KEYS,
-    Stage.MASKED_INPUT_COLLECTION,
-    Stage.CONSISTENCY_CHECK,
-    Stage.UNMASKING,
-)
 
 
 @dataclass

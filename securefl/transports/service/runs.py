@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from securefl.encoding import decoded, encoder_for
 from securefl.errors import ConfigError, InvalidMessage
 from securefl.secagg import codec
-from securefl.secagg.messages import Stage
+from securefl.secagg.messages import ROUNDS, Stage
 from securefl.secagg.server import Rejection, SecAggServer
 from securefl.transports.service import framing
 from securefl.transports.service.framing import Kind
@@ -35,13 +35,6 @@ __all__ = ["CKKSRun", "Refused", "RoundClosed", "SecAggRun", "ServerRun"]
 # The server's logger: what a run logs reads as the server's own lines.
 log = logging.getLogger("securefl.transports.service.server")
 
-_ROUNDS = (
-    Stage.ADVERTISE_KEYS,
-    Stage.SHARE_KEYS,
-    Stage.MASKED_INPUT_COLLECTION,
-    Stage.CONSISTENCY_CHECK,
-    Stage.UNMASKING,
-)
 
 Payload = Sequence[bytes | memoryview]
 
@@ -164,7 +157,7 @@ class SecAggRun:
         stage = machine.stage
         assert stage is not None
         outcome.stage = stage
-        if stage in _ROUNDS:
+        if stage in ROUNDS:
             return RoundClosed(
                 next={c: [codec.encode(m)] for c, m in messages.items() if c not in gone}
             )
